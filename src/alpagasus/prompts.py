@@ -1,0 +1,96 @@
+"""Every prompt of the AlpaGasus protocol, verbatim, in one place.
+
+The strings below are the protocol itself (../shared/PAPER.md): a change of one character
+changes what a judge answers, so each family of prompts has a version hash, and every cached
+or recorded judgement carries the hash of the prompt that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+# --- Rating (data selection), PAPER.md section 1 -------------------------------------------
+RATING_SYSTEM = (
+    "We would like to request your feedback on the performance of AI assistant in response to "
+    "the instruction and the given input displayed following."
+)
+# Layout of the reference code (gpt4life/alpagasus), which produced the released data.
+RATING_USER = (
+    "###Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n{output}\n\n"
+    "Please rate according to the {dimension} of the response to the instruction and the input. "
+    "Each assistant receives a score on a scale of 0 to 5, where a higher score indicates higher "
+    "level of the {dimension}. Please first output a single line containing value indicating the "
+    "scores. In the subsequent line, please provide a comprehensive explanation of your "
+    "evaluation, avoiding any potential bias. \n\n"
+)
+RATING_DIMENSIONS = ("accuracy", "helpfulness")
+
+# --- Pairwise evaluation, PAPER.md section 3 ------------------------------------------------
+PAIRWISE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
+PAIRWISE_CRITERIA = (
+    "We would like to request your feedback on the performance of two AI assistants in response "
+    "to the user question displayed above.\n"
+    "Please rate the helpfulness, relevance, accuracy, level of details of their responses. Each "
+    "assistant receives an overall score on a scale of 1 to 10, where a higher score indicates "
+    "better overall performance.\n"
+    "Please first output a single line containing only two values indicating the scores for "
+    "Assistant 1 and 2, respectively. The two scores are separated by a space. In the subsequent "
+    "line, please provide a comprehensive explanation of your evaluation, avoiding any potential "
+    "bias and ensuring that the order in which the responses were presented does not affect your "
+    "judgment."
+)
+PAIRWISE_USER = (
+    "[Question]\n{question}\n\n"
+    "[The Start of Assistant 1's Answer]\n{answer_1}\n\n[The End of Assistant 1's Answer]\n\n"
+    "[The Start of Assistant 2's Answer]\n{answer_2}\n\n[The End of Assistant 2's Answer]\n\n"
+    "[System]\n{criteria}\n\n"
+)
+
+# --- Stanford Alpaca training / generation templates, PAPER.md section 2 -----------------------
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
+
+
+def _version(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
+RATING_PROMPT_VERSION = _version(RATING_SYSTEM, RATING_USER)
+PAIRWISE_PROMPT_VERSION = _version(PAIRWISE_SYSTEM, PAIRWISE_USER, PAIRWISE_CRITERIA)
+
+
+def rating_messages(instruction: str, input: str, output: str, dimension: str = "accuracy") -> list[dict]:
+    """Chat messages asking a judge to rate one (instruction, input, output) triple."""
+    if dimension not in RATING_DIMENSIONS:
+        raise ValueError(f"rating dimension must be one of {RATING_DIMENSIONS}, got {dimension!r}")
+    user = RATING_USER.format(instruction=instruction, input=input, output=output, dimension=dimension)
+    return [{"role": "system", "content": RATING_SYSTEM}, {"role": "user", "content": user}]
+
+
+def pairwise_messages(question: str, answer_1: str, answer_2: str) -> list[dict]:
+    """Chat messages asking a judge to score two answers to one question (1 = shown first)."""
+    user = PAIRWISE_USER.format(
+        question=question, answer_1=answer_1, answer_2=answer_2, criteria=PAIRWISE_CRITERIA
+    )
+    return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def alpaca_prompt(instruction: str, input: str = "", template: str | None = None) -> str:
+    """The training/generation prompt for one example.
+
+    With ``template`` None this is Stanford Alpaca's pair of templates (input / no input).
+    A custom template (the offline miniature's short one) gets ``{instruction}`` and ``{input}``.
+    """
+    if template is not None:
+        return template.format(instruction=instruction, input=input)
+    if input:
+        return ALPACA_PROMPT_INPUT.format(instruction=instruction, input=input)
+    return ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)

@@ -144,3 +144,8 @@ def make_test_items(n: int, seed: int = 1, families: list[str] | None = None, ex
              "input": inp, "reference": fn(inp)}
         )
     return items
+
+
+def question_of(item: dict) -> str:
+    """The question as a pairwise judge sees it (the Self-Instruct convention of PAPER.md)."""
+    return f"{item['instruction']} Input: {item['input']}" if item.get("input") else item["instruction"]

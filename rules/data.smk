@@ -1,0 +1,53 @@
+# Stage 1: the instruction set (downloaded and verified, a local file, or the miniature).
+
+
+def _data_params():
+    # Only what defines the records: a change of max_field_chars or n_test must not
+    # re-create the data (and with it every downstream result).
+    d = config["data"]
+    keep = {"source": d["source"]}
+    if d["source"] == "download":
+        keep.update(url=d["url"], sha256=d.get("sha256"), expected_records=d.get("expected_records"))
+    elif d["source"] == "local":
+        keep.update(local_path=d.get("local_path"))
+    else:
+        m = d.get("miniature") or {}
+        keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
+    return keep
+
+
+rule alpaca_data:
+    input:
+        # A local file is an input, so editing it reruns what depends on it.
+        [config["data"]["local_path"]] if config["data"]["source"] == "local" else [],
+    output:
+        records=f"{R}/alpaca_52k.json",
+        summary=f"{R}/data_summary.json",
+    params:
+        data=_data_params(),
+        download_dir=f"{CACHE}/downloads",
+    log:
+        f"{R}/logs/alpaca_data.log",
+    benchmark:
+        f"{R}/benchmarks/alpaca_data.tsv"
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/prepare_data.py"
+
+
+rule mini_test_set:
+    input:
+        f"{R}/alpaca_52k.json",
+    output:
+        f"{R}/test_sets/mini.jsonl",
+    params:
+        n_test=config["data"]["miniature"]["n_test"],
+        seed=config["data"]["miniature"]["seed"] + 1,
+        families=config["data"]["miniature"]["families"],
+    log:
+        f"{R}/logs/mini_test_set.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/mini_test_set.py"

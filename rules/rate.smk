@@ -1,0 +1,47 @@
+# Stage 2: every record rated by the judge. Paid judgements live in the cache (cache_dir),
+# so rerunning this rule only sends what was never answered.
+
+
+def _judge_identity(name):
+    # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
+    # are read at run time and never rerun anything.
+    j = config["judges"][name]
+    return {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+
+
+rule rate:
+    input:
+        records=f"{R}/alpaca_52k.json",
+    output:
+        scores=f"{R}/scores.jsonl",
+        cost=f"{R}/rating_cost.json",
+    params:
+        judge=_judge_identity(config["rating"]["judge"]),
+        dimension=config["rating"].get("dimension", "accuracy"),
+        max_field_chars=config["data"].get("max_field_chars", 20000),
+        cache_dir=CACHE,
+    log:
+        f"{R}/logs/rate.log",
+    benchmark:
+        f"{R}/benchmarks/rate.tsv"
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/rate.py"
+
+
+rule rating_estimate:
+    """What rating would cost now: `snakemake results/rating_estimate.json` before paying."""
+    input:
+        records=f"{R}/alpaca_52k.json",
+    output:
+        f"{R}/rating_estimate.json",
+    params:
+        max_field_chars=config["data"].get("max_field_chars", 20000),
+        cache_dir=CACHE,
+    log:
+        f"{R}/logs/rating_estimate.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/rating_estimate.py"

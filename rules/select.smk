@@ -1,0 +1,71 @@
+# Stage 3: keep the best-rated records; a same-size random baseline; the score histogram.
+
+
+def _rule(cfg):
+    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+
+
+rule select:
+    input:
+        records=f"{R}/alpaca_52k.json",
+        scores=f"{R}/scores.jsonl",
+    output:
+        f"{R}/filtered_9k.json",
+    params:
+        rule=_rule(config["selection"]),
+    log:
+        f"{R}/logs/select.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/select.py"
+
+
+rule select_extra:
+    input:
+        records=f"{R}/alpaca_52k.json",
+        scores=f"{R}/scores.jsonl",
+    output:
+        f"{R}/selections/{{name}}.json",
+    params:
+        rule=lambda wc: _rule(config["selection"]["extra"][wc.name]),
+    log:
+        f"{R}/logs/select_{{name}}.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/select.py"
+
+
+rule random_baseline:
+    input:
+        records=f"{R}/alpaca_52k.json",
+        selected=f"{R}/filtered_9k.json",
+    output:
+        f"{R}/random_9k.json",
+    params:
+        seed=config["selection"].get("random_seed", 42),
+    log:
+        f"{R}/logs/random_baseline.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/random_baseline.py"
+
+
+rule selection_summary:
+    input:
+        records=f"{R}/alpaca_52k.json",
+        scores=f"{R}/scores.jsonl",
+        random=f"{R}/random_9k.json",
+    output:
+        summary=f"{R}/selection_summary.json",
+        plot=f"{R}/plots/score_hist.png",
+    params:
+        rule=_rule(config["selection"]),
+    log:
+        f"{R}/logs/selection_summary.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/selection_summary.py"

@@ -1,0 +1,95 @@
+"""A persistent, content-addressed store of paid judgements.
+
+Append-only JSON lines, one per judgement, written and flushed the moment a reply arrives: a
+process killed at any instant (kill -9) loses only the requests still in flight, and a torn
+last line is skipped on the next load. Several processes (rating and judging rules running
+side by side) may append to one file; an exclusive flock keeps their lines whole.
+Only successful replies are stored: a transient failure is never cached.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def judgement_key(model: str, prompt_version: str, params: dict, messages: list[dict]) -> str:
+    """What a judgement is paid for: the judge model, the prompt version, the sampling
+    parameters and the exact content. The server URL is deliberately not part of it: the same
+    model behind OpenAI or Azure gives the same judgement."""
+    blob = json.dumps(
+        {"model": model, "prompt_version": prompt_version, "params": params, "messages": messages},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class JudgementCache:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._entries: dict[str, dict] = {}
+        self._load()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        torn = 0
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    entry = json.loads(line)
+                    self._entries[entry["key"]] = entry
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    torn += 1
+        if torn:
+            log.warning("%s: skipped %d unreadable line(s) (a run killed mid-write); those judgements will be redone",
+                        self.path, torn)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, text: str, prompt_tokens: int, completion_tokens: int, model: str,
+            prompt_version: str, usd: float) -> dict:
+        entry = {"key": key, "text": text, "prompt_tokens": prompt_tokens,
+                 "completion_tokens": completion_tokens, "model": model,
+                 "prompt_version": prompt_version, "usd": usd, "time": time.time()}
+        line = json.dumps(entry, ensure_ascii=False) + "\n"
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        try:
+            self._fh.write(line)
+            self._fh.flush()  # in the kernel now: survives kill -9 of this process
+        finally:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._entries[key] = entry
+        return entry
+
+    def sync(self) -> None:
+        """fsync, for power loss; called at the end of a run and periodically, not per line."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,66 @@
+"""Configuration outside Snakemake (the CLI), and the checks a JSON schema cannot express."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "config" / "schema.yaml"
+BUILTIN_VARIANTS = {"alpagasus", "alpaca", "random"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge, as Snakemake merges --configfile overlays."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.path) or "(top level)"
+        raise ConfigError(f"config {where}: {e.message}")
+    check_references(cfg)
+    return cfg
+
+
+def check_references(cfg: dict) -> None:
+    """Names that point at other entries must exist."""
+    judges = cfg.get("judges", {})
+    for section in ("rating", "evaluation"):
+        name = (cfg.get(section) or {}).get("judge")
+        if name is not None and name not in judges:
+            raise ConfigError(f"config {section}.judge: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
+    known = BUILTIN_VARIANTS | set((cfg.get("selection") or {}).get("extra") or {})
+    refs = set((cfg.get("evaluation") or {}).get("references") or {})
+    for v in (cfg.get("training") or {}).get("variants") or []:
+        if v not in known:
+            raise ConfigError(f"config training.variants: {v!r} is neither alpagasus/alpaca/random nor a selection.extra name")
+    sizes = set(((cfg.get("training") or {}).get("sizes") or {}))
+    for s in (cfg.get("evaluation") or {}).get("sizes") or []:
+        if sizes and s not in sizes:
+            raise ConfigError(f"config evaluation.sizes: {s!r} is not under training.sizes ({', '.join(sorted(sizes))})")
+    for a, b in (cfg.get("evaluation") or {}).get("comparisons") or []:
+        for v in (a, b):
+            if v not in known | refs:
+                raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
+
+
+def load(*paths: str | Path) -> dict:
+    """config/config.yaml merged with overlays, validated."""
+    cfg: dict = {}
+    for p in paths or (REPO / "config" / "config.yaml",):
+        cfg = merge(cfg, yaml.safe_load(Path(p).read_text()) or {})
+    return validate(cfg)

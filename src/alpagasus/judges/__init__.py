@@ -1,0 +1,27 @@
+"""Judge backends behind one interface: ``await judge.complete(request) -> JudgeReply``.
+
+A judge is data (config ``judges.<name>``): the backend, the model, its sampling parameters,
+its limits and its prices. ``make_judge`` turns that entry into an object.
+"""
+
+from __future__ import annotations
+
+from .base import (JudgeError, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError,
+                   JudgeTransientError)
+
+
+def make_judge(name: str, cfg: dict):
+    backend = cfg.get("backend")
+    if backend == "openai":
+        from .openai_judge import OpenAIJudge
+
+        return OpenAIJudge(name, cfg)
+    if backend == "verifier":
+        from .verifier import VerifierJudge
+
+        return VerifierJudge(name, cfg)
+    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, verifier)")
+
+
+__all__ = ["make_judge", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",
+           "JudgeRequestError", "JudgeTransientError"]

@@ -1,0 +1,75 @@
+"""The offline miniature's judge: checks answers against the task's known solution.
+
+It answers in the same text format as an LLM judge ("4.5\\n<why>" for a rating, "9 3\\n<why>"
+for a pair), so the same parsers, cache-free engine, tables and reports run on its replies.
+"""
+
+from __future__ import annotations
+
+from .. import miniature
+from .base import JudgeReply, JudgeRequest
+
+
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def closeness(answer: str, reference: str) -> float:
+    """1 for an exact match, falling towards 0 with the normalised edit distance."""
+    answer, reference = answer.strip(), reference.strip()
+    if answer == reference:
+        return 1.0
+    return 1.0 - edit_distance(answer, reference) / max(len(answer), len(reference), 1)
+
+
+def rating_score(answer: str, reference: str) -> float:
+    """5 for an exact answer, else 4 x closeness: only exact answers pass a 4.5 threshold."""
+    c = closeness(answer, reference)
+    return 5.0 if c == 1.0 else round(4.0 * c, 1)
+
+
+def pair_score(answer: str, reference: str) -> int:
+    """1..10: 10 for an exact answer, else 1 + 8 x closeness, rounded."""
+    c = closeness(answer, reference)
+    return 10 if c == 1.0 else 1 + round(8 * c)
+
+
+class VerifierJudge:
+    cacheable = False  # free and instant: caching would only grow a file
+    concurrency = 64
+
+    def __init__(self, name: str, cfg: dict | None = None):
+        self.name = name
+        self.model = "verifier-v1"
+        self.params: dict = {}
+        self.attempts = 0
+        self.failures: dict[str, int] = {}
+
+    async def aclose(self) -> None:
+        pass
+
+    def _reference(self, ctx: dict) -> str | None:
+        if ctx.get("reference") is not None:
+            return ctx["reference"]
+        return miniature.solve(ctx.get("instruction", ""), ctx.get("input", ""))
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        self.attempts += 1
+        ctx = request.context
+        ref = self._reference(ctx)
+        if ref is None:
+            text = "I cannot verify this task: it is not one of the miniature's task families."
+        elif "answer_1" in ctx:
+            s1, s2 = pair_score(ctx["answer_1"], ref), pair_score(ctx["answer_2"], ref)
+            text = f"{s1} {s2}\nEach answer is scored by its distance to the known answer."
+        else:
+            score = rating_score(ctx.get("output", ""), ref)
+            why = "matches" if score == 5.0 else "differs from"
+            text = f"{score:g}\nThe response {why} the known answer."
+        return JudgeReply(text=text, model=self.model)

@@ -1,0 +1,37 @@
+"""Logging for rule scripts: to the rule's log file and to stderr, with secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+SECRET_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+
+
+class _Redact(logging.Filter):
+    def __init__(self, extra_vars=()):
+        super().__init__()
+        self.secrets = [v for name in (*SECRET_VARS, *extra_vars) if (v := os.environ.get(name)) and len(v) >= 8]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        for s in self.secrets:
+            msg = msg.replace(s, "***")
+        record.msg, record.args = msg, None
+        return True
+
+
+def setup(log_path: str | None = None, secret_vars=()) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    redact = _Redact(secret_vars)
+    for h in handlers:
+        h.addFilter(redact)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    # The SDK's HTTP loggers print one line per request at INFO; keep them quiet.
+    for noisy in ("httpx", "httpx2", "openai", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

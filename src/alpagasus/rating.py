@@ -1,0 +1,163 @@
+"""Rate every record of an instruction set with a judge: records -> scores.jsonl + cost ledger.
+
+Status of each record in scores.jsonl:
+- ``scored``: the judge answered and a score was read from the reply;
+- ``unparsed``: the judge answered (it is paid for and cached) but no score could be read;
+  the raw reply is kept, the record is counted and reported, never scored 0;
+- ``failed``: no reply (retries ran out, or the server refused the request); retried next run;
+- ``budget``: not sent because the spend would have passed ``max_usd``; sent next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .cache import JudgementCache, judgement_key
+from .engine import run_judgements
+from .io import write_json, write_jsonl
+from .judges import JudgeRequest, make_judge
+from .parsing import parse_rating
+from .prompts import RATING_PROMPT_VERSION, rating_messages
+
+log = logging.getLogger(__name__)
+TRUNCATION_NOTE = "\n[... truncated ...]"
+
+
+class IncompleteRatingError(RuntimeError):
+    """Some records have no score yet; everything paid for is cached, so a rerun completes."""
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    return text[:limit] + TRUNCATION_NOTE, True
+
+
+def build_requests(records: list[dict], judge, dimension: str, max_field_chars: int) -> tuple[list[JudgeRequest], list[list[str]]]:
+    """One request per record, with over-long fields clipped; returns requests and per-record flags."""
+    requests, flags = [], []
+    for i, rec in enumerate(records):
+        fields, rec_flags = {}, []
+        for name in ("instruction", "input", "output"):
+            fields[name], clipped = _clip(rec[name], max_field_chars)
+            if clipped:
+                rec_flags.append(f"truncated_{name}")
+                log.warning("record %d: field %r has %d characters; truncated to %d for the judge",
+                            i, name, len(rec[name]), max_field_chars)
+        messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension)
+        key = judgement_key(judge.model, RATING_PROMPT_VERSION, judge.params, messages)
+        requests.append(JudgeRequest(key=key, messages=messages, context=fields))
+        flags.append(rec_flags)
+    return requests, flags
+
+
+def rate_records(
+    records: list[dict],
+    judges_cfg: dict,
+    rating_cfg: dict,
+    cache_dir: str | Path,
+    scores_path: str | Path,
+    ledger_path: str | Path,
+    *,
+    max_field_chars: int = 20000,
+    progress: bool = True,
+) -> dict:
+    """Rate ``records``; write scores and ledger atomically. Returns the ledger.
+
+    Raises IncompleteRatingError (after writing the ledger and caching every reply) when some
+    records are left without a reply and ``allow_incomplete`` is false, so that the pipeline
+    does not select from a partial rating.
+    """
+    judge_name = rating_cfg["judge"]
+    if judge_name not in judges_cfg:
+        raise KeyError(f"config rating.judge: no judge named {judge_name!r} under judges ({', '.join(judges_cfg)})")
+    judge_cfg = judges_cfg[judge_name]
+    judge = make_judge(judge_name, judge_cfg)
+    dimension = rating_cfg.get("dimension", "accuracy")
+    requests, flags = build_requests(records, judge, dimension, max_field_chars)
+
+    cache = JudgementCache(Path(cache_dir) / "judgements.jsonl") if judge.cacheable else None
+    try:
+        outcome = run_judgements(
+            requests, judge, judge_cfg, RATING_PROMPT_VERSION, cache,
+            max_usd=rating_cfg.get("max_usd"),
+            expected_output_tokens=rating_cfg.get("expected_output_tokens", 80),
+            desc=f"rating ({judge_name})", progress=progress,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+
+    rows, counts = [], {"scored": 0, "unparsed": 0, "failed": 0, "budget": 0}
+    first_index: dict[str, int] = {}
+    for i, (req, rec_flags) in enumerate(zip(requests, flags)):
+        entry = outcome.entries.get(req.key)
+        row = {"index": i, "score": None, "status": None, "raw": None, "judge": judge_name,
+               "judge_model": judge.model, "prompt_version": RATING_PROMPT_VERSION,
+               "dimension": dimension, "usage": None, "flags": list(rec_flags)}
+        if req.key in first_index:
+            row["flags"].append(f"duplicate_of_{first_index[req.key]}")
+        else:
+            first_index[req.key] = i
+        if entry is not None:
+            score = parse_rating(entry["text"])
+            row.update(score=score, status="scored" if score is not None else "unparsed", raw=entry["text"],
+                       judge_model=entry.get("model") or judge.model,
+                       usage={"prompt_tokens": entry.get("prompt_tokens", 0),
+                              "completion_tokens": entry.get("completion_tokens", 0)})
+        else:
+            err = outcome.errors.get(req.key, "failed: no reply")
+            row["status"] = "budget" if err == "budget" else "failed"
+            row["error"] = err
+        counts[row["status"]] += 1
+        rows.append(row)
+
+    ledger = {"judge": judge_name, "model": judge.model, "dimension": dimension,
+              "prompt_version": RATING_PROMPT_VERSION, "records": len(records),
+              "status_counts": counts, **outcome.ledger()}
+    write_json(ledger_path, ledger)
+    # The output above is removed by Snakemake if the rule fails; this history never is.
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / "ledger.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"stage": "rating", "time": time.time(), **ledger}) + "\n")
+    if counts["unparsed"]:
+        log.warning("%d replies had no readable score; kept raw with status 'unparsed'", counts["unparsed"])
+    if outcome.fatal:
+        raise IncompleteRatingError(f"rating stopped: {outcome.fatal}")
+    missing = counts["failed"] + counts["budget"]
+    if missing and not rating_cfg.get("allow_incomplete", False):
+        raise IncompleteRatingError(
+            f"{missing} of {len(records)} records have no score yet ({counts['failed']} failed, "
+            f"{counts['budget']} over budget); every reply received is cached, so rerunning sends "
+            f"only those (raise rating.max_usd if the budget stopped it, or set "
+            f"rating.allow_incomplete: true to select without them)"
+        )
+    write_jsonl(scores_path, rows)
+    return ledger
+
+
+def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cache_dir: str | Path,
+                    out_path: str | Path, *, max_field_chars: int = 20000) -> dict:
+    """Requests, tokens and dollars the rating would spend now (cached judgements excluded)."""
+    from . import cost
+
+    judge_name = rating_cfg["judge"]
+    judge_cfg = judges_cfg[judge_name]
+    judge = make_judge(judge_name, judge_cfg)
+    requests, _ = build_requests(records, judge, rating_cfg.get("dimension", "accuracy"), max_field_chars)
+    cache_file = Path(cache_dir) / "judgements.jsonl"
+    cached: set[str] = set()
+    if judge.cacheable and cache_file.exists():
+        cache = JudgementCache(cache_file)
+        cached = {r.key for r in requests if r.key in cache}
+        cache.close()
+    unique = {r.key: r for r in requests if r.key not in cached}
+    est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg.get("expected_output_tokens", 80))
+    est.update(judge=judge_name, model=judge.model, records=len(records), cached=len({r.key for r in requests} & cached),
+               duplicates_in_input=len(requests) - len({r.key for r in requests}), budget_usd=rating_cfg.get("max_usd"))
+    log.info("rating estimate: %s", est)
+    write_json(out_path, est)
+    return est

@@ -38,6 +38,24 @@ class JudgementCache:
         self._entries: dict[str, dict] = {}
         self._load()
         self._fh = open(self.path, "a", encoding="utf-8")
+        self._end_torn_line()
+
+    def _end_torn_line(self) -> None:
+        """A kill mid-write leaves a last line without its newline; the next judgement appended
+        to it would be torn too, so terminate it first."""
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() == 0:
+                    return
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
+            if torn:
+                self._fh.write("\n")
+                self._fh.flush()
+        finally:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
 
     def _load(self) -> None:
         if not self.path.exists():

@@ -60,13 +60,13 @@ def retry_after_seconds(headers) -> float | None:
 class OpenAIJudge:
     cacheable = True
 
-    def __init__(self, name: str, cfg: dict, *, backoff_base_s: float = BACKOFF_BASE_S):
+    def __init__(self, name: str, cfg: dict, *, backoff_base_s: float | None = None):
         self.name = name
         self.cfg = {**DEFAULTS, **cfg}
         self.model = self.cfg["model"]
         self.params = {k: self.cfg[k] for k in ("temperature", "top_p", "max_tokens")}
         self.concurrency = self.cfg["concurrency"]
-        self.backoff_base_s = backoff_base_s
+        self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         # Read at construction, checked at first use: estimating cost needs no key.
         self._key = os.environ.get(self.cfg["api_key_env"])
         self.limiter = RateLimiter(self.cfg["requests_per_minute"], self.cfg["tokens_per_minute"])

@@ -1,0 +1,1 @@
+"""Test doubles for the pipeline's external services (a fake OpenAI-compatible judge server)."""

@@ -1,0 +1,739 @@
+"""A fake OpenAI-compatible chat-completions server, for tests and benchmarks.
+
+Why a real HTTP server rather than a mocked client: the judging code must be exercised through
+the official ``openai`` SDK exactly as in production (its retries, timeouts, header parsing and
+exception classes), and the properties we care about (no record lost, no record paid for twice
+under 429s, 5xx, dropped connections and hung requests) only show up with a real network path.
+
+The server answers deterministically from the request content, so a test can compute the score
+it must end up with (:func:`expected_rating`, :func:`expected_pair`) without calling the server,
+and it keeps its own request log (what was *paid for*), which is the ground truth against which
+a client's bookkeeping is checked.
+
+Quick use::
+
+    with FakeOpenAIServer(latency_s=0.1, faults=FaultPlan(rate_429=0.05)) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="x")
+        ...
+        assert max(srv.paid_counts().values()) == 1   # nothing paid for twice
+
+Or as a separate process (prints one ``BASE_URL ...`` line, serves until SIGTERM)::
+
+    python -m alpagasus.testing.fake_openai --port 0 --latency-ms 100 --rpm-cap 6000 --log log.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+from alpagasus.prompts import PAIRWISE_SYSTEM, RATING_SYSTEM
+
+__all__ = [
+    "FAULT_KINDS",
+    "FaultPlan",
+    "FakeOpenAIServer",
+    "NO_SCORE_REPLY",
+    "OTHER_REPLY",
+    "RATING_SCORES",
+    "answer_score",
+    "expected_pair",
+    "expected_rating",
+    "main",
+    "pairwise_reply",
+    "parse_pairwise_user",
+    "rating_reply",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic judge: replies are a pure function of the request content
+# ---------------------------------------------------------------------------------------------
+
+# Skewed towards 4-4.5 like real GPT ratings, so a 4.5 threshold selects a minority of records.
+RATING_SCORES: tuple[float, ...] = (2.0, 3.0, 3.5, 4.0, 4.0, 4.0, 4.5, 4.5, 5.0)
+
+# Explanations hold no digit, so any sensible score parser can only pick up the score itself.
+_EXPLANATIONS: tuple[str, ...] = (
+    "The response addresses the instruction and is mostly correct, though some details are thin.",
+    "The answer is relevant and clear; a few points could be explained more precisely.",
+    "The response follows the instruction but misses part of what the input asks for.",
+    "Overall the answer is accurate and helpful, with minor omissions.",
+)
+_PAIR_EXPLANATIONS: tuple[str, ...] = (
+    "Assistant one gives a more complete answer, while assistant two is shorter but relevant.",
+    "Both assistants answer the question; they differ in detail and precision.",
+    "The second assistant is more precise, the first one is more verbose.",
+)
+# A paid 200 reply with no number in it: the judge answered but gave no usable score.
+NO_SCORE_REPLY = "I am unable to evaluate this response."
+# Reply to any prompt that is neither a rating nor a pairwise prompt.
+OTHER_REPLY = "This is a canned reply from the fake OpenAI server."
+
+_RATING_SHAPES: tuple[str, ...] = (
+    "{s}\n{e}",
+    "Score: {s}\n{e}",
+    "Score:{s}\n{e}",
+    "{s}/5\n{e}",
+    "**{s}**\n{e}",
+    "Rating: {s} out of 5\n{e}",
+)
+_PAIR_SHAPES: tuple[str, ...] = (
+    "{a} {b}\n{e}",
+    "{a}, {b}\n{e}",
+    "Assistant 1: {a}\nAssistant 2: {b}\n{e}",
+)
+
+_PAIRWISE_RE = re.compile(
+    r"\[Question\]\n(?P<q>.*?)\n\n"
+    r"\[The Start of Assistant 1's Answer\]\n(?P<a1>.*?)\n\n\[The End of Assistant 1's Answer\]\n\n"
+    r"\[The Start of Assistant 2's Answer\]\n(?P<a2>.*?)\n\n\[The End of Assistant 2's Answer\]",
+    re.DOTALL,
+)
+
+
+def _text(content: Any) -> str:
+    """Message content as plain text (the SDK may send a list of typed parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def _system_text(messages: list[dict]) -> str | None:
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "system":
+            return _text(m.get("content"))
+    return None
+
+
+def _user_text(messages: list[dict]) -> str:
+    """The last user message: that is what the judge is asked about."""
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text(m.get("content"))
+    return ""
+
+
+def _u64(digest: bytes, i: int) -> int:
+    return int.from_bytes(digest[8 * i : 8 * i + 8], "big")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def expected_rating(messages: list[dict]) -> float:
+    """The score the fake judge gives a rating prompt (a pure function of the user message)."""
+    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
+    return RATING_SCORES[_u64(d, 0) % len(RATING_SCORES)]
+
+
+def rating_reply(messages: list[dict]) -> str:
+    """The full reply text to a rating prompt; the shape varies so parsers meet each form."""
+    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
+    shape = _RATING_SHAPES[_u64(d, 1) % len(_RATING_SHAPES)]
+    expl = _EXPLANATIONS[_u64(d, 2) % len(_EXPLANATIONS)]
+    return shape.format(s=_fmt(expected_rating(messages)), e=expl)
+
+
+def answer_score(question: str, answer: str) -> int:
+    """Score (1..10) of one answer; independent of its position, so swaps are comparable."""
+    d = hashlib.sha256(json.dumps([question, answer], ensure_ascii=False).encode("utf-8")).digest()
+    return 1 + _u64(d, 0) % 10
+
+
+def parse_pairwise_user(content: str) -> tuple[str, str, str]:
+    """(question, answer_1, answer_2) out of a ``PAIRWISE_USER`` message; ValueError otherwise."""
+    m = _PAIRWISE_RE.search(content)
+    if m is None:
+        raise ValueError("not a PAIRWISE_USER message")
+    return m.group("q"), m.group("a1"), m.group("a2")
+
+
+def expected_pair(messages: list[dict], position_bias: float = 0.0) -> tuple[float, float]:
+    """Scores (assistant 1, assistant 2) the fake judge gives a pairwise prompt.
+
+    ``position_bias`` is added to assistant 1 to simulate a judge that favours the answer shown
+    first. The biased score is clamped to the protocol's 1..10 scale (a real judge never says
+    11), so with a bias the shift is exact only where it does not cross the scale's ends.
+    """
+    q, a1, a2 = parse_pairwise_user(_user_text(messages))
+    s1 = min(10.0, max(1.0, answer_score(q, a1) + position_bias))
+    return float(s1), float(answer_score(q, a2))
+
+
+def pairwise_reply(messages: list[dict], position_bias: float = 0.0) -> str:
+    """The full reply text to a pairwise prompt, in one of several score-line shapes."""
+    s1, s2 = expected_pair(messages, position_bias)
+    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
+    shape = _PAIR_SHAPES[_u64(d, 1) % len(_PAIR_SHAPES)]
+    expl = _PAIR_EXPLANATIONS[_u64(d, 2) % len(_PAIR_EXPLANATIONS)]
+    return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
+
+
+def _classify(messages: list[dict]) -> str:
+    system = _system_text(messages)
+    if system == RATING_SYSTEM:
+        return "rating"
+    if system == PAIRWISE_SYSTEM:
+        return "pairwise"
+    return "other"
+
+
+def request_key(model: Any, messages: Any) -> str:
+    """Identity of "what is being paid for": the same prompt to the same model twice is a waste."""
+    canon = json.dumps(
+        {"model": model, "messages": messages}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def _tokens(text_len: int) -> int:
+    return math.ceil(text_len / 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection
+# ---------------------------------------------------------------------------------------------
+
+FAULT_KINDS = ("429", "500", "503", "hang", "no_score", "drop")
+# Schedule entries: a fault kind, "ok" (force a normal answer) or None (fall through to the
+# probabilistic draw).
+_SCHEDULE_VALUES = frozenset(FAULT_KINDS) | {"ok", None}
+
+
+@dataclasses.dataclass
+class FaultPlan:
+    """Which failures the server injects, and how often.
+
+    The probabilistic draw is deterministic (seeded by server seed, request key and how often
+    that key has been seen), so a failing run replays exactly, while a retry of the same
+    content still gets a fresh draw, as with a real flaky service.
+
+    ``schedule`` forces the outcome of the first requests in arrival order (counting only
+    requests that passed authentication and the rpm cap), for tests that need one exact
+    failure: ``schedule[i]`` is a fault kind, ``"ok"`` or None (None: use the probabilistic draw).
+    """
+
+    rate_429: float = 0.0
+    error_500: float = 0.0
+    error_503: float = 0.0
+    hang: float = 0.0
+    no_score: float = 0.0
+    drop: float = 0.0
+    retry_after_s: float = 1.0
+    hang_s: float = 3600.0
+    schedule: list[str | None] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        probs = self._probabilities()
+        for name, p in probs:
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"FaultPlan.{name} must be in [0, 1], got {p}")
+        if sum(p for _, p in probs) > 1.0 + 1e-9:
+            raise ValueError("FaultPlan probabilities must sum to at most 1")
+        bad = [s for s in self.schedule if s not in _SCHEDULE_VALUES]
+        if bad:
+            raise ValueError(f"unknown schedule entries {bad}; allowed: {sorted(FAULT_KINDS)}, 'ok', None")
+        if self.retry_after_s < 0 or self.hang_s < 0:
+            raise ValueError("retry_after_s and hang_s must be >= 0")
+
+    def _probabilities(self) -> list[tuple[str, float]]:
+        return [
+            ("rate_429", self.rate_429),
+            ("error_500", self.error_500),
+            ("error_503", self.error_503),
+            ("hang", self.hang),
+            ("no_score", self.no_score),
+            ("drop", self.drop),
+        ]
+
+    def pick(self, u: float) -> str | None:
+        """The fault for a uniform draw ``u`` in [0, 1), or None for a normal answer."""
+        acc = 0.0
+        for (_, p), kind in zip(self._probabilities(), FAULT_KINDS):
+            acc += p
+            if u < acc:
+                return kind
+        return None
+
+
+def _draw(seed: int, key: str, attempt: int) -> float:
+    d = hashlib.sha256(f"{seed}:{key}:{attempt}".encode()).digest()
+    return _u64(d, 0) / 2.0**64
+
+
+def _error_body(message: str, type_: str, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _seconds_header(s: float) -> str:
+    """Retry-After value: decimal seconds ("1", "0.25"); the SDK parses floats."""
+    return f"{round(s, 3):g}"
+
+
+class _TokenBucket:
+    """Rate cap as a token bucket holding one second's worth of requests.
+
+    Why a bucket: a client pacing itself exactly at the cap never trips it, while a burst
+    larger than one second of quota does, which is what providers' per-minute limits feel
+    like in practice (they enforce sub-minute windows).
+    """
+
+    def __init__(self, rpm: float) -> None:
+        if rpm <= 0:
+            raise ValueError("rpm_cap must be > 0")
+        self.rate = rpm / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.tokens = self.capacity
+        self.t = time.monotonic()
+
+    def take(self) -> float:
+        """0.0 if a request may pass (and consume a token), else seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Server
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible ``/v1/chat/completions`` endpoint on 127.0.0.1, in a background thread.
+
+    It runs its own event loop in a daemon thread so that synchronous tests and code that runs
+    its own asyncio loop can both talk to it over real HTTP. ``latency_s``, ``faults`` and
+    ``position_bias`` are read per request and may be reassigned while the server runs.
+
+    Log entries (:meth:`log`): ``t``/``t_done`` (``time.monotonic()`` at arrival / when the
+    answer was sent or the connection dropped; None while in flight), ``key``
+    (:func:`request_key`), ``kind`` ("rating" | "pairwise" | "other"), ``status``
+    ("pending" while in flight, "hang" from the moment a request starts hanging, else one of
+    "ok", "no_score", "429", "500", "503", "drop", "rate_limited", "401", "400"), ``paid``
+    (True exactly for 200 replies, including replies whose client already gave up: a provider
+    bills those too), ``model``, ``index`` (position in the fault schedule, None if rejected
+    before it), ``attempt`` (how often the key had been seen before), ``path``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        faults: FaultPlan | None = None,
+        rpm_cap: float | None = None,
+        api_key: str | None = None,
+        seed: int = 0,
+        log_path: str | None = None,
+        position_bias: float = 0.0,
+        shutdown_timeout_s: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency_s = latency_s
+        self.faults = faults
+        self.rpm_cap = rpm_cap
+        self.api_key = api_key
+        self.seed = seed
+        self.log_path = log_path
+        self.position_bias = position_bias
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+        self._lock = threading.Lock()
+        self._log: list[dict] = []
+        self._attempts: collections.Counter[str] = collections.Counter()
+        self._schedule_pos = 0
+        self._bucket = _TokenBucket(rpm_cap) if rpm_cap else None
+        self._ids = itertools.count(1)
+        self._log_file = None
+
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as ``base_url`` to ``openai.OpenAI`` / ``AsyncOpenAI``."""
+        if self._thread is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> "FakeOpenAIServer":
+        """Bind and serve; returns once the port is listening (so base_url is valid)."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        if self.log_path:
+            self._log_file = open(self.log_path, "a", encoding="utf-8")
+        self._thread = threading.Thread(target=self._thread_main, name="fake-openai", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout=30):
+            raise RuntimeError("fake OpenAI server did not start within 30 s")
+        if self._start_error is not None:
+            self._thread = None
+            raise RuntimeError(f"fake OpenAI server failed to start: {self._start_error!r}") from self._start_error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, promptly even with hung requests in flight (they are aborted)."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None or not thread.is_alive():
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        try:
+            fut.result(timeout=self.shutdown_timeout_s + 5)
+        except Exception:  # noqa: BLE001 - stopping must not raise over a messy shutdown
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        with self._lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            self._start_error = e
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _startup(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post("/v1/chat/completions", self._handle_chat)
+        app.router.add_post("/chat/completions", self._handle_chat)
+        app.router.add_get("/_fake/log", self._handle_log)
+        app.router.add_post("/_fake/reset", self._handle_reset)
+        # access_log=None: per-request logging would cost more than the request itself.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout_s
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _shutdown(self) -> None:
+        assert self._stopping is not None and self._runner is not None
+        self._stopping.set()  # wakes hung handlers, which abort their connections
+        await asyncio.sleep(0)
+        await self._runner.cleanup()
+
+    # -- log ------------------------------------------------------------------------------------
+
+    def log(self) -> list[dict]:
+        """A snapshot of the request log (copies; safe to read while the server runs)."""
+        with self._lock:
+            return [dict(e) for e in self._log]
+
+    def paid_counts(self) -> collections.Counter:
+        """How many 200 replies each request key got: any count > 1 is money spent twice."""
+        with self._lock:
+            return collections.Counter(e["key"] for e in self._log if e["paid"])
+
+    def reset_log(self) -> None:
+        """Forget the log only; fault-draw attempts and the schedule position carry on."""
+        with self._lock:
+            self._log.clear()
+
+    def reset(self) -> None:
+        """Forget everything (log, attempt counts, schedule position, rate bucket): a fresh server."""
+        with self._lock:
+            self._log.clear()
+            self._attempts.clear()
+            self._schedule_pos = 0
+            self._bucket = _TokenBucket(self.rpm_cap) if self.rpm_cap else None
+
+    def _finish(self, entry: dict, status: str, paid: bool = False) -> None:
+        with self._lock:
+            entry["status"] = status
+            entry["paid"] = paid
+            entry["t_done"] = time.monotonic()
+            if self._log_file is not None:
+                self._log_file.write(json.dumps(entry) + "\n")
+                self._log_file.flush()
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    async def _handle_log(self, request: web.Request) -> web.Response:
+        return web.json_response(self.log())
+
+    async def _handle_reset(self, request: web.Request) -> web.Response:
+        if request.query.get("all") in ("1", "true", "yes"):
+            self.reset()
+        else:
+            self.reset_log()
+        return web.json_response({"ok": True})
+
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        t = time.monotonic()
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unreadable body is the client's 400
+            body = None
+        valid = isinstance(body, dict) and isinstance(body.get("messages"), list)
+        model = body.get("model") if isinstance(body, dict) else None
+        messages = body["messages"] if valid else []
+        entry: dict[str, Any] = {
+            "t": t,
+            "t_done": None,
+            "key": request_key(model, messages if valid else None),
+            "kind": _classify(messages),
+            "status": "pending",
+            "paid": False,
+            "model": model,
+            "index": None,
+            "attempt": None,
+            "path": request.path,
+        }
+        with self._lock:
+            self._log.append(entry)
+
+        auth = request.headers.get("Authorization")
+        if auth is None or (self.api_key is not None and auth != f"Bearer {self.api_key}"):
+            self._finish(entry, "401")
+            return web.json_response(
+                _error_body(
+                    "Incorrect API key provided." if auth else "You didn't provide an API key.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+                status=401,
+            )
+        if not valid or body.get("stream"):
+            self._finish(entry, "400")
+            msg = "streaming is not supported by the fake" if valid else "body must be JSON with 'messages'"
+            return web.json_response(_error_body(msg, "invalid_request_error", None), status=400)
+
+        faults = self.faults
+        index = attempt = 0
+        with self._lock:
+            wait = self._bucket.take() if self._bucket is not None else 0.0
+            if wait == 0.0:
+                index = self._schedule_pos
+                self._schedule_pos += 1
+                attempt = self._attempts[entry["key"]]
+                self._attempts[entry["key"]] += 1
+                entry["index"], entry["attempt"] = index, attempt
+        if wait > 0.0:
+            self._finish(entry, "rate_limited")
+            return web.json_response(
+                _error_body(
+                    f"Rate limit reached: {self.rpm_cap:g} requests per minute.", "requests", "rate_limit_exceeded"
+                ),
+                status=429,
+                headers={"Retry-After": _seconds_header(wait), "retry-after-ms": _seconds_header(wait * 1000)},
+            )
+
+        fault: str | None = None
+        if faults is not None:
+            if index < len(faults.schedule):
+                fault = faults.schedule[index]
+            if fault is None:
+                fault = faults.pick(_draw(self.seed, entry["key"], attempt))
+            if fault == "ok":
+                fault = None
+
+        if fault == "429":
+            assert faults is not None
+            self._finish(entry, "429")
+            return web.json_response(
+                _error_body("Rate limit reached for requests (injected).", "requests", "rate_limit_exceeded"),
+                status=429,
+                headers={
+                    "Retry-After": _seconds_header(faults.retry_after_s),
+                    "retry-after-ms": _seconds_header(faults.retry_after_s * 1000),
+                },
+            )
+        if fault == "hang":
+            assert faults is not None and self._stopping is not None
+            with self._lock:
+                entry["status"] = "hang"  # visible while it hangs (t_done stays None)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=faults.hang_s)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                # Never answer: whoever is still connected sees the connection die.
+                self._abort(request)
+                self._finish(entry, "hang")
+            return web.Response(status=504)  # written to a dead transport; nobody receives it
+
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+
+        if fault == "drop":
+            self._abort(request)
+            self._finish(entry, "drop")
+            return web.Response(status=502)  # written to a dead transport; nobody receives it
+        if fault in ("500", "503"):
+            self._finish(entry, fault)
+            if fault == "500":
+                err = _error_body("The server had an error while processing your request.", "server_error", None)
+            else:
+                err = _error_body("The engine is currently overloaded, please try again later.", "server_error",
+                                  "service_unavailable")
+            return web.json_response(err, status=int(fault))
+
+        kind = entry["kind"]
+        if fault == "no_score":
+            text = NO_SCORE_REPLY
+        elif kind == "rating":
+            text = rating_reply(messages)
+        elif kind == "pairwise":
+            try:
+                text = pairwise_reply(messages, self.position_bias)
+            except ValueError:
+                text = OTHER_REPLY
+        else:
+            text = OTHER_REPLY
+        prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+        pt, ct = _tokens(prompt_len), _tokens(len(text))
+        payload = {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        }
+        self._finish(entry, "no_score" if fault == "no_score" else "ok", paid=True)
+        return web.json_response(payload)
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        """Close the TCP connection with no HTTP response: the SDK sees APIConnectionError."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: the same server as a separate process (benchmarks, pipeline runs against a fake judge)
+# ---------------------------------------------------------------------------------------------
+
+_FAULT_FIELDS = {f.name: f.type for f in dataclasses.fields(FaultPlan) if f.name != "schedule"}
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m alpagasus.testing.fake_openai",
+        description="Fake OpenAI-compatible chat-completions server (prints BASE_URL, serves until SIGTERM).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = a free port (printed on stdout)")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--rpm-cap", type=float, default=None)
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log", default=None, help="append each request's log entry here as a JSON line")
+    p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"FaultPlan field, repeatable; names: {', '.join(_FAULT_FIELDS)}")
+    p.add_argument("--schedule", default=None,
+                   help="comma-separated forced outcomes for the first requests, e.g. 429,ok,drop ('-' = none)")
+    return p.parse_args(argv)
+
+
+def _fault_plan(args: argparse.Namespace) -> FaultPlan | None:
+    if not args.fault and args.schedule is None:
+        return None
+    kw: dict[str, Any] = {}
+    for item in args.fault:
+        name, sep, value = item.partition("=")
+        if not sep or name not in _FAULT_FIELDS:
+            raise SystemExit(f"--fault wants NAME=VALUE with NAME in {sorted(_FAULT_FIELDS)}, got {item!r}")
+        kw[name] = float(value)
+    if args.schedule is not None:
+        kw["schedule"] = [None if s in ("-", "") else s for s in args.schedule.split(",")]
+    return FaultPlan(**kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the single stdout line tells the parent where."""
+    args = _parse_args(argv)
+    server = FakeOpenAIServer(
+        host=args.host,
+        port=args.port,
+        latency_s=args.latency_ms / 1000.0,
+        faults=_fault_plan(args),
+        rpm_cap=args.rpm_cap,
+        api_key=args.api_key,
+        seed=args.seed,
+        log_path=args.log,
+        position_bias=args.position_bias,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    print(f"BASE_URL {server.base_url}", flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,7 @@
 # alpagasus: the AlpaGasus recipe as one reproducible workflow.
 #   snakemake --cores 2 --configfile config/smoke.yaml      # the offline miniature
 #   snakemake results/filtered_9k.json --cores 4             # the paper's data selection
-import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -9,25 +9,18 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Paths relative to this file, so `--directory elsewhere` works too.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 validate(config, "config/schema.yaml")
 
-# Rule scripts import the library from src/, also without `pip install -e .`; set here so that
-# jobs submitted to a cluster inherit it.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
-)
-import sys
-
+# Rule scripts import the installed `alpagasus` package (pip install -e ., or the envs/);
+# the Snakefile itself needs only its config checks, taken from the source tree.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from alpagasus.config import check_references  # noqa: E402
 
 check_references(config)
-
-R = config["results_dir"]
-CACHE = config["cache_dir"]
 
 # Light rules run where snakemake runs, never on a cluster node.
 localrules:
@@ -40,6 +33,7 @@ localrules:
     rating_estimate,
 
 
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/rate.smk"
 include: "rules/select.smk"

@@ -1,21 +1,6 @@
 # Stage 1: the instruction set (downloaded and verified, a local file, or the miniature).
 
 
-def _data_params():
-    # Only what defines the records: a change of max_field_chars or n_test must not
-    # re-create the data (and with it every downstream result).
-    d = config["data"]
-    keep = {"source": d["source"]}
-    if d["source"] == "download":
-        keep.update(url=d["url"], sha256=d.get("sha256"), expected_records=d.get("expected_records"))
-    elif d["source"] == "local":
-        keep.update(local_path=d.get("local_path"))
-    else:
-        m = d.get("miniature") or {}
-        keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
-    return keep
-
-
 rule alpaca_data:
     input:
         # A local file is an input, so editing it reruns what depends on it.
@@ -24,7 +9,7 @@ rule alpaca_data:
         records=f"{R}/alpaca_52k.json",
         summary=f"{R}/data_summary.json",
     params:
-        data=_data_params(),
+        data=data_params(),
         download_dir=f"{CACHE}/downloads",
     log:
         f"{R}/logs/alpaca_data.log",

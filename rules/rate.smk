@@ -2,12 +2,6 @@
 # so rerunning this rule only sends what was never answered.
 
 
-def _judge_identity(name):
-    # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
-    # are read at run time and never rerun anything.
-    j = config["judges"][name]
-    return {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
-
 
 rule rate:
     input:
@@ -16,7 +10,7 @@ rule rate:
         scores=f"{R}/scores.jsonl",
         cost=f"{R}/rating_cost.json",
     params:
-        judge=_judge_identity(config["rating"]["judge"]),
+        judge=judge_identity(config["rating"]["judge"]),
         dimension=config["rating"].get("dimension", "accuracy"),
         max_field_chars=config["data"].get("max_field_chars", 20000),
         cache_dir=CACHE,

@@ -1,9 +1,6 @@
 # Stage 3: keep the best-rated records; a same-size random baseline; the score histogram.
 
 
-def _rule(cfg):
-    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
-
 
 rule select:
     input:
@@ -12,7 +9,7 @@ rule select:
     output:
         f"{R}/filtered_9k.json",
     params:
-        rule=_rule(config["selection"]),
+        rule=selection_rule(config["selection"]),
     log:
         f"{R}/logs/select.log",
     conda:
@@ -28,7 +25,7 @@ rule select_extra:
     output:
         f"{R}/selections/{{name}}.json",
     params:
-        rule=lambda wc: _rule(config["selection"]["extra"][wc.name]),
+        rule=lambda wc: selection_rule(config["selection"]["extra"][wc.name]),
     log:
         f"{R}/logs/select_{{name}}.log",
     conda:
@@ -62,7 +59,7 @@ rule selection_summary:
         summary=f"{R}/selection_summary.json",
         plot=f"{R}/plots/score_hist.png",
     params:
-        rule=_rule(config["selection"]),
+        rule=selection_rule(config["selection"]),
     log:
         f"{R}/logs/selection_summary.log",
     conda:

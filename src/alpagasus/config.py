@@ -27,7 +27,7 @@ def merge(base: dict, over: dict) -> dict:
 
 def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.path) or "(top level)"

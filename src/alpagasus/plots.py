@@ -20,10 +20,14 @@ def _save(fig, path) -> None:
 
 def score_histogram(summary: dict, path: str | Path, title: str = "Judge scores of the training data") -> None:
     """Counts per score, the kept ones highlighted: the paper's rating-distribution figure."""
-    counts = summary["score_counts"]
+    # The paper's 0.5 grid; finer scores (the verifier's) go to the step below them.
+    grid: dict[float, int] = {}
+    for score, n in summary["score_counts"].items():
+        step = min(5.0, int(float(score) * 2) / 2)
+        grid[step] = grid.get(step, 0) + n
     rule = summary["rule"]
-    xs = [float(s) for s in counts]
-    ys = list(counts.values())
+    xs = sorted(grid)
+    ys = [grid[x] for x in xs]
     fig, ax = plt.subplots(figsize=(7, 4))
     if rule.get("method") == "threshold" and rule.get("threshold") is not None:
         colors = ["tab:green" if x >= rule["threshold"] else "tab:gray" for x in xs]
@@ -32,11 +36,12 @@ def score_histogram(summary: dict, path: str | Path, title: str = "Judge scores 
         ax.legend(loc="upper left")
     else:
         colors = ["tab:blue"] * len(xs)
-    bars = ax.bar(xs, ys, width=0.4 if len(xs) < 30 else 0.08, color=colors)
+    bars = ax.bar(xs, ys, width=0.4, color=colors)
     for bar, y in zip(bars, ys):
         ax.annotate(f"{y:,}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=8)
     unscored = summary.get("unscored", 0)
-    ax.set_xlabel("score (0-5)")
+    ax.set_xlabel("score (0-5, in steps of 0.5)")
+    ax.set_xticks([x / 2 for x in range(11)])
     ax.set_ylabel("records")
     ax.set_title(f"{title}\n{summary['records']:,} records, {unscored:,} without a score")
     _save(fig, path)

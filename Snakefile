@@ -31,16 +31,25 @@ localrules:
     selection_summary,
     mini_test_set,
     rating_estimate,
+    winrate,
+    report,
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/rate.smk"
 include: "rules/select.smk"
+include: "rules/train.smk"
+include: "rules/generate.smk"
+include: "rules/judge.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
+        [f"{R}/winrate_{size}.csv" for size in config["evaluation"]["sizes"]],
+        [f"{R}/plots/winrate_{size}.png" for size in config["evaluation"]["sizes"]],
+        f"{R}/report.html",
         f"{R}/filtered_9k.json",
         f"{R}/random_9k.json",
         f"{R}/selection_summary.json",

@@ -29,3 +29,29 @@ def judge_identity(name):
 
 def selection_rule(cfg):
     return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+
+
+def answers_file(name, size, testset):
+    # A reference (answers of a model we do not train) or one of our generations.
+    refs = config.get("evaluation", {}).get("references") or {}
+    if name in refs:
+        return f"{refs[name]}/{testset}.jsonl"
+    return f"{R}/generations/{name}-{size}/{testset}.jsonl"
+
+
+def judgement_files(size):
+    ev = config.get("evaluation", {})
+    return [
+        {"model_a": a, "model_b": b, "test_set": t,
+         "path": f"{R}/judgements/{size}/{a}-vs-{b}/{t}.jsonl"}
+        for a, b in ev.get("comparisons", [])
+        for t in config["generation"]["test_sets"]
+    ]
+
+
+def compared_checkpoints():
+    # The checkpoints behind the configured comparisons (references are not trained here).
+    ev = config.get("evaluation", {})
+    refs = ev.get("references") or {}
+    names = dict.fromkeys(v for pair in ev.get("comparisons", []) for v in pair if v not in refs)
+    return [f"{R}/checkpoints/{v}-{s}" for s in ev.get("sizes", []) for v in names]

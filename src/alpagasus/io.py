@@ -31,10 +31,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None):
     """``open`` for writing, with the file renamed into place only on success."""
     with atomic_path(path) as tmp:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding, newline=newline) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,0 +1,49 @@
+# Stage 6: pairwise judging in both orders, and the win/tie/lose tables. Each comparison and
+# test set is its own job and file, so adding a comparison judges only the new pairs.
+
+
+rule judge_pair:
+    input:
+        a=lambda wc: answers_file(wc.a, wc.size, wc.testset),
+        b=lambda wc: answers_file(wc.b, wc.size, wc.testset),
+        test_set=f"{R}/test_sets/{{testset}}.jsonl",
+    output:
+        judgements=f"{R}/judgements/{{size}}/{{a}}-vs-{{b}}/{{testset}}.jsonl",
+        cost=f"{R}/judgements/{{size}}/{{a}}-vs-{{b}}/{{testset}}.cost.json",
+    wildcard_constraints:
+        a="[A-Za-z0-9_]+",
+        b="[A-Za-z0-9_]+",
+        size="[A-Za-z0-9_]+",
+        testset="[A-Za-z0-9_]+",
+    params:
+        judge=judge_identity(config["evaluation"]["judge"]),
+        cache_dir=CACHE,
+    log:
+        f"{R}/logs/judge/{{size}}/{{a}}-vs-{{b}}/{{testset}}.log",
+    benchmark:
+        f"{R}/benchmarks/judge/{{size}}/{{a}}-vs-{{b}}/{{testset}}.tsv"
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/judge_pair.py"
+
+
+rule winrate:
+    input:
+        lambda wc: [j["path"] for j in judgement_files(wc.size)],
+    output:
+        table=f"{R}/winrate_{{size}}.csv",
+        plot=f"{R}/plots/winrate_{{size}}.png",
+    wildcard_constraints:
+        size="[A-Za-z0-9_]+",
+    params:
+        judgements=lambda wc: judgement_files(wc.size),
+        judge=config["evaluation"]["judge"],
+        bootstrap_samples=config["evaluation"].get("bootstrap_samples", 10000),
+        seed=config["evaluation"].get("seed", 0),
+    log:
+        f"{R}/logs/winrate_{{size}}.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/winrate.py"

@@ -1,0 +1,26 @@
+# Stage 7: one self-contained HTML page of the whole run.
+
+
+rule report:
+    input:
+        selection_summary=f"{R}/selection_summary.json",
+        score_hist=f"{R}/plots/score_hist.png",
+        rating_cost=f"{R}/rating_cost.json",
+        checkpoints=compared_checkpoints(),
+        tables=[f"{R}/winrate_{s}.csv" for s in config["evaluation"]["sizes"]],
+        plots=[f"{R}/plots/winrate_{s}.png" for s in config["evaluation"]["sizes"]],
+        judge_costs=[
+            j["path"].replace(".jsonl", ".cost.json")
+            for s in config["evaluation"]["sizes"]
+            for j in judgement_files(s)
+        ],
+    output:
+        f"{R}/report.html",
+    params:
+        sizes=config["evaluation"]["sizes"],
+    log:
+        f"{R}/logs/report.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,10 @@
+"""Rule report: results/report.html."""
+from alpagasus import logs
+from alpagasus.report import build
+
+logs.setup(snakemake.log[0])
+i = snakemake.input
+build(selection_summary=i.selection_summary, score_hist=i.score_hist, rating_cost=i.rating_cost,
+      checkpoints=list(i.checkpoints), winrates=list(zip(snakemake.params.sizes, i.tables, i.plots)),
+      judge_costs=list(i.judge_costs), out_path=snakemake.output[0],
+      title=f"alpagasus: {snakemake.config['results_dir']}")

@@ -61,8 +61,8 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
         sub = [r for r in rows if (r["model_a"], r["model_b"]) == (a, b)]
         labels = [f"{r['test_set']} (n={r['n']})" for r in sub]
         left = [0.0] * len(sub)
-        for key, color, name in (("win", "tab:green", f"{a} wins"), ("tie", "tab:gray", "tie"),
-                                 ("lose", "tab:red", f"{b} wins")):
+        for key, color, name in (("win", "tab:green", "A wins"), ("tie", "tab:gray", "tie"),
+                                 ("lose", "tab:red", "B wins")):
             vals = [100 * r[key] / r["n"] if r["n"] else 0 for r in sub]
             bars = ax.barh(labels, vals, left=left, color=color, label=name)
             for bar, r, v in zip(bars, sub, vals):
@@ -76,11 +76,12 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
                         f"  p={r['p_value']:.2g}", va="center", fontsize=8)
         ax.set_xlim(0, 100)
         ax.invert_yaxis()
-        ax.set_title(f"{a} vs {b}", fontsize=10)
-        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.02), ncol=3, fontsize=8, frameon=False)
-    axes[-1, 0].set_xlabel("% of items (winning score [95% CI], sign-test p)")
+        ax.set_title(f"A = {a}  vs  B = {b}", fontsize=10, loc="left")
+    axes[-1, 0].set_xlabel("% of items (right: winning score of A [95% CI], sign-test p)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
     _save(fig, path)
 
 

@@ -30,6 +30,7 @@ localrules:
     random_baseline,
     selection_summary,
     mini_test_set,
+    test_set,
     rating_estimate,
     winrate,
     report,

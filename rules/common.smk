@@ -55,3 +55,92 @@ def compared_checkpoints():
     refs = ev.get("references") or {}
     names = dict.fromkeys(v for pair in ev.get("comparisons", []) for v in pair if v not in refs)
     return [f"{R}/checkpoints/{v}-{s}" for s in ev.get("sizes", []) for v in names]
+
+
+# --- training and generation (training.sizes) ---------------------------------------------
+
+
+def variant_data(variant):
+    """The JSON list of Alpaca records a training variant uses."""
+    fixed = {
+        "alpagasus": f"{R}/filtered_9k.json",
+        "alpaca": f"{R}/alpaca_52k.json",
+        "random": f"{R}/random_9k.json",
+    }
+    if variant in fixed:
+        return fixed[variant]
+    if variant in (config.get("selection", {}).get("extra") or {}):
+        return f"{R}/selections/{variant}.json"
+    raise ValueError(
+        f"training variant {variant!r} is neither alpagasus/alpaca/random nor a name in "
+        f"selection.extra ({sorted(config.get('selection', {}).get('extra') or {})})"
+    )
+
+
+def size_config(size):
+    sizes = config["training"]["sizes"]
+    if size not in sizes:
+        raise ValueError(f"model size {size!r} is not in training.sizes ({sorted(sizes)})")
+    return sizes[size]
+
+
+# Keys of a size that change how a run is executed, not what it produces (the loss is over the
+# global batch and packing is exact, so micro-batch size and packing are among them): they stay
+# out of the rule's params, so changing them reruns nothing. scripts/train.py reads them from
+# the config.
+OPERATIONAL_KEYS = (
+    "resources", "generate_resources", "save_every_steps", "fsdp_config", "attn_implementation",
+    "per_device_batch_size", "pack_length", "packing",
+)
+
+
+def model_params(size):
+    """What defines a trained model of this size: hyperparameters, base model, tokenizer."""
+    return {k: v for k, v in size_config(size).items() if k not in OPERATIONAL_KEYS}
+
+
+def _res(size, key):
+    """A size's resource block: `resources` (train) or `generate_resources` (generate)."""
+    return size_config(size).get(key) or {}
+
+
+def _gpus(size, key):
+    return int(_res(size, key).get("gpus", 0) or 0)
+
+
+def slurm_partition(size, key):
+    slurm = config.get("slurm") or {}
+    if _gpus(size, key) > 0:
+        return slurm.get("gpu_partition") or ""
+    return slurm.get("cpu_partition") or ""
+
+
+def slurm_gres(size, key):
+    """`gpu:{type}:{n}` for a GPU job; empty (the Slurm plugin then sends no --gres) otherwise."""
+    n = _gpus(size, key)
+    if n <= 0:
+        return ""
+    gpu_type = (config.get("slurm") or {}).get("gpu_type")
+    return f"gpu:{gpu_type}:{n}" if gpu_type else f"gpu:{n}"
+
+
+def slurm_extra(size, key):
+    """A GPU job asks for SIGUSR1 before its time limit: training saves and the rerun resumes."""
+    before = (config.get("slurm") or {}).get("signal_before_end_s")
+    return f"--signal=USR1@{int(before)}" if before and _gpus(size, key) > 0 else ""
+
+
+def rule_resources(key):
+    """Snakemake `resources:` callables for one resource block (train or generate).
+
+    Empty strings are resources the Slurm plugin leaves out (no -A, no --gres, ...)."""
+    return dict(
+        mem_mb=lambda wc: int(_res(wc.size, key).get("mem_mb", 2000)),
+        runtime=lambda wc: int(_res(wc.size, key).get("runtime_min", 60)),
+        cpus_per_task=lambda wc: int(_res(wc.size, key).get("cpus_per_task", 1)),
+        nodes=lambda wc: int(_res(wc.size, key).get("nodes", 1)),
+        slurm_partition=lambda wc: slurm_partition(wc.size, key),
+        slurm_account=(config.get("slurm") or {}).get("account") or "",
+        gres=lambda wc: slurm_gres(wc.size, key),
+        slurm_extra=lambda wc: slurm_extra(wc.size, key),
+    )

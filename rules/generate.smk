@@ -1,0 +1,56 @@
+# Test sets and generation: checkpoints -> results/generations/{variant}-{size}/{testset}.jsonl.
+# Included by the Snakefile after rules/train.smk (uses its size_config / rule_resources helpers).
+
+REAL_TEST_SETS = ["vicuna", "koala", "wizardlm", "sinstruct"]
+
+
+rule test_set:
+    # The four pinned AlpaGasus test sets, normalised. `mini` (the miniature's held-out tasks)
+    # comes from the data rule, so the constraint keeps this rule from matching it.
+    output:
+        f"{R}/test_sets/{{name}}.jsonl",
+    wildcard_constraints:
+        name="|".join(REAL_TEST_SETS),
+    log:
+        f"{R}/logs/test_sets/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/test_sets/{{name}}.tsv"
+    params:
+        local_dir=(config.get("generation") or {}).get("test_sets_dir"),
+    # A 200 kB download: memory and time are the profile's defaults; only where it runs is named
+    # (from config). Best run where snakemake runs (compute nodes often have no internet), i.e.
+    # listed in `localrules`.
+    threads: 1
+    resources:
+        slurm_partition=(config.get("slurm") or {}).get("cpu_partition") or "",
+        slurm_account=(config.get("slurm") or {}).get("account") or "",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/test_set.py"
+
+
+rule generate:
+    input:
+        checkpoint=f"{R}/checkpoints/{{variant}}-{{size}}",
+        test_set=f"{R}/test_sets/{{testset}}.jsonl",
+    output:
+        f"{R}/generations/{{variant}}-{{size}}/{{testset}}.jsonl",
+    wildcard_constraints:
+        testset="[A-Za-z0-9_]+",
+    log:
+        f"{R}/logs/generate/{{variant}}-{{size}}/{{testset}}.log",
+    benchmark:
+        f"{R}/benchmarks/generate/{{variant}}-{{size}}/{{testset}}.tsv"
+    params:
+        model_name=lambda wc: f"{wc.variant}-{wc.size}",
+        # A lambda: the template holds {instruction}/{input}, which are not wildcards.
+        template=lambda wc: config["training"].get("template"),
+        max_new_tokens=config["generation"].get("max_new_tokens", 1024),
+    threads: lambda wc: int(_res(wc.size, "generate_resources").get("cpus_per_task", 1))
+    resources:
+        **rule_resources("generate_resources"),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/generate.py"

@@ -1,0 +1,31 @@
+# Fine-tuning: a selected data set -> results/checkpoints/{variant}-{size}/ (issue #3).
+# Included by the Snakefile, which defines `R = config["results_dir"]` before the includes.
+# Every resource comes from config (training.sizes[size].resources), never a literal here.
+
+
+wildcard_constraints:
+    variant="[A-Za-z0-9_]+",
+    size="[A-Za-z0-9_]+",
+
+
+rule train:
+    input:
+        data=lambda wc: variant_data(wc.variant),
+    output:
+        directory(f"{R}/checkpoints/{{variant}}-{{size}}"),
+    log:
+        f"{R}/logs/train/{{variant}}-{{size}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{variant}}-{{size}}.tsv"
+    params:
+        hparams=lambda wc: model_params(wc.size),
+        # A lambda: the template holds {instruction}/{input}, which are not wildcards.
+        template=lambda wc: config["training"].get("template"),
+        seed=config["training"].get("seed", 42),
+    threads: lambda wc: int(_res(wc.size, "resources").get("cpus_per_task", 1))
+    resources:
+        **rule_resources("resources"),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train.py"

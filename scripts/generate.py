@@ -1,0 +1,20 @@
+"""Snakemake `generate` rule: a checkpoint's answers on one test set (alpagasus.generation)."""
+
+from alpagasus.generation import generate_test_set
+from alpagasus.training import redirect_output
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+
+with redirect_output(sm.log[0]):
+    generate_test_set(
+        sm.input.checkpoint,
+        sm.input.test_set,
+        sm.output[0],
+        testset=sm.wildcards.testset,
+        model_name=sm.params.model_name,
+        template=sm.params.template,
+        max_new_tokens=int(sm.params.max_new_tokens),
+        # Not a param: the batch size changes speed, not the answers, so it reruns nothing.
+        batch_size=int(sm.config["generation"].get("batch_size", 16)),
+        threads=sm.threads,
+    )

@@ -1,0 +1,12 @@
+"""Snakemake `test_set` rule: a pinned AlpaGasus test set, checked and normalised (alpagasus.testsets)."""
+
+import logging
+
+from alpagasus.testsets import write_test_set
+from alpagasus.training import redirect_output
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+
+with redirect_output(sm.log[0]):
+    n = write_test_set(sm.wildcards.name, sm.output[0], local_dir=sm.params.local_dir)
+    logging.getLogger("alpagasus.testsets").info("%s: %d items -> %s", sm.wildcards.name, n, sm.output[0])

@@ -1,0 +1,30 @@
+"""Snakemake `train` rule: one (variant, size) -> a checkpoint directory (alpagasus.training)."""
+
+import sys
+from pathlib import Path
+
+from alpagasus.training import TrainSpec, launch, redirect_output
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+size = sm.config["training"]["sizes"][sm.wildcards.size]
+fsdp_config = size.get("fsdp_config")
+if fsdp_config and not Path(fsdp_config).is_absolute():
+    fsdp_config = str(Path(sm.scriptdir).parent / fsdp_config)  # relative to the repo
+
+with redirect_output(sm.log[0]):
+    spec = TrainSpec(
+        data=sm.input.data,
+        output=sm.output[0],
+        size={**size, **sm.params.hparams},
+        size_name=sm.wildcards.size,
+        variant=sm.wildcards.variant,
+        template=sm.params.template,
+        seed=int(sm.params.seed),
+        threads=sm.threads,
+    )
+    # In-process on CPU or one GPU; `accelerate launch` with the FSDP config on several GPUs
+    # (under `srun`, one launcher per node, when a Slurm job has several nodes).
+    resources = size.get("resources") or {}
+    code = launch(spec, gpus=int(resources.get("gpus", 0)), accelerate_config=fsdp_config,
+                  nodes=int(resources.get("nodes", 1)))
+sys.exit(code)

@@ -1,0 +1,151 @@
+"""Generation: greedy, batched with left padding, the paper's template per item, one line per item;
+and (slow) the miniature through the real Snakemake DAG."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from alpagasus.generation import generate, generate_test_set, load_model
+from alpagasus.io import read_jsonl, write_jsonl
+from alpagasus.miniature import MINIATURE_TEMPLATE, make_records, make_test_items
+from alpagasus.prompts import alpaca_prompt
+from alpagasus.tokenizer import char_tokenizer_for_records
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A random tiny LLaMA with peaked logits (so that argmax ties cannot flip between runs)."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    tok = char_tokenizer_for_records(make_records(50, 0.0), MINIATURE_TEMPLATE)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, initializer_range=0.5, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(out)
+    return out
+
+
+def _items(n=24):
+    return [{**it, "question": f"{it['instruction']} Input: {it['input']}"}
+            for it in make_test_items(n, seed=5)]
+
+
+def test_batched_left_padded_greedy_equals_one_at_a_time(checkpoint):
+    model, tok = load_model(checkpoint)
+    assert tok.padding_side == "left"
+    prompts = [alpaca_prompt(it["instruction"], it["input"], MINIATURE_TEMPLATE) for it in _items(24)]
+    batched = generate(model, tok, prompts, max_new_tokens=12, batch_size=8, progress=False)
+    single = generate(model, tok, prompts, max_new_tokens=12, batch_size=1, progress=False)
+    again = generate(model, tok, prompts, max_new_tokens=12, batch_size=8, progress=False)
+    assert [b["answer"] for b in batched] == [s["answer"] for s in single] == [a["answer"] for a in again]
+    assert all(0 < b["n_new_tokens"] <= 12 for b in batched)
+    assert any(b["answer"] for b in batched)
+
+
+def test_generation_stops_at_eos(checkpoint):
+    model, tok = load_model(checkpoint)
+    # Force eos as the most likely next token everywhere: every answer must be empty.
+    bias = torch.zeros(len(tok))
+    bias[tok.eos_token_id] = 100.0
+    handle = model.lm_head.register_forward_hook(lambda m, i, o: o + bias)
+    try:
+        out = generate(model, tok, ["abc", "a longer prompt"], max_new_tokens=50, batch_size=2, progress=False)
+    finally:
+        handle.remove()
+    assert [o["answer"] for o in out] == ["", ""]
+    assert all(o["stopped_at_eos"] and o["n_new_tokens"] == 1 for o in out)
+
+
+def test_test_set_file_gets_one_line_per_item_in_order(checkpoint, tmp_path, monkeypatch):
+    items = _items(10) + [{"id": "plain", "instruction": "Tell a joke.", "input": "", "question": "Tell a joke."}]
+    test_file = tmp_path / "mini.jsonl"
+    write_jsonl(test_file, items)
+    seen = {}
+    import alpagasus.generation as gen
+
+    real = gen.generate
+
+    def spy(model, tok, prompts, *a, **k):
+        seen["prompts"] = list(prompts)
+        return real(model, tok, prompts, *a, **k)
+
+    monkeypatch.setattr(gen, "generate", spy)
+    out = tmp_path / "gen" / "tiny-x" / "mini.jsonl"
+    summary = generate_test_set(checkpoint, test_file, out, testset="mini", model_name="tiny-x",
+                                template=None, max_new_tokens=5, batch_size=4, progress=False)
+    rows = read_jsonl(out)
+    assert summary["items"] == len(rows) == len(items)
+    assert [r["id"] for r in rows] == [it["id"] for it in items]
+    for r, it in zip(rows, items):
+        assert r["testset"] == "mini" and r["model"] == "tiny-x" and r["question"] == it["question"]
+        assert r["decoding"]["strategy"] == "greedy" and r["decoding"]["max_new_tokens"] == 5
+        assert isinstance(r["answer"], str) and r.get("reference") == it.get("reference")
+    # Alpaca's templates, chosen per item: the input template when there is an input.
+    assert seen["prompts"][0] == alpaca_prompt(items[0]["instruction"], items[0]["input"])
+    assert "### Input:" in seen["prompts"][0]
+    assert seen["prompts"][-1].endswith("### Instruction:\nTell a joke.\n\n### Response:")
+    assert "### Input:" not in seen["prompts"][-1]
+
+
+def test_a_test_item_without_a_field_is_named(checkpoint, tmp_path):
+    test_file = tmp_path / "t.jsonl"
+    write_jsonl(test_file, [{"id": "a", "instruction": "x", "input": ""}])
+    with pytest.raises(ValueError, match=r"t.jsonl: item 0 \(id 'a'\) has no field 'question'"):
+        generate_test_set(checkpoint, test_file, tmp_path / "o.jsonl", testset="t", model_name="m")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+# --- the miniature through Snakemake ------------------------------------------------------------
+
+def _snakemake(workdir: Path, *args, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *map(str, args)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_miniature_trains_three_tiny_models_and_generates_their_answers(tmp_path):
+    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    res = tmp_path / smoke["results_dir"]
+    variants = ["alpagasus", "alpaca", "random"]
+    targets = [f"{smoke['results_dir']}/generations/{v}-tiny/mini.jsonl" for v in variants]
+    proc, wall = _snakemake(tmp_path, *targets, "--configfile", REPO / "config" / "smoke.yaml")
+
+    n_test = len(read_jsonl(res / "test_sets" / "mini.jsonl"))
+    report = {"wall_s": round(wall, 1)}
+    for v in variants:
+        ckpt = res / "checkpoints" / f"{v}-tiny"
+        log = json.loads((ckpt / "train_log.json").read_text())
+        assert log["final_loss"] < log["steps"][0]["loss"]
+        assert log["peak_memory_mb"]["rss_mb"] < 2000
+        rows = read_jsonl(res / "generations" / f"{v}-tiny" / "mini.jsonl")
+        assert len(rows) == n_test and all(r["model"] == f"{v}-tiny" for r in rows)
+        acc = sum(r["answer"] == r["reference"] for r in rows) / len(rows)
+        report[v] = {"exact_match": acc, "final_loss": log["final_loss"], "train_s": log["wall_time_s"]}
+        assert (res / "benchmarks" / "train" / f"{v}-tiny.tsv").is_file()
+        assert (res / "logs" / "train" / f"{v}-tiny.log").is_file()
+    print(json.dumps(report))
+    # The filtered set is clean: its model must have learned something measurable.
+    assert report["alpagasus"]["exact_match"] > 0.05, report
+    # Everything is up to date: a rerun plans nothing.
+    again, _ = _snakemake(tmp_path, *targets, "--configfile", REPO / "config" / "smoke.yaml", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    if os.environ.get("ALPAGASUS_TIMING"):
+        assert wall < 330, report

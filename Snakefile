@@ -8,6 +8,14 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# Slurm's warning before a GPU job's time limit (slurm.signal_before_end_s -> --signal=USR1@N)
+# reaches every process of the job step, Snakemake's own included, and SIGUSR1 kills a process
+# that does not handle it. Snakemake ignores it; the trainer catches it, saves and exits, and
+# Snakemake reruns the job, which resumes (docs/cluster.md).
+import signal
+
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
 
 # Paths relative to this file, so `--directory elsewhere` works too.
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
@@ -15,8 +23,8 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate(config, "config/schema.yaml")
 
-# Rule scripts import the installed `alpagasus` package (pip install -e ., or the envs/);
-# the Snakefile itself needs only its config checks, taken from the source tree.
+# The library, from this source tree: Snakemake hands its own sys.path to every rule script
+# (in a conda env too), so the scripts run this same code, installed or not.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from alpagasus.config import check_references  # noqa: E402
 

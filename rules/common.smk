@@ -144,3 +144,10 @@ def rule_resources(key):
         gres=lambda wc: slurm_gres(wc.size, key),
         slurm_extra=lambda wc: slurm_extra(wc.size, key),
     )
+
+
+def cpu_job(**resources):
+    """Resources of a CPU-only Slurm job: partition and account from config["slurm"] (one place)."""
+    slurm = config.get("slurm") or {}
+    return dict(slurm_partition=slurm.get("cpu_partition") or "",
+                slurm_account=slurm.get("account") or "", **resources)

@@ -15,6 +15,8 @@ rule alpaca_data:
         f"{R}/logs/alpaca_data.log",
     benchmark:
         f"{R}/benchmarks/alpaca_data.tsv"
+    resources:
+        **cpu_job(),
     conda:
         "../envs/api.yaml"
     script:

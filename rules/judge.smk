@@ -22,6 +22,8 @@ rule judge_pair:
         f"{R}/logs/judge/{{size}}/{{a}}-vs-{{b}}/{{testset}}.log",
     benchmark:
         f"{R}/benchmarks/judge/{{size}}/{{a}}-vs-{{b}}/{{testset}}.tsv"
+    resources:
+        **cpu_job(),
     conda:
         "../envs/api.yaml"
     script:

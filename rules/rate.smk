@@ -18,6 +18,8 @@ rule rate:
         f"{R}/logs/rate.log",
     benchmark:
         f"{R}/benchmarks/rate.tsv"
+    resources:
+        **cpu_job(),
     conda:
         "../envs/api.yaml"
     script:

@@ -1,16 +1,9 @@
-"""Generation: greedy, batched with left padding, the paper's template per item, one line per item;
-and (slow) the miniature through the real Snakemake DAG."""
-import json
-import os
-import subprocess
-import sys
-import time
+"""Generation: greedy, batched with left padding, the paper's template per item, one line per item.
+(The miniature through the real DAG is tests/test_miniature.py.)"""
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import REPO
 
 from alpagasus.generation import generate, generate_test_set, load_model
 from alpagasus.io import read_jsonl, write_jsonl
@@ -106,46 +99,3 @@ def test_a_test_item_without_a_field_is_named(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=r"t.jsonl: item 0 \(id 'a'\) has no field 'question'"):
         generate_test_set(checkpoint, test_file, tmp_path / "o.jsonl", testset="t", model_name="m")
     assert not (tmp_path / "o.jsonl").exists()
-
-
-# --- the miniature through Snakemake ------------------------------------------------------------
-
-def _snakemake(workdir: Path, *args, timeout=900):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *map(str, args)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc, time.perf_counter() - t0
-
-
-@pytest.mark.slow
-def test_miniature_trains_three_tiny_models_and_generates_their_answers(tmp_path):
-    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-    res = tmp_path / smoke["results_dir"]
-    variants = ["alpagasus", "alpaca", "random"]
-    targets = [f"{smoke['results_dir']}/generations/{v}-tiny/mini.jsonl" for v in variants]
-    proc, wall = _snakemake(tmp_path, *targets, "--configfile", REPO / "config" / "smoke.yaml")
-
-    n_test = len(read_jsonl(res / "test_sets" / "mini.jsonl"))
-    report = {"wall_s": round(wall, 1)}
-    for v in variants:
-        ckpt = res / "checkpoints" / f"{v}-tiny"
-        log = json.loads((ckpt / "train_log.json").read_text())
-        assert log["final_loss"] < log["steps"][0]["loss"]
-        assert log["peak_memory_mb"]["rss_mb"] < 2000
-        rows = read_jsonl(res / "generations" / f"{v}-tiny" / "mini.jsonl")
-        assert len(rows) == n_test and all(r["model"] == f"{v}-tiny" for r in rows)
-        acc = sum(r["answer"] == r["reference"] for r in rows) / len(rows)
-        report[v] = {"exact_match": acc, "final_loss": log["final_loss"], "train_s": log["wall_time_s"]}
-        assert (res / "benchmarks" / "train" / f"{v}-tiny.tsv").is_file()
-        assert (res / "logs" / "train" / f"{v}-tiny.log").is_file()
-    print(json.dumps(report))
-    # The filtered set is clean: its model must have learned something measurable.
-    assert report["alpagasus"]["exact_match"] > 0.05, report
-    # Everything is up to date: a rerun plans nothing.
-    again, _ = _snakemake(tmp_path, *targets, "--configfile", REPO / "config" / "smoke.yaml", "-n")
-    assert "Nothing to be done" in again.stdout + again.stderr
-    if os.environ.get("ALPAGASUS_TIMING"):
-        assert wall < 330, report

@@ -675,6 +675,10 @@ def launch(spec: TrainSpec, gpus: int = 0, accelerate_config: str | None = None,
     n = num_processes(gpus)
     inside_launcher = "LOCAL_RANK" in os.environ
     nodes = int(nodes or 1) if os.environ.get("SLURM_JOB_ID") else 1
+    if not inside_launcher:
+        print(f"alpagasus.training: CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} "
+              f"SLURM_JOB_ID={os.environ.get('SLURM_JOB_ID', '-')} gpus_requested={gpus} nodes={nodes} "
+              f"world_size={max(n, 1) * nodes}", file=sys.stderr, flush=True)
     if (n <= 1 and nodes <= 1) or inside_launcher:
         try:
             train(spec)

@@ -1,0 +1,97 @@
+"""The README's main job, `snakemake --cores 2 --configfile config/smoke.yaml`, end to end:
+data, rating, selection, three tiny models trained on CPU, their answers, pairwise judging in
+both orders, the win-rate table and the report. Slow (minutes), so it runs once and the
+assertions of every stage share it."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO
+
+from alpagasus.data import load_records
+from alpagasus.io import read_jsonl
+from alpagasus.miniature import solve
+
+SMOKE = REPO / "config" / "smoke.yaml"
+VARIANTS = ["alpagasus", "alpaca", "random"]
+
+
+def _snakemake(workdir, *args, timeout=1500):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *map(str, args)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("miniature")
+    _, wall = _snakemake(work, "--configfile", SMOKE)  # no target: the default `all`, as the README runs it
+    cfg = yaml.safe_load(SMOKE.read_text())
+    return work, work / cfg["results_dir"], wall
+
+
+@pytest.mark.slow
+def test_selection_stage(run):
+    _, res, _ = run
+    records = load_records(res / "alpaca_52k.json")
+    kept = load_records(res / "filtered_9k.json")
+    assert kept == [r for r in records if r["output"] == solve(r["instruction"], r["input"])]
+    assert len(load_records(res / "random_9k.json")) == len(kept)
+
+
+@pytest.mark.slow
+def test_training_and_generation_stage(run):
+    _, res, _ = run
+    n_test = len(read_jsonl(res / "test_sets" / "mini.jsonl"))
+    for v in VARIANTS:
+        ckpt = res / "checkpoints" / f"{v}-tiny"
+        log = json.loads((ckpt / "train_log.json").read_text())
+        assert log["final_loss"] < log["steps"][0]["loss"]
+        assert log["peak_memory_mb"]["rss_mb"] < 2000
+        assert (ckpt / "loss_curve.png").is_file() and (ckpt / "config.json").is_file()
+        rows = read_jsonl(res / "generations" / f"{v}-tiny" / "mini.jsonl")
+        assert len(rows) == n_test and all(r["model"] == f"{v}-tiny" for r in rows)
+    exact = {v: sum(r["answer"] == r["reference"] for r in read_jsonl(res / "generations" / f"{v}-tiny" / "mini.jsonl")) / n_test
+             for v in VARIANTS}
+    print("exact match on held-out items:", json.dumps(exact))
+    assert exact["alpagasus"] > 0.05, exact  # the clean set taught something measurable
+
+
+@pytest.mark.slow
+def test_winrate_table_has_every_comparison_and_counts_add_up(run):
+    _, res, wall = run
+    n_test = len(read_jsonl(res / "test_sets" / "mini.jsonl"))
+    with open(res / "winrate_tiny.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    comparisons = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["evaluation"]["comparisons"]
+    assert [(r["model_a"], r["model_b"], r["test_set"]) for r in rows] == [(a, b, "mini") for a, b in comparisons]
+    for r in rows:
+        assert int(r["win"]) + int(r["tie"]) + int(r["lose"]) == int(r["n"])
+        assert int(r["n"]) + int(r["unparsed"]) == n_test
+        assert float(r["ci_low"]) <= float(r["winning_score"]) <= float(r["ci_high"])
+        assert r["judge"] == "verifier"
+    # Measured, not forced: printed for the README.
+    print("miniature wall time %.0f s; win rates:" % wall, json.dumps(rows))
+    assert (res / "plots" / "winrate_tiny.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_report_and_rerun_is_a_no_op(run):
+    work, res, _ = run
+    page = (res / "report.html").read_text()
+    for section in ("Data selection", "Training", "Pairwise evaluation", "Cost of every judge stage",
+                    "data:image/png;base64", "alpagasus-tiny"):
+        assert section in page
+    proc, _ = _snakemake(work, "--configfile", SMOKE, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    if os.environ.get("ALPAGASUS_TIMING"):
+        assert run[2] < 330

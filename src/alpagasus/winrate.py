@@ -35,7 +35,9 @@ def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = 1000
                 "model_a": a, "model_b": b, "test_set": name, "n": agg["n"], "win": agg["win"],
                 "tie": agg["tie"], "lose": agg["lose"], "winning_score": _round(agg["winning_score"]),
                 "ci_low": _round(agg["ci_low"]), "ci_high": _round(agg["ci_high"]),
-                "p_value": float(f"{agg['p_value']:.3g}"),  # significant digits: 1e-12 is not 0 "position_consistency": _round(agg["position_consistency"]),
+                # Significant digits, not decimals: a p of 1e-12 must not print as 0.
+                "p_value": float(f"{agg['p_value']:.3g}"),
+                "position_consistency": _round(agg["position_consistency"]),
                 "unparsed": agg["unparsed"], "relative_score": _round(stats.relative_total_score(pairs)),
                 "judge": judge,
             })

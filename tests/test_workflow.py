@@ -111,3 +111,9 @@ def test_openai_judge_dag_threshold_change_reruns_only_selection(tmp_path, api_k
     assert leaks == []
     for p in (proc, proc2):
         assert api_key not in p.stdout + p.stderr
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Congratulations, your workflow is in a good condition!" in out, out[-4000:]

@@ -314,8 +314,6 @@ def token_losses(logits, targets):
 
 def per_example_losses(logits, targets, segment_ids) -> list[float]:
     """Mean loss of each example (by segment id) of a collated micro-batch."""
-    import torch
-
     losses = token_losses(logits, targets)
     n_seg = int(segment_ids.max().item()) + 1
     out = []

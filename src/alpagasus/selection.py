@@ -113,15 +113,11 @@ def write_random(records_path, size_of_path, seed: int, out_path) -> list[int]:
     from .data import load_records, write_records
 
     records = load_records(records_path)
-    size = len(load_records(size_of_path)) if _nonempty(size_of_path) else 0
+    with open(size_of_path, encoding="utf-8") as fh:
+        size = len(json.load(fh))  # only its size matters; an empty selection is allowed here
     idx = random_indices(len(records), size, seed)
     write_records(out_path, [records[i] for i in idx])
     return idx
-
-
-def _nonempty(path) -> bool:
-    with open(path, encoding="utf-8") as fh:
-        return bool(json.load(fh))
 
 
 def write_summary(records_path, scores_path, rule: dict, random_path, summary_path, plot_path) -> dict:

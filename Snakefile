@@ -23,8 +23,9 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate(config, "config/schema.yaml")
 
-# The library, from this source tree: Snakemake hands its own sys.path to every rule script
-# (in a conda env too), so the scripts run this same code, installed or not.
+# The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
+# checkout); without one they fall back to this tree's src/, since Snakemake appends its own
+# sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from alpagasus.config import check_references  # noqa: E402
 
@@ -42,6 +43,7 @@ localrules:
     rating_estimate,
     winrate,
     report,
+    judging_estimate,
 
 
 include: "rules/common.smk"

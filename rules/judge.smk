@@ -49,3 +49,39 @@ rule winrate:
         "../envs/report.yaml"
     script:
         "../scripts/winrate.py"
+
+
+rule judging_estimate:
+    """What judging a size would cost now: `snakemake results/judging_estimate_13b.json` once the
+    answers exist, before paying for a single judgement."""
+    input:
+        lambda wc: [
+            f
+            for j in judgement_files(wc.size)
+            for f in (
+                answers_file(j["model_a"], wc.size, j["test_set"]),
+                answers_file(j["model_b"], wc.size, j["test_set"]),
+                f"{R}/test_sets/{j['test_set']}.jsonl",
+            )
+        ],
+    output:
+        f"{R}/judging_estimate_{{size}}.json",
+    wildcard_constraints:
+        size="[A-Za-z0-9_]+",
+    params:
+        comparisons=lambda wc: [
+            {
+                "name": f"{j['model_a']}-vs-{j['model_b']}/{j['test_set']}",
+                "a": answers_file(j["model_a"], wc.size, j["test_set"]),
+                "b": answers_file(j["model_b"], wc.size, j["test_set"]),
+                "test_set": f"{R}/test_sets/{j['test_set']}.jsonl",
+            }
+            for j in judgement_files(wc.size)
+        ],
+        cache_dir=CACHE,
+    log:
+        f"{R}/logs/judging_estimate_{{size}}.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/judging_estimate.py"

@@ -1,7 +1,6 @@
 """Pairwise judging in both orders: fake server and verifier, tables, and the DAG."""
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -176,6 +175,11 @@ def test_dag_adding_a_comparison_judges_only_the_new_pairs(tmp_path, api_key):
         srv.reset_log()
         base["evaluation"]["comparisons"].append(["ref1", "ref3"])
         (tmp_path / "c2.yaml").write_text(yaml.safe_dump(base))
+        # The cost is shown before it is spent: only the new pair is to pay, and nothing is sent.
+        _snakemake(tmp_path, "res/judging_estimate_tiny.json", "--configfile", tmp_path / "c2.yaml")
+        est = json.loads((tmp_path / "res/judging_estimate_tiny.json").read_text())
+        assert (est["requests"], est["cached"]) == (30, 30) and srv.log() == []
+        assert est["jobs"]["ref1-vs-ref3/mini"]["requests"] == 30 and est["jobs"]["ref1-vs-ref2/mini"]["requests"] == 0
         _snakemake(tmp_path, "res/winrate_tiny.csv", "--configfile", tmp_path / "c2.yaml")
         assert len(srv.log()) == 2 * 15  # only ref1 vs ref3, both orders
     with open(tmp_path / "res/winrate_tiny.csv") as fh:

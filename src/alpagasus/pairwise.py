@@ -129,3 +129,37 @@ def order_scores(row: dict) -> tuple:
     A first, order2 = (B, A) as written with B first; None where a judgement is unparsed."""
     o1, o2 = row["order1"]["scores"], row["order2"]["scores"]
     return (tuple(o1) if o1 else None, tuple(o2) if o2 else None)
+
+
+def estimate_judging(comparisons: list[dict], judges_cfg: dict, eval_cfg: dict, cache_dir, out_path) -> dict:
+    """What judging every comparison would cost now (cached judgements excluded), before any
+    request: ``comparisons`` are dicts with a, b (answer files), test_set (its file), name."""
+    from . import cost
+
+    judge_name = eval_cfg["judge"]
+    judge_cfg = judges_cfg[judge_name]
+    judge = make_judge(judge_name, judge_cfg)
+    requests: dict[str, JudgeRequest] = {}
+    per_job = []
+    for c in comparisons:
+        items = read_jsonl(c["test_set"])
+        _, pairs = build_requests(load_answers(c["a"], items), load_answers(c["b"], items), judge, c["name"])
+        reqs = [r for pair in pairs for r in pair]
+        requests.update((r.key, r) for r in reqs)
+        per_job.append((c["name"], reqs))
+    cache_file = Path(cache_dir) / "judgements.jsonl"
+    cached: set[str] = set()
+    if judge.cacheable and cache_file.exists():
+        cache = JudgementCache(cache_file)
+        cached = {k for k in requests if k in cache}
+        cache.close()
+    expected = eval_cfg.get("expected_output_tokens", 120)
+    est = cost.estimate(judge_cfg, [r.messages for k, r in requests.items() if k not in cached], expected)
+    est.update(judge=judge_name, model=judge.model, cached=len(cached),
+               budget_usd_per_job=eval_cfg.get("max_usd"),
+               jobs={name: cost.estimate(judge_cfg, [r.messages for r in reqs if r.key not in cached], expected)
+                     for name, reqs in per_job})
+    log.info("judging estimate: %d requests, expected $%.2f, at most $%.2f", est["requests"],
+             est["usd_expected"], est["usd_at_most"])
+    write_json(out_path, est)
+    return est

@@ -31,7 +31,31 @@ def judgement_key(model: str, prompt_version: str, params: dict, messages: list[
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+CACHE_FILE = "judgements.jsonl"
+LEDGER_FILE = "ledger.jsonl"
+
+
+def cached_keys(cache_dir: str | os.PathLike, keys) -> set[str]:
+    """Which of ``keys`` already have a judgement in ``cache_dir`` (for estimates: sends nothing)."""
+    path = Path(cache_dir) / CACHE_FILE
+    if not path.exists():
+        return set()
+    with JudgementCache(path) as cache:
+        return {k for k in keys if k in cache}
+
+
+def append_ledger(cache_dir: str | os.PathLike, entry: dict) -> None:
+    """The spend history of every run. Rule outputs are removed when a rule fails; this never is."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / LEDGER_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
+
+
 class JudgementCache:
+    @classmethod
+    def in_dir(cls, cache_dir: str | os.PathLike) -> "JudgementCache":
+        return cls(Path(cache_dir) / CACHE_FILE)
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,10 @@ A reply whose two scores cannot be read is kept raw and counted as unparsed, nev
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
 
-from .cache import JudgementCache, judgement_key
+from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
 from .io import read_jsonl, write_json, write_jsonl
 from .judges import JudgeRequest, make_judge
@@ -80,7 +78,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     answers_a = load_answers(answers_a_path, items)
     answers_b = load_answers(answers_b_path, items)
     ids, pairs = build_requests(answers_a, answers_b, judge, f"{answers_a_path} vs {answers_b_path}")
-    cache = JudgementCache(Path(cache_dir) / "judgements.jsonl") if judge.cacheable else None
+    cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
     try:
         outcome = run_judgements(
             [r for pair in pairs for r in pair], judge, judge_cfg, PAIRWISE_PROMPT_VERSION, cache,
@@ -111,9 +109,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
               "model_b": model_b, "testset": testset, "items": len(ids), "prompt_version": PAIRWISE_PROMPT_VERSION,
               "judgements_unparsed": unparsed, "judgements_missing": missing, **outcome.ledger()}
     write_json(ledger_path, ledger)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache_dir) / "ledger.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"time": time.time(), **ledger}) + "\n")
+    append_ledger(cache_dir, ledger)
     if outcome.fatal:
         raise IncompleteJudgingError(f"judging stopped: {outcome.fatal}")
     if missing and not eval_cfg.get("allow_incomplete", False):
@@ -147,12 +143,7 @@ def estimate_judging(comparisons: list[dict], judges_cfg: dict, eval_cfg: dict, 
         reqs = [r for pair in pairs for r in pair]
         requests.update((r.key, r) for r in reqs)
         per_job.append((c["name"], reqs))
-    cache_file = Path(cache_dir) / "judgements.jsonl"
-    cached: set[str] = set()
-    if judge.cacheable and cache_file.exists():
-        cache = JudgementCache(cache_file)
-        cached = {k for k in requests if k in cache}
-        cache.close()
+    cached = cached_keys(cache_dir, requests) if judge.cacheable else set()
     expected = eval_cfg.get("expected_output_tokens", 120)
     est = cost.estimate(judge_cfg, [r.messages for k, r in requests.items() if k not in cached], expected)
     est.update(judge=judge_name, model=judge.model, cached=len(cached),

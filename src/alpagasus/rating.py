@@ -10,12 +10,10 @@ Status of each record in scores.jsonl:
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from pathlib import Path
 
-from .cache import JudgementCache, judgement_key
+from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
 from .io import write_json, write_jsonl
 from .judges import JudgeRequest, make_judge
@@ -79,7 +77,7 @@ def rate_records(
     dimension = rating_cfg.get("dimension", "accuracy")
     requests, flags = build_requests(records, judge, dimension, max_field_chars)
 
-    cache = JudgementCache(Path(cache_dir) / "judgements.jsonl") if judge.cacheable else None
+    cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
     try:
         outcome = run_judgements(
             requests, judge, judge_cfg, RATING_PROMPT_VERSION, cache,
@@ -119,10 +117,7 @@ def rate_records(
               "prompt_version": RATING_PROMPT_VERSION, "records": len(records),
               "status_counts": counts, **outcome.ledger()}
     write_json(ledger_path, ledger)
-    # The output above is removed by Snakemake if the rule fails; this history never is.
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache_dir) / "ledger.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"stage": "rating", "time": time.time(), **ledger}) + "\n")
+    append_ledger(cache_dir, {"stage": "rating", **ledger})
     if counts["unparsed"]:
         log.warning("%d replies had no readable score; kept raw with status 'unparsed'", counts["unparsed"])
     if outcome.fatal:
@@ -148,12 +143,7 @@ def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cac
     judge_cfg = judges_cfg[judge_name]
     judge = make_judge(judge_name, judge_cfg)
     requests, _ = build_requests(records, judge, rating_cfg.get("dimension", "accuracy"), max_field_chars)
-    cache_file = Path(cache_dir) / "judgements.jsonl"
-    cached: set[str] = set()
-    if judge.cacheable and cache_file.exists():
-        cache = JudgementCache(cache_file)
-        cached = {r.key for r in requests if r.key in cache}
-        cache.close()
+    cached = cached_keys(cache_dir, {r.key for r in requests}) if judge.cacheable else set()
     unique = {r.key: r for r in requests if r.key not in cached}
     est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg.get("expected_output_tokens", 80))
     est.update(judge=judge_name, model=judge.model, records=len(records), cached=len({r.key for r in requests} & cached),

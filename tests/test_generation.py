@@ -99,3 +99,81 @@ def test_a_test_item_without_a_field_is_named(checkpoint, tmp_path):
     with pytest.raises(ValueError, match=r"t.jsonl: item 0 \(id 'a'\) has no field 'question'"):
         generate_test_set(checkpoint, test_file, tmp_path / "o.jsonl", testset="t", model_name="m")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+KILL_AFTER_TWO_BATCHES = """
+import os, signal, sys
+import alpagasus.generation as gen
+real_add, calls = gen.PartialWriter.add, []
+def add(self, pairs):
+    real_add(self, pairs)
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # as a time limit or an OOM killer would
+gen.PartialWriter.add = add
+gen.generate_test_set(sys.argv[1], sys.argv[2], sys.argv[3], testset="mini", model_name="tiny-x",
+                      template=None, max_new_tokens=8, batch_size=3, progress=False)
+"""
+
+
+def test_a_killed_generation_resumes_with_only_the_missing_items(checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from alpagasus.generation import partial_path
+
+    items = _items(14)
+    test_file = tmp_path / "mini.jsonl"
+    write_jsonl(test_file, items)
+    out = tmp_path / "gen" / "mini.jsonl"
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO_BATCHES, str(checkpoint), str(test_file), str(out)],
+                          capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert proc.returncode == -9, proc.stderr
+    assert not out.exists()
+    saved = partial_path(out)
+    assert len(saved.read_text().splitlines()) == 1 + 6  # header + two batches of 3
+    with open(saved, "a") as fh:
+        fh.write('{"id": "torn", "resu')  # the kill landed mid-write
+
+    summary = generate_test_set(checkpoint, test_file, out, testset="mini", model_name="tiny-x",
+                                template=None, max_new_tokens=8, batch_size=3, progress=False)
+    assert (summary["resumed"], summary["generated"]) == (6, 8)
+    assert not saved.exists()
+    fresh = tmp_path / "fresh.jsonl"
+    again = generate_test_set(checkpoint, test_file, fresh, testset="mini", model_name="tiny-x",
+                              template=None, max_new_tokens=8, batch_size=5, progress=False)
+    assert (again["resumed"], again["generated"]) == (0, 14)
+    assert read_jsonl(out) == [{**r, "decoding": {**r["decoding"], "batch_size": 3}} for r in read_jsonl(fresh)]
+
+
+def test_saved_answers_for_other_settings_are_not_reused(checkpoint, tmp_path):
+    from alpagasus.generation import PartialWriter, generation_key, partial_path
+
+    items = _items(5)
+    test_file = tmp_path / "mini.jsonl"
+    write_jsonl(test_file, items)
+    out = tmp_path / "mini_out.jsonl"
+    bogus = {"answer": "SAVED EARLIER", "n_new_tokens": 1, "stopped_at_eos": True}
+    key = generation_key(checkpoint, test_file, testset="mini", model_name="tiny-x", template=None,
+                         max_new_tokens=6, dtype="float32")
+    PartialWriter(partial_path(out), key, {it["id"]: bogus for it in items[:3]}).close()
+    # Another max_new_tokens: the saved answers are for other settings.
+    s = generate_test_set(checkpoint, test_file, out, testset="mini", model_name="tiny-x",
+                          template=None, max_new_tokens=7, progress=False)
+    assert s["resumed"] == 0 and all(r["answer"] != "SAVED EARLIER" for r in read_jsonl(out))
+    # The same settings: they are.
+    PartialWriter(partial_path(out), key, {it["id"]: bogus for it in items[:3]}).close()
+    s = generate_test_set(checkpoint, test_file, out, testset="mini", model_name="tiny-x",
+                          template=None, max_new_tokens=6, progress=False)
+    assert s["resumed"] == 3
+    assert [r["answer"] == "SAVED EARLIER" for r in read_jsonl(out)] == [True, True, True, False, False]
+
+
+def test_duplicate_item_ids_are_named(checkpoint, tmp_path):
+    test_file = tmp_path / "t.jsonl"
+    item = {"id": "a", "instruction": "x", "input": "", "question": "x"}
+    write_jsonl(test_file, [item, {**item, "id": "b"}, item])
+    with pytest.raises(ValueError, match=r"t.jsonl: item 2 has id 'a', already used by item 0"):
+        generate_test_set(checkpoint, test_file, tmp_path / "o.jsonl", testset="t", model_name="m")

@@ -6,18 +6,27 @@ Alpaca's no-input template, or the input template for Self-Instruct items with a
 length before batching so that a batch pads little, then answers are written back in the test
 set's order. Each output line carries what the judge needs (the question as it will see it)
 and how the answer was produced (model, decoding parameters).
+
+Resumable: each finished batch is appended (and fsync'd) to a hidden partial file beside the
+output, keyed by what defines the answers (checkpoint, test set, template, decoding). A rerun
+after a kill, a time limit or a preemption generates only the items that are missing; the
+output itself appears only when every item has its answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from .data import sha256_file
 from .io import read_jsonl, write_jsonl
 from .prompts import alpaca_prompt
 
@@ -52,8 +61,13 @@ def generate(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "generate",
+    on_batch: Callable[[list[tuple[int, dict]]], None] | None = None,
 ) -> list[dict]:
-    """Greedy continuations of ``prompts`` (same order): {"answer", "n_new_tokens", "stopped_at_eos"}."""
+    """Greedy continuations of ``prompts`` (same order): {"answer", "n_new_tokens", "stopped_at_eos"}.
+
+    ``on_batch`` gets each finished batch as (index into ``prompts``, result) pairs, so that a
+    caller can save answers before the whole list is done.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -97,16 +111,95 @@ def generate(
                 text = tokenizer.decode(toks, skip_special_tokens=True)
                 results[i] = {"answer": text.strip(), "n_new_tokens": len(toks) + int(stopped),
                               "stopped_at_eos": stopped}
+            if on_batch is not None:
+                on_batch([(i, results[i]) for i in idx])
             bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
 
 
 def validate_items(items: list[dict], source: str) -> None:
+    seen: dict = {}
     for n, item in enumerate(items):
         for field in REQUIRED_FIELDS:
             if field not in item:
                 raise ValueError(f"{source}: item {n} (id {item.get('id')!r}) has no field {field!r}")
+        if item["id"] in seen:
+            raise ValueError(f"{source}: item {n} has id {item['id']!r}, already used by item {seen[item['id']]}")
+        seen[item["id"]] = n
+
+
+# --- resuming ----------------------------------------------------------------------------------
+
+def partial_path(output: str | Path) -> Path:
+    """Where finished batches wait: hidden, beside the output (which Snakemake deletes on failure;
+    this file it leaves alone)."""
+    output = Path(output)
+    return output.parent / f".{output.name}.partial"
+
+
+def checkpoint_identity(checkpoint: str | Path) -> str:
+    """Cheap identity of a checkpoint directory: its config and train log (unique to a training
+    run), and the names, sizes and modification times of its weight files (hashing 26 GB of a
+    13B model's weights would cost minutes)."""
+    ck = Path(checkpoint)
+    h = hashlib.sha256()
+    for name in ("config.json", "train_log.json", "generation_config.json"):
+        f = ck / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"-") + b"\0")
+    for f in sorted(ck.glob("*.safetensors")) + sorted(ck.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()
+
+
+def generation_key(checkpoint, test_set, *, testset, model_name, template, max_new_tokens, dtype) -> str:
+    """What the answers depend on; the batch size (speed only) is left out."""
+    blob = json.dumps({"checkpoint": checkpoint_identity(checkpoint), "test_set": sha256_file(test_set),
+                       "testset": testset, "model": model_name, "template": template,
+                       "max_new_tokens": int(max_new_tokens), "dtype": dtype}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_partial(path: Path, key: str) -> dict:
+    """{item id: result} saved by an earlier run with the same key; {} when there is none or it
+    belongs to other settings. A torn last line (a kill mid-write) is dropped."""
+    if not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                break
+            log.warning("%s: line %d is not JSON; starting this test set afresh", path, n + 1)
+            return {}
+    if not rows or rows[0].get("partial_of") != key:
+        if rows:
+            log.info("%s: saved answers are for another checkpoint or settings; not reused", path)
+        return {}
+    return {r["id"]: r["result"] for r in rows[1:]}
+
+
+class PartialWriter:
+    """Appends finished answers to the partial file, durably, one batch at a time."""
+
+    def __init__(self, path: Path, key: str, done: dict):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Rewrite what is kept (atomically) so that appends never follow a torn line.
+        write_jsonl(path, [{"partial_of": key}] + [{"id": i, "result": r} for i, r in done.items()])
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def add(self, pairs: list[tuple[object, dict]]) -> None:
+        for item_id, result in pairs:
+            self.fh.write(json.dumps({"id": item_id, "result": result}, ensure_ascii=False) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 def generate_test_set(
@@ -136,7 +229,8 @@ def generate_test_set(
 @contextlib.contextmanager
 def _ignoring_sigusr1():
     """GPU jobs get SIGUSR1 before their time limit (for training to save its state); generation
-    has nothing to save, so it keeps going until the limit instead of dying 10 minutes early."""
+    saves every batch as it goes, so it keeps going until the limit instead of stopping 10
+    minutes early."""
     try:
         old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     except ValueError:  # not the main thread
@@ -153,11 +247,28 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
     items = read_jsonl(test_set)
     validate_items(items, str(test_set))
     model, tokenizer = load_model(checkpoint)
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     prompts = [alpaca_prompt(it["instruction"], it["input"], template) for it in items]
+
+    partial = partial_path(output)
+    key = generation_key(checkpoint, test_set, testset=testset, model_name=model_name, template=template,
+                         max_new_tokens=max_new_tokens, dtype=dtype)
+    done = load_partial(partial, key)
+    todo = [n for n, it in enumerate(items) if it["id"] not in done]
+    if done:
+        log.info("%s on %s: %d of %d answers saved by an earlier run; generating the other %d",
+                 model_name, testset, len(items) - len(todo), len(items), len(todo))
+    writer = PartialWriter(partial, key, done)
     t0 = time.perf_counter()
-    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress,
-                    desc=f"{model_name} {testset}")
+    try:
+        new = generate(model, tokenizer, [prompts[n] for n in todo], max_new_tokens, batch_size, progress,
+                       desc=f"{model_name} {testset}",
+                       on_batch=lambda pairs: writer.add([(items[todo[j]]["id"], r) for j, r in pairs]))
+    finally:
+        writer.close()
     wall = time.perf_counter() - t0
+    done.update((items[n]["id"], r) for n, r in zip(todo, new))
+    outs = [done[it["id"]] for it in items]
     decoding = {
         "strategy": "greedy",
         "do_sample": False,
@@ -165,7 +276,7 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
         "batch_size": batch_size,
         "padding_side": "left",
         "template": "alpaca" if template is None else template,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "dtype": dtype,
     }
     rows = []
     for it, prompt, out in zip(items, prompts, outs):
@@ -185,8 +296,10 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
             row["reference"] = it["reference"]
         rows.append(row)
     write_jsonl(output, rows)
-    n_tokens = sum(o["n_new_tokens"] for o in outs)
-    summary = {"items": len(rows), "wall_s": round(wall, 3), "new_tokens": n_tokens,
+    partial.unlink(missing_ok=True)
+    n_tokens = sum(o["n_new_tokens"] for o in new)
+    summary = {"items": len(rows), "generated": len(todo), "resumed": len(items) - len(todo),
+               "wall_s": round(wall, 3), "new_tokens": n_tokens,
                "new_tokens_per_s": n_tokens / wall if wall else None,
                "hit_max_new_tokens": sum(not o["stopped_at_eos"] for o in outs)}
     log.info("%s on %s: %s", model_name, testset, summary)

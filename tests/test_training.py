@@ -248,6 +248,49 @@ def test_two_processes_give_the_same_steps_as_one(tmp_path, data):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
 
 
+def test_a_state_saved_by_two_processes_resumes_in_one(tmp_path, data):
+    """A job stopped on 2 GPUs and rerun on 1 (another allocation) continues where it stopped,
+    with the same steps as an uninterrupted run (DDP on CPU, gloo)."""
+    straight = train(make_spec(tmp_path / "straight", "x-tiny", data, max_steps=8, per_device_batch_size=2))
+    spec = make_spec(tmp_path, "moved-tiny", data, max_steps=8, per_device_batch_size=2, save_every_steps=3)
+    spec_file = tmp_path / "moved.json"
+    spec_file.write_text(json.dumps(spec.__dict__))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", str(_free_port()), "-m", "alpagasus.training", "--spec", str(spec_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    work = spec.resolved_work_dir()
+    _wait_for("step-00000003", work, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and not Path(spec.output).exists(), out[-2000:]
+    (saved,) = work.glob("step-*")
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and 3 <= state["step"] < 8
+
+    log = train(spec)
+    assert log["world_size"] == 1 and log["resumed_from_steps"] == [state["step"]]
+    assert [s["loss"] for s in log["steps"]] == pytest.approx([s["loss"] for s in straight["steps"]], rel=1e-4)
+
+
+def test_a_saved_state_that_cannot_be_loaded_is_a_clear_error(tmp_path, data):
+    spec = make_spec(tmp_path, "broken-tiny", data, max_steps=200, save_every_steps=5)
+    proc = _run_cli(spec, tmp_path)
+    _wait_for("step-00000005", spec.resolved_work_dir(), proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    (saved,) = spec.resolved_work_dir().glob("step-*")
+    state_file = saved / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "world_size": 4, "distributed_type": "FSDP"}))
+    for f in saved.glob("optimizer*"):
+        f.write_bytes(b"not a torch file")  # as a shard layout this run cannot read would be
+    with pytest.raises(RuntimeError, match=r"cannot load the saved training state .* saved by 4 process\(es\) "
+                                           r"\(FSDP\); this run has 1 .*rerun with 4 GPU\(s\)"):
+        train(spec)
+    assert saved.is_dir()  # nothing paid for is thrown away
+
+
 def _free_port() -> int:
     import socket
 

@@ -396,7 +396,17 @@ def _train(spec: TrainSpec, flag: "_SignalFlag") -> dict:
                 shutil.rmtree(work_dir, ignore_errors=True)
             accelerator.wait_for_everyone()
         else:
-            accelerator.load_state(str(ckpt))
+            try:
+                accelerator.load_state(str(ckpt))
+            except Exception as exc:
+                saved_world = state.get("world_size")
+                hint = (f" It was saved by {saved_world} process(es) ({state.get('distributed_type')}); this run "
+                        f"has {world} ({accelerator.distributed_type.name}): rerun with {saved_world} GPU(s) to "
+                        f"resume, or delete {work_dir} to start again from step 0."
+                        if saved_world not in (None, world) else f" Delete {work_dir} to start again from step 0.")
+                first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise RuntimeError(f"{ckpt}: cannot load the saved training state ({type(exc).__name__}: "
+                                   f"{first_line}).{hint}") from exc
             start_step = int(state["step"])
             history = state["history"]
             elapsed = float(state["elapsed_s"])
@@ -418,7 +428,8 @@ def _train(spec: TrainSpec, flag: "_SignalFlag") -> dict:
         accelerator.wait_for_everyone()
         if main:
             state = {"step": step, "fingerprint": fp, "history": history, "elapsed_s": elapsed,
-                     "resumed_from": resumed_from, "total_steps": total_steps}
+                     "resumed_from": resumed_from, "total_steps": total_steps, "world_size": world,
+                     "distributed_type": accelerator.distributed_type.name}
             write_json(tmp / STATE_FILE, state, indent=None)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)

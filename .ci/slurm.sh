@@ -6,7 +6,7 @@
 #                               with the test cluster always stopped afterwards (trap EXIT)
 #   bash .ci/slurm.sh stop      stop a leftover test cluster (safe when none runs)
 #
-# The tests start and stop the single-node cluster themselves (tests/slurm/cluster.sh, from a
+# The tests start and stop the two-node cluster themselves (tests/slurm/cluster.sh, from a
 # pytest fixture); the EXIT trap here also stops it when pytest is killed by the timeout.
 # SLURM_TEST_TIMEOUT (seconds, default 2700) bounds the whole test step.
 set -euo pipefail

@@ -7,13 +7,16 @@ Without a cluster (any machine):
     jobs, each with the expected resources, and the sbatch line the plugin would submit for each;
   - envs/*.yaml pin exactly what the tests run with.
 
-On a real single-node Slurm cluster that the tests start here (root, Debian's slurmctld, slurmd
-and munge, four fake a100 GPUs; tests/slurm/cluster.sh), through the official executor plugin:
+On a real two-node Slurm cluster that the tests start here (root, Debian's slurmctld, one slurmd
+per node, munge, four fake a100 GPUs per node; tests/slurm/cluster.sh), through the official
+executor plugin:
   - the harness: a CPU rule, a GPU rule that starts one process per granted GPU, and a join;
   - preemption: a GPU job signalled before its time limit checkpoints and is rerun, a requeued
     one restarts, and both resume from the checkpoint;
   - the miniature DAG: every job ran as a Slurm job (or is a declared localrule), GPU rules in the
     GPU partition with their GPUs, CPU rules with none, and the outputs equal a local run's.
+  - multi-node training: `nodes: 2` gives one job on both nodes, one launcher per node, and the
+    ranks train with the single-process run's losses.
 
 The cluster tests skip cleanly when not root, when the packages cannot be installed or the
 cluster cannot start; ALPAGASUS_REQUIRE_SLURM=1 (set by .ci/slurm.sh) turns those skips into
@@ -675,3 +678,45 @@ def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
           f"{same_but_timings}")
     assert not differ, differ
     assert any(p.startswith("winrate_") for p in same), same
+
+
+TWO_NODES_OVERLAY = REPO / "tests" / "slurm" / "two_nodes.yaml"
+
+
+@pytest.mark.timeout(900)
+def test_training_on_two_nodes(slurm_cluster, tmp_path):
+    """`resources.nodes: 2` through the Slurm plugin: one job on two nodes, whose train rule runs
+    one launcher per node with `srun` (alpagasus.training.launch_command) inside the plugin's own
+    `srun -n1` step; the ranks meet and train as one, with the single-process run's losses."""
+    from alpagasus.miniature import make_records
+    from alpagasus.training import spec_from_config, train
+
+    root = tmp_path / "checkout"
+    root.mkdir()
+    _copy_checkout(root)
+    # Only the train rule runs: its input is put in place (the DAG test covers the rest).
+    data = root / "results" / "smoke" / "filtered_9k.json"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text(json.dumps(make_records(300, 0.0, seed=11)))
+    cfgs = ["config/smoke.yaml", TWO_NODES_OVERLAY.relative_to(REPO)]
+    rc, log = _snakemake(["results/smoke/checkpoints/alpagasus-tiny", "--allowed-rules", "train",
+                          "--profile", "tests/slurm/profile", "--configfile", *cfgs],
+                         root, 600, tmp_path / "slurm.log", env={"PYTHONPATH": str(root / "src")})
+    train_log_text = (root / "results/smoke/logs/train/alpagasus-tiny.log")
+    assert rc == 0, log[-4000:] + (train_log_text.read_text()[-4000:] if train_log_text.exists() else "")
+
+    (job,) = slurm_jobs(run_id_of(log)).values()
+    assert rule_of(job) == "train" and job["JobState"] == "COMPLETED", job
+    assert job["NumNodes"] == "2" and job["NodeList"] == "node[1-2]", job
+    text = train_log_text.read_text()
+    assert "rank 0 of 2 on node1" in text and "rank 1 of 2 on node2" in text, text[-3000:]
+    ckpt = root / "results/smoke/checkpoints/alpagasus-tiny"
+    two = json.loads((ckpt / "train_log.json").read_text())
+    assert two["world_size"] == 2 and two["nodes"] == ["node1", "node2"]
+
+    spec, _ = spec_from_config([str(REPO / "config/config.yaml"), str(REPO / "config/smoke.yaml"),
+                                str(TWO_NODES_OVERLAY)], "tiny", "alpagasus", str(data), str(tmp_path / "one"))
+    spec.progress = False
+    one = train(spec)
+    assert one["world_size"] == 1
+    assert [s["loss"] for s in two["steps"]] == pytest.approx([s["loss"] for s in one["steps"]], rel=1e-4)

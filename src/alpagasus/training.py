@@ -331,6 +331,15 @@ def _train(spec: TrainSpec, flag: "_SignalFlag") -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     set_seed(spec.seed)
+    # Where each rank runs (the Slurm node name when there is one): logged, and kept in the log.
+    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    log.info("rank %d of %d on %s (%s)", accelerator.process_index, world, node, accelerator.device)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        nodes = sorted(set(gather_object([node])))
+    else:
+        nodes = [node]
 
     work_dir = spec.resolved_work_dir()
     data_sha = sha256_file(spec.data)
@@ -559,6 +568,7 @@ def _train(spec: TrainSpec, flag: "_SignalFlag") -> dict:
         "row_length": row_length,
         "device_type": device_type,
         "device_count": world,
+        "nodes": nodes,
         "world_size": world,
         "mixed_precision": accelerator.mixed_precision,
         "threads": torch.get_num_threads(),
@@ -650,6 +660,27 @@ def _job_nodes() -> list[str]:
                           check=True).stdout.split()
 
 
+def _node_address(node: str) -> str:
+    """The address Slurm itself reaches ``node`` at (its NodeAddr), so the other nodes can reach
+    the rendezvous there too; the node name where scontrol does not say."""
+    try:
+        info = subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True,
+                              check=True, timeout=30).stdout
+        addr = info.split("NodeAddr=", 1)[1].split()[0]
+        return addr or node
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return node
+
+
+def srun_environment(env: dict) -> dict:
+    """``env`` for an ``srun`` that must see the whole job: without the enclosing step's SLURM_*
+    variables (inside the plugin's ``srun -n1`` step SLURM_NNODES=1, SLURM_NODELIST=<one node>
+    and SLURM_NTASKS=1 would make srun refuse a second node), keeping the job id and config,
+    from which srun asks the controller for the job's allocation."""
+    keep = ("SLURM_JOB_ID", "SLURM_CONF")
+    return {k: v for k, v in env.items() if not k.startswith("SLURM_") or k in keep}
+
+
 def launch_command(spec_path: Path, n_per_node: int, accelerate_config: str | None, nodes: int = 1) -> list[str]:
     """``accelerate launch`` for one node, or wrapped in ``srun`` (one launcher per node) for several.
 
@@ -665,14 +696,20 @@ def launch_command(spec_path: Path, n_per_node: int, accelerate_config: str | No
                       "-m", "alpagasus.training", "--spec", str(spec_path)]
     import shlex
 
-    head = _job_nodes()[0]
+    head = _node_address(_job_nodes()[0])
+    # Static rendezvous: node 0 (SLURM_NODEID 0, where this runs) hosts the store at its NodeAddr
+    # and the others connect to it. (c10d with accelerate's same_network would rendezvous at
+    # each node's own localhost, and without it every agent that thinks it is the host races.)
     cmd += ["--num_processes", str(nodes * n_per_node), "--num_machines", str(nodes),
-            "--rdzv_backend", "c10d", "--main_process_ip", head, "--main_process_port", str(_free_port()),
+            "--rdzv_backend", "static", "--same_network",
+            "--main_process_ip", head, "--main_process_port", str(_free_port()),
             "-m", "alpagasus.training", "--spec", str(spec_path)]
     # $SLURM_NODEID is expanded by each task, hence the shell.
     inner = " ".join(shlex.quote(c) for c in cmd).replace(
         "--num_machines", '--machine_rank "$SLURM_NODEID" --num_machines', 1)
-    return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--overlap", "bash", "-c", inner]
+    # Counts given explicitly: srun runs with the step's SLURM_* removed (srun_environment).
+    return ["srun", f"--jobid={os.environ['SLURM_JOB_ID']}", f"--nodes={nodes}", f"--ntasks={nodes}",
+            "--ntasks-per-node=1", "--overlap", "bash", "-c", inner]
 
 
 def launch(spec: TrainSpec, gpus: int = 0, accelerate_config: str | None = None,
@@ -711,6 +748,8 @@ def launch(spec: TrainSpec, gpus: int = 0, accelerate_config: str | None = None,
         # ranks unless told to handle it; then it passes it on and gives them time to save.
         "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
     }
+    if nodes > 1:
+        env = srun_environment(env)
     out = open(log_file, "a") if log_file else None
     try:
         # Its own process group, so that a signal reaches the launcher and every rank at once.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A real single-node Slurm cluster on this machine, for the tests (tests/test_slurm.py).
+# A real Slurm cluster on this machine, for the tests (tests/test_slurm.py): one controller and
+# $SLURM_CI_NODES slurmd daemons (default 2), each a node of its own on 127.0.0.1.
 #
 #   tests/slurm/cluster.sh install   apt-get the Debian packages (slurmctld slurmd slurm-client munge)
-#   tests/slurm/cluster.sh start     (re)configure and start munged, slurmctld, slurmd; wait for IDLE
+#   tests/slurm/cluster.sh start     (re)configure and start munged, slurmctld, the slurmds; wait for IDLE
 #   tests/slurm/cluster.sh stop      cancel every job, stop the daemons by pid file, remove the config
 #   tests/slurm/cluster.sh status    sinfo + node state; exit 0 only when the node takes jobs
 #   tests/slurm/cluster.sh logs      the tail of the daemons' logs (for a failed test)
@@ -10,11 +11,12 @@
 # Root only. Every step is idempotent: `start` stops a previous instance first (fresh state), `stop`
 # is a no-op when nothing runs. It only ever signals the pids written in its own pid files.
 #
-# The node: localhost on 127.0.0.1, declared with $SLURM_CI_CPUS CPUs (more than this machine has,
+# The nodes: `node1`, `node2`, ... (multi-node jobs: one `srun` task per node, as on a real
+# cluster), all on 127.0.0.1 with a slurmd port each. Each is declared with $SLURM_CI_CPUS CPUs (more than this machine has,
 # allowed by SlurmdParameters=config_overrides, so production-shaped cpus_per_task are schedulable),
 # $SLURM_CI_MEM_MB of memory and four fake a100 GPUs: character devices made with mknod (a gres
 # entry without File= is dropped and the node goes INVAL; plain files log errors). A job asking
-# --gres=gpu:a100:4 gets CUDA_VISIBLE_DEVICES=0,1,2,3. Two partitions on the one node, named as in
+# --gres=gpu:a100:4 gets CUDA_VISIBLE_DEVICES=0,1,2,3. Two partitions over all nodes, named as in
 # config/config.yaml's slurm: section (pass other names through the variables below).
 #
 # Slurm reads /etc/slurm/slurm.conf: the Snakemake Slurm plugin strips SLURM_* variables before its
@@ -26,6 +28,7 @@ DIR=${SLURM_CI_DIR:-/tmp/slurm-ci}
 CPUS=${SLURM_CI_CPUS:-16}
 MEM_MB=${SLURM_CI_MEM_MB:-20000}
 NGPUS=${SLURM_CI_GPUS:-4}
+NNODES=${SLURM_CI_NODES:-2}
 GPU_TYPE=${SLURM_CI_GPU_TYPE:-a100}
 GPU_PARTITION=${SLURM_CI_GPU_PARTITION:-gpu}
 CPU_PARTITION=${SLURM_CI_CPU_PARTITION:-cpu}
@@ -37,6 +40,10 @@ MUNGE_SOCKET_DIR=/run/munge
 PACKAGES=(slurmctld slurmd slurm-client munge)
 
 log() { echo "[slurm-ci] $*" >&2; }
+
+# node1 node2 ... (a node named like its host, `localhost`, makes slurmctld refuse the shared
+# NodeHostname as a duplicate).
+node_names() { local i; for ((i = 1; i <= NNODES; i++)); do echo "node$i"; done; }
 die() { log "ERROR: $*"; exit 1; }
 
 need_root() { [[ $(id -u) == 0 ]] || die "must run as root"; }
@@ -110,7 +117,8 @@ ours() { [[ -f $1 ]] && head -n 1 "$1" | grep -qF "$MARKER"; }
 cmd_stop() {
     need_root
     cancel_all_jobs
-    stop_pidfile "$DIR/run/slurmd.pid" slurmd
+    local pidfile
+    for pidfile in "$DIR"/run/slurmd*.pid; do [[ -e $pidfile ]] && stop_pidfile "$pidfile" slurmd; done
     stop_pidfile "$DIR/run/slurmctld.pid" slurmctld
     if [[ -f $DIR/run/munged.ours ]]; then
         stop_pidfile "$DIR/run/munged.pid" munged
@@ -139,8 +147,12 @@ write_config() {
     done
     cat >"$GRES" <<EOF
 $MARKER
-NodeName=localhost Name=gpu Type=$GPU_TYPE File=$DIR/dev/nvidia[0-$last]
 EOF
+    local node port=17001 nodes
+    nodes=$(node_names | paste -sd, -)
+    for node in $(node_names); do
+        echo "NodeName=$node Name=gpu Type=$GPU_TYPE File=$DIR/dev/nvidia[0-$last]" >>"$GRES"
+    done
     cat >"$CONF" <<EOF
 $MARKER
 ClusterName=ci
@@ -150,11 +162,11 @@ AuthType=auth/munge
 CredType=cred/munge
 MailProg=/bin/true
 StateSaveLocation=$DIR/state/ctld
-SlurmdSpoolDir=$DIR/state/d
+SlurmdSpoolDir=$DIR/state/d-%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -176,9 +188,13 @@ JobCompLoc=$DIR/log/jobcomp.log
 JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/none
 GresTypes=gpu
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPU_TYPE:$NGPUS State=UNKNOWN
-PartitionName=$CPU_PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
-PartitionName=$GPU_PARTITION Nodes=localhost MaxTime=INFINITE State=UP
+EOF
+    # One line for all nodes (separate lines with one NodeHostname are refused as duplicates); the
+    # port range gives each slurmd its own port.
+    cat >>"$CONF" <<EOF
+NodeName=$nodes NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$port-$((port + NNODES - 1))] CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPU_TYPE:$NGPUS State=UNKNOWN
+PartitionName=$CPU_PARTITION Nodes=$nodes Default=YES MaxTime=INFINITE State=UP
+PartitionName=$GPU_PARTITION Nodes=$nodes MaxTime=INFINITE State=UP
 EOF
 }
 
@@ -213,7 +229,9 @@ start_munge() {
     die "munged started but munge/unmunge fail"
 }
 
-node_state() { timeout 3 scontrol show node localhost 2>/dev/null | grep -o 'State=[A-Z_+*]*' | head -n 1 | cut -d= -f2; }
+node_state() { timeout 3 scontrol show node "${1:-node1}" 2>/dev/null | grep -o 'State=[A-Z_+*]*' | head -n 1 | cut -d= -f2; }
+
+all_idle() { local n; for n in $(node_names); do [[ $(node_state "$n" || true) == IDLE* ]] || return 1; done; }
 
 cmd_start() {
     need_root
@@ -231,37 +249,43 @@ cmd_start() {
         fi
         sleep 0.2
     done
-    slurmd -N localhost || { log "slurmd did not start"; cmd_logs; cmd_stop; exit 1; }
+    local node
+    for node in $(node_names); do
+        mkdir -p "$DIR/state/d-$node"
+        slurmd -N "$node" || { log "slurmd for $node did not start"; cmd_logs; cmd_stop; exit 1; }
+    done
     deadline=$((SECONDS + 30))
     while ((SECONDS <= deadline)) && ctld_up; do
-        state=$(node_state || true)
-        [[ $state == IDLE* ]] && break
+        all_idle && break
         sleep 0.2
     done
-    if [[ $state != IDLE* ]]; then
-        log "node not IDLE after 30 s (state '$state')"
+    if ! all_idle; then
+        log "nodes not IDLE after 30 s: $(for n in $(node_names); do echo -n "$n=$(node_state "$n") "; done)"
         cmd_logs
         cmd_stop
         exit 1
     fi
-    log "cluster up: node localhost $state, partitions $CPU_PARTITION (default) and $GPU_PARTITION, $NGPUS x gpu:$GPU_TYPE"
+    log "cluster up: nodes $(node_names | paste -sd' ' -) IDLE, partitions $CPU_PARTITION (default) and $GPU_PARTITION, $NGPUS x gpu:$GPU_TYPE each"
 }
 
 cmd_status() {
     ctld_up || { log "slurmctld not running"; return 1; }
     timeout 5 sinfo -o '%P %a %D %T %c %m %G' || return 1
-    local state
-    state=$(node_state || true)
-    echo "node localhost: $state"
-    [[ $state == IDLE* || $state == MIXED* || $state == ALLOCATED* ]]
+    local state n ok=0
+    for n in $(node_names); do
+        state=$(node_state "$n" || true)
+        echo "node $n: $state"
+        [[ $state == IDLE* || $state == MIXED* || $state == ALLOCATED* ]] || ok=1
+    done
+    return $ok
 }
 
 cmd_logs() {
     local f
-    for f in log/slurmctld.log log/slurmd.log munge/munged.log; do
-        [[ -f $DIR/$f ]] || continue
-        echo "==== $DIR/$f (tail)"
-        tail -n 40 "$DIR/$f"
+    for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd*.log "$DIR"/munge/munged.log; do
+        [[ -f $f ]] || continue
+        echo "==== $f (tail)"
+        tail -n 40 "$f"
     done
 }
 

@@ -534,8 +534,10 @@ NONDETERMINISTIC = {
     "benchmarks": "wall-clock measurements",
 }
 # JSON keys that hold timings or host facts; everything else in these files must be equal.
+# Timings, and where a job ran (train_log.json's `nodes`: a Slurm node vs this host's name).
 VOLATILE_JSON_KEYS = {"wall_time_s", "tokens_per_s", "peak_memory_mb", "seconds", "elapsed_s",
-                      "duration_s", "started_at", "finished_at", "created_at", "timestamp", "time_s"}
+                      "duration_s", "started_at", "finished_at", "created_at", "timestamp", "time_s",
+                      "nodes"}
 # Columns of the HTML report's tables that hold timings (training speed); the rest must be equal.
 VOLATILE_HTML_HEADER = re.compile(r"tokens/s|wall|seconds|time", re.I)
 

@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--rpm", type=float, default=6000)
     ap.add_argument("--concurrency", type=int, default=None, help="default: enough to fill the cap")
     ap.add_argument("--sequential-sample", type=int, default=60)
+    ap.add_argument("--out", help="also write the figures here (JSON)")
     args = ap.parse_args()
 
     records = load_records(args.records)[: args.limit]
@@ -88,13 +89,16 @@ def main() -> None:
         server.wait()
     sent = ledger["judgements_paid_this_run"]
     rps = sent / dt
-    print(json.dumps({
+    result = {
         "records": len(records), "latency_ms": args.latency_ms, "cap_rpm": args.rpm, "concurrency": concurrency,
         "seconds": round(dt, 1), "pipeline_req_per_s": round(rps, 2), "sequential_req_per_s": round(seq_rps, 2),
         "ratio_vs_sequential": round(rps / seq_rps, 1), "fraction_of_cap": round(rps / cap_rps, 3),
         "requests_sent_incl_retries": ledger["requests_sent"], "rate_limited_or_failed": ledger["failed_requests_by_kind"],
         "status_counts": ledger["status_counts"],
-    }, indent=2))
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -708,8 +708,10 @@ def launch_command(spec_path: Path, n_per_node: int, accelerate_config: str | No
     inner = " ".join(shlex.quote(c) for c in cmd).replace(
         "--num_machines", '--machine_rank "$SLURM_NODEID" --num_machines', 1)
     # Counts given explicitly: srun runs with the step's SLURM_* removed (srun_environment).
+    # --kill-on-bad-exit: a node whose launcher dies takes the others down with it, instead of
+    # leaving them waiting at the rendezvous until the job's time limit.
     return ["srun", f"--jobid={os.environ['SLURM_JOB_ID']}", f"--nodes={nodes}", f"--ntasks={nodes}",
-            "--ntasks-per-node=1", "--overlap", "bash", "-c", inner]
+            "--ntasks-per-node=1", "--overlap", "--kill-on-bad-exit=1", "bash", "-c", inner]
 
 
 def launch(spec: TrainSpec, gpus: int = 0, accelerate_config: str | None = None,

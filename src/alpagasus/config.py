@@ -56,6 +56,28 @@ def check_references(cfg: dict) -> None:
         for v in (a, b):
             if v not in known | refs:
                 raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
+    for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
+        _check_size_paths(name, size or {})
+
+
+def _is_local_path(value: str) -> bool:
+    """A path, as opposed to a hub id (`org/name`): absolute, or starting with ., .. or ~."""
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def _check_size_paths(name: str, size: dict) -> None:
+    """Files a training size names must exist before hours of GPU time are queued for it."""
+    for key in ("base_model", "tokenizer"):
+        value = size.get(key)
+        if isinstance(value, str) and _is_local_path(value) and not Path(value).expanduser().exists():
+            raise ConfigError(f"config training.sizes.{name}.{key}: {value} does not exist "
+                              f"(a local path; a hub id is written org/name)")
+    fsdp = size.get("fsdp_config")
+    if fsdp:
+        path = Path(fsdp).expanduser()
+        path = path if path.is_absolute() else REPO / path  # relative to the repository
+        if not path.is_file():
+            raise ConfigError(f"config training.sizes.{name}.fsdp_config: {path} does not exist")
 
 
 def load(*paths: str | Path) -> dict:

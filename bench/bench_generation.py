@@ -11,7 +11,6 @@ the script checks that and prints the speedup (target >= 5x on CPU).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(REPO / "src"))
 from alpagasus.generation import generate, load_model  # noqa: E402
 from alpagasus.miniature import MINIATURE_TEMPLATE, make_records, make_test_items  # noqa: E402
 from alpagasus.prompts import alpaca_prompt  # noqa: E402
+from _report import report  # noqa: E402  (bench/_report.py)
 
 
 def build_random_tiny(out: Path) -> Path:
@@ -86,11 +86,9 @@ def main() -> int:
         "speedup": timings["one_at_a_time"] / timings["batched"],
         "identical_answers": same,
     }
-    print(json.dumps(result, indent=2))
+    report(result, args.out)
     print(f"generation: batched x{result['speedup']:.1f} faster than one at a time "
           f"({result['batched_tokens_per_s']:.0f} vs {result['one_at_a_time_tokens_per_s']:.0f} new tokens/s)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0 if same else 1
 
 

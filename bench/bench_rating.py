@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import openai  # noqa: E402
 from alpagasus.data import load_records  # noqa: E402
 from alpagasus.prompts import rating_messages  # noqa: E402
 from alpagasus.rating import rate_records  # noqa: E402
+from _report import report  # noqa: E402  (bench/_report.py)
 
 
 def start_server(latency_ms: float, rpm_cap: float) -> tuple[subprocess.Popen, str]:
@@ -96,9 +96,7 @@ def main() -> None:
         "requests_sent_incl_retries": ledger["requests_sent"], "rate_limited_or_failed": ledger["failed_requests_by_kind"],
         "status_counts": ledger["status_counts"],
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from alpagasus.training import TrainSpec, train  # noqa: E402
+from _report import report  # noqa: E402  (bench/_report.py)
 
 # Dense bf16 peak (no sparsity), by substring of torch.cuda.get_device_name().
 PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0,
@@ -137,14 +138,12 @@ def main() -> int:
         "mfu_with_attention": ((flops_6n + flops_attn) / seconds / 1e12 / peak) if peak else None,
         "loss_first_last": [log["steps"][0]["loss"], log["final_loss"]],
     }
-    print(json.dumps(result, indent=2))
+    report(result, args.out)
     if peak:
         print(f"train: {result['tokens_per_s']:.0f} tokens/s, MFU {100 * result['mfu_6n']:.1f}% "
               f"(6N) / {100 * result['mfu_with_attention']:.1f}% (with attention) on {device}")
     else:
         print(f"train: {result['tokens_per_s']:.0f} tokens/s on {device} (no peak known: MFU not computed)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from alpagasus.packing import plan_step, reference_useful_fraction, step_token_counts, tokenize_records  # noqa: E402
 from alpagasus.training import StepSampler  # noqa: E402
+from _report import report  # noqa: E402  (bench/_report.py)
 
 
 def main() -> int:
@@ -87,11 +88,9 @@ def main() -> int:
         "ratio_ours_over_alpaca": ours / ref,
         "detail": results,
     }
-    print(json.dumps(out, indent=2))
+    report(out, args.out)
     print(f"useful-token fraction: Alpaca collator {ref:.3f} -> packed {ours:.3f} "
           f"(x{ours / ref:.2f} fewer computed positions per useful token)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -13,20 +13,17 @@ from conftest import REPO, shared_path
 from alpagasus.miniature import make_records
 
 
-def _bench(script: str, *args, timeout=600) -> dict:
-    out = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"{script}.{os.getpid()}.json"
+def _bench(tmp: Path, script: str, *args, timeout=600) -> dict:
+    out = tmp / f"{script}.json"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *map(str, args), "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    try:
-        return json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
+    return json.loads(out.read_text())
 
 
-def test_train_mfu_bench_runs_the_training_loop_on_cpu():
-    r = _bench("bench_train_mfu.py", "--tiny", "--examples", 64, "--peak-tflops", 1.0)
+def test_train_mfu_bench_runs_the_training_loop_on_cpu(tmp_path):
+    r = _bench(tmp_path, "bench_train_mfu.py", "--tiny", "--examples", 64, "--peak-tflops", 1.0)
     assert r["steps_timed"] == 3 and r["tokens_per_s"] > 0 and r["device_count"] == 1
     assert 0 < r["useful_token_fraction"] <= 1 and r["layout"] == "rows"
     assert r["mfu_6n"] == pytest.approx(r["achieved_tflops_6n"] / 1.0)
@@ -34,8 +31,8 @@ def test_train_mfu_bench_runs_the_training_loop_on_cpu():
     assert r["matmul_parameters"] < r["n_parameters"]  # embeddings do no matmul
 
 
-def test_generation_bench_gives_identical_answers_batched():
-    r = _bench("bench_generation.py", "--items", 12, "--batch-size", 6, "--max-new-tokens", 3, "--threads", 1)
+def test_generation_bench_gives_identical_answers_batched(tmp_path):
+    r = _bench(tmp_path, "bench_generation.py", "--items", 12, "--batch-size", 6, "--max-new-tokens", 3, "--threads", 1)
     assert r["items"] == 12 and r["identical_answers"] is True and r["speedup"] > 0
 
 
@@ -44,7 +41,7 @@ def test_useful_token_bench_on_a_small_alpaca_file(tmp_path):
     alpaca = json.loads(shared_path("data", "alpaca", "alpaca_data.json").read_text())
     data = tmp_path / "small.json"
     data.write_text(json.dumps(alpaca[:1500]))
-    r = _bench("bench_useful_tokens.py", "--shared", REPO.parent / "shared", "--data", data)
+    r = _bench(tmp_path, "bench_useful_tokens.py", "--shared", REPO.parent / "shared", "--data", data)
     assert 0 < r["alpaca_collator_useful_fraction"] < r["ours_useful_fraction"] <= 1
     assert r["ratio_ours_over_alpaca"] == pytest.approx(r["ours_useful_fraction"] / r["alpaca_collator_useful_fraction"])
 
@@ -52,7 +49,7 @@ def test_useful_token_bench_on_a_small_alpaca_file(tmp_path):
 def test_rating_bench_against_the_fake_server(tmp_path):
     data = tmp_path / "records.json"
     data.write_text(json.dumps(make_records(120, 0.2, seed=4)))
-    r = _bench("bench_rating.py", "--records", data, "--latency-ms", 20, "--rpm", 6000, "--sequential-sample", 10)
+    r = _bench(tmp_path, "bench_rating.py", "--records", data, "--latency-ms", 20, "--rpm", 6000, "--sequential-sample", 10)
     assert r["records"] == 120 and r["requests_sent_incl_retries"] >= 120
     # (A short run may beat the per-minute cap's average: 120 requests are far below 6,000 a minute.)
     assert r["ratio_vs_sequential"] > 1 and r["fraction_of_cap"] > 0

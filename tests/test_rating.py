@@ -125,7 +125,7 @@ def test_retries_run_out_leave_record_unscored_then_rerun_completes(tmp_path, ap
             rate(records, srv, tmp_path, judge=judge)
         assert not (tmp_path / "run.scores.jsonl").exists()  # no partial output pretending to be whole
         ledger = json.loads((tmp_path / "run.cost.json").read_text())
-        assert ledger["status_counts"]["failed"] == 6 and ledger["failed_requests_by_kind"] == {"500": 12}
+        assert ledger["status_counts"]["failed"] == 6 and ledger["failed_requests_by_kind"] == {"http_500": 12}
         # allow_incomplete: the file is written, failures are null with a status, never 0.
         srv.faults = FaultPlan(schedule=["500"] * 4)
         srv.reset()  # the schedule counts from here

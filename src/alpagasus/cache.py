@@ -106,10 +106,12 @@ class JudgementCache:
         return self._entries.get(key)
 
     def put(self, key: str, text: str, prompt_tokens: int, completion_tokens: int, model: str,
-            prompt_version: str, usd: float) -> dict:
+            prompt_version: str, usd: float, **extra) -> dict:
+        """Append one paid judgement. ``extra`` holds what else was paid for or must be known
+        later (logprobs, usage_reported, the stage that paid), stored as given."""
         entry = {"key": key, "text": text, "prompt_tokens": prompt_tokens,
                  "completion_tokens": completion_tokens, "model": model,
-                 "prompt_version": prompt_version, "usd": usd, "time": time.time()}
+                 "prompt_version": prompt_version, "usd": usd, "time": time.time(), **extra}
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         fcntl.flock(self._fh, fcntl.LOCK_EX)
         try:

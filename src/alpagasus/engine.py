@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from . import cost
 from .cache import JudgementCache
-from .judges import JudgeFatalError, JudgeRequest, JudgeRequestError, JudgeTransientError
+from .judges import (Failure, FailureKind, Judge, JudgeFatalError, JudgeRequest, JudgeRequestError,
+                     JudgeTransientError)
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class Outcome:
     """Per request key: the reply (``entry``) or why there is none (``error``)."""
 
     entries: dict[str, dict] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # key -> "failed: ..." / "budget"
+    errors: dict[str, Failure] = field(default_factory=dict)
     estimate: dict = field(default_factory=dict)
     paid_now: int = 0
     reused: int = 0
@@ -40,6 +41,7 @@ class Outcome:
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None
     seconds: float = 0.0
+    without_usage: int = 0  # replies with no token usage, charged at their worst case
 
     def ledger(self) -> dict:
         return {
@@ -51,8 +53,9 @@ class Outcome:
             "completion_tokens_this_run": self.completion_tokens_now,
             "usd_this_run": round(self.usd_now, 6),
             "failed_requests_by_kind": self.failures_by_kind,
-            "unscored_failed": sum(1 for e in self.errors.values() if e != "budget"),
-            "unscored_budget": sum(1 for e in self.errors.values() if e == "budget"),
+            "replies_without_usage": self.without_usage,
+            "unscored_failed": sum(1 for e in self.errors.values() if e.kind is not FailureKind.BUDGET),
+            "unscored_budget": sum(1 for e in self.errors.values() if e.kind is FailureKind.BUDGET),
             "fatal_error": self.fatal,
             "seconds": round(self.seconds, 2),
         }
@@ -60,7 +63,7 @@ class Outcome:
 
 def run_judgements(
     requests: list[JudgeRequest],
-    judge,
+    judge: Judge,
     judge_cfg: dict,
     prompt_version: str,
     cache: JudgementCache | None,
@@ -116,7 +119,7 @@ async def _run(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, 
     bar = tqdm(total=len(pending), desc=desc, unit="req", disable=not progress, mininterval=0.5)
 
     def postfix():
-        fails = len(out.errors) - sum(1 for e in out.errors.values() if e == "budget")
+        fails = sum(1 for e in out.errors.values() if e.kind is not FailureKind.BUDGET)
         bar.set_postfix(spent=f"${out.usd_now:.2f}", failed=fails, refresh=False)
 
     async def worker():
@@ -126,9 +129,9 @@ async def _run(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, 
                 req = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            worst = cost.usd(judge_cfg, cost.message_tokens(req.messages), max_tokens)
+            worst = judge.usd(cost.message_tokens(req.messages), max_tokens)
             if max_usd is not None and out.usd_now + reserved + worst > max_usd + 1e-12:
-                out.errors[req.key] = "budget"
+                out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: budget ${max_usd:.2f} reached")
                 if not budget_hit:
                     budget_hit = True
                     log.warning("budget $%.2f reached (spent $%.4f, in flight up to $%.4f): no new requests",
@@ -142,15 +145,24 @@ async def _run(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, 
                 stop.set()
                 return
             except (JudgeTransientError, JudgeRequestError) as exc:
-                out.errors[req.key] = f"failed: {exc}"
+                out.errors[req.key] = Failure(exc.kind, str(exc))
             else:
-                spent = cost.usd(judge_cfg, reply.prompt_tokens, reply.completion_tokens)
+                if reply.usage_reported:
+                    spent = judge.usd(reply.prompt_tokens, reply.completion_tokens)
+                else:
+                    spent = worst  # a server that omits usage is charged its worst case, not $0
+                    out.without_usage += 1
+                extra = {}
+                if not reply.usage_reported:
+                    extra["usage_reported"] = False
+                if reply.logprobs is not None:
+                    extra["logprobs"] = reply.logprobs
                 entry = {"key": req.key, "text": reply.text, "prompt_tokens": reply.prompt_tokens,
                          "completion_tokens": reply.completion_tokens, "model": reply.model,
-                         "prompt_version": prompt_version, "usd": spent}
+                         "prompt_version": prompt_version, "usd": spent, **extra}
                 if cache is not None and judge.cacheable:
                     entry = cache.put(req.key, reply.text, reply.prompt_tokens, reply.completion_tokens,
-                                      reply.model, prompt_version, spent)
+                                      reply.model, prompt_version, spent, **extra)
                 out.entries[req.key] = entry
                 out.paid_now += 1 if judge.cacheable else 0
                 out.prompt_tokens_now += reply.prompt_tokens
@@ -169,4 +181,4 @@ async def _run(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, 
     if out.fatal:
         for req in pending:
             if req.key not in out.entries and req.key not in out.errors:
-                out.errors[req.key] = f"failed: run stopped: {out.fatal}"
+                out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {out.fatal}")

@@ -95,7 +95,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
         for name, req in (("order1", r1), ("order2", r2)):
             entry = outcome.entries.get(req.key)
             if entry is None:
-                row[name] = {"raw": None, "scores": None, "error": outcome.errors.get(req.key, "no reply")}
+                row[name] = {"raw": None, "scores": None, "error": str(outcome.errors.get(req.key, "no reply"))}
                 missing += 1
             else:
                 scores = parse_pair(entry["text"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
 from .io import write_json, write_jsonl
-from .judges import JudgeRequest, make_judge
+from .judges import Failure, FailureKind, JudgeRequest, make_judge
 from .parsing import parse_rating
 from .prompts import RATING_PROMPT_VERSION, rating_messages
 
@@ -107,9 +107,9 @@ def rate_records(
                        usage={"prompt_tokens": entry.get("prompt_tokens", 0),
                               "completion_tokens": entry.get("completion_tokens", 0)})
         else:
-            err = outcome.errors.get(req.key, "failed: no reply")
-            row["status"] = "budget" if err == "budget" else "failed"
-            row["error"] = err
+            err = outcome.errors.get(req.key, Failure(FailureKind.STOPPED, "no reply"))
+            row["status"] = "budget" if err.kind is FailureKind.BUDGET else "failed"
+            row["error"] = str(err)
         counts[row["status"]] += 1
         rows.append(row)
 

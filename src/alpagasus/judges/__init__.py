@@ -6,8 +6,8 @@ its limits and its prices. ``make_judge`` turns that entry into an object.
 
 from __future__ import annotations
 
-from .base import (JudgeError, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError,
-                   JudgeTransientError)
+from .base import (Failure, FailureKind, Judge, JudgeError, JudgeFatalError, JudgeReply, JudgeRequest,
+                   JudgeRequestError, JudgeTransientError)
 
 
 def make_judge(name: str, cfg: dict):
@@ -23,5 +23,5 @@ def make_judge(name: str, cfg: dict):
     raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, verifier)")
 
 
-__all__ = ["make_judge", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",
+__all__ = ["make_judge", "Judge", "Failure", "FailureKind", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",
            "JudgeRequestError", "JudgeTransientError"]

@@ -15,9 +15,11 @@ import time
 
 import openai
 
+from .. import cost
 from ..cost import message_tokens
 from ..ratelimit import RateLimiter
-from .base import JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError
+from .base import (FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError,
+                   JudgeTransientError)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,13 @@ DEFAULTS = {
     "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0,
     "max_tokens": 256, "concurrency": 16, "requests_per_minute": None, "tokens_per_minute": None,
     "timeout_s": 60.0, "max_retries": 8, "usd_per_1m_input_tokens": 0.0, "usd_per_1m_output_tokens": 0.0,
+    "max_wait_s": 120.0,
 }
+# A wait the server asks for beyond this is logged: a silent pause looks like a hang.
+VISIBLE_WAIT_S = 5.0
+# Before any request has succeeded, a connection error is most likely a wrong base_url, a
+# closed port or a DNS/TLS problem: retry a couple of times (a blip), then stop the run.
+CONNECT_RETRIES_BEFORE_FIRST_SUCCESS = 2
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 
@@ -71,8 +79,18 @@ class OpenAIJudge:
         self._key = os.environ.get(self.cfg["api_key_env"])
         self.limiter = RateLimiter(self.cfg["requests_per_minute"], self.cfg["tokens_per_minute"])
         self.attempts = 0  # every HTTP request sent, failed ones included
+        self.successes = 0
         self.failures: dict[str, int] = {}
+        self.failure_examples: dict[str, str] = {}  # label -> first message of that kind
+        self.long_waits = 0  # server-requested waits longer than VISIBLE_WAIT_S
         self._client = None
+
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return cost.usd(self.cfg, prompt_tokens, completion_tokens)
+
+    @property
+    def where(self) -> str:
+        return self.cfg["base_url"] or "https://api.openai.com/v1"
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -94,16 +112,50 @@ class OpenAIJudge:
             await self._client.close()
             self._client = None
 
-    def _count(self, kind: str) -> None:
-        self.failures[kind] = self.failures.get(kind, 0) + 1
+    def _count(self, label: str, message: str) -> None:
+        self.failures[label] = self.failures.get(label, 0) + 1
+        self.failure_examples.setdefault(label, message)
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: workers that failed together do not retry together.
         return random.uniform(0, min(BACKOFF_MAX_S, self.backoff_base_s * 2 ** attempt))
 
+    def _server_wait(self, asked: float | None, fallback: float) -> float:
+        """The server's Retry-After, capped: a 'come back tomorrow' must not hang the run."""
+        if asked is None:
+            return fallback
+        wait = min(asked, self.cfg["max_wait_s"])
+        if asked > VISIBLE_WAIT_S:
+            self.long_waits += 1
+            log.warning("judge %r: server asked to wait %gs; waiting %gs (judges.%s.max_wait_s caps it)",
+                        self.name, asked, wait, self.name)
+        return wait
+
+    def _read(self, resp) -> JudgeReply:
+        """A 200 is only a judgement if it is a chat completion with text in it."""
+        if not hasattr(resp, "choices"):
+            raise JudgeTransientError(f"the reply is not a chat completion ({type(resp).__name__})",
+                                      FailureKind.MALFORMED_REPLY)
+        if not resp.choices:
+            raise JudgeTransientError("the reply has no choices", FailureKind.MALFORMED_REPLY)
+        message = getattr(resp.choices[0], "message", None)
+        text = getattr(message, "content", None)
+        if not isinstance(text, str):
+            raise JudgeTransientError("the reply's message has no content", FailureKind.MALFORMED_REPLY)
+        usage = getattr(resp, "usage", None)
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        reported = isinstance(prompt, int) and isinstance(completion, int)
+        return JudgeReply(
+            text=text, prompt_tokens=prompt if reported else 0,
+            completion_tokens=completion if reported else 0,
+            model=getattr(resp, "model", None) or self.model, usage_reported=reported,
+        )
+
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         tokens = message_tokens(request.messages) + self.params["max_tokens"]
-        last = "no attempt"
+        last, last_kind = "no attempt", FailureKind.SERVER_ERROR
+        connect_failures = 0
         for attempt in range(self.cfg["max_retries"] + 1):
             await self.limiter.acquire(tokens)
             self.attempts += 1
@@ -112,44 +164,67 @@ class OpenAIJudge:
                 resp = await self.client.chat.completions.create(
                     model=self.model, messages=request.messages, **self.params
                 )
+                reply = self._read(resp)
             except openai.RateLimitError as exc:
                 if getattr(exc, "code", None) == "insufficient_quota":
                     raise JudgeFatalError(f"judge {self.name!r}: the account has no quota left (429 insufficient_quota)") from None
-                self._count("429")
                 wait = retry_after_seconds(exc.response.headers)
-                delay = wait if wait is not None else delay
+                delay = self._server_wait(wait, delay)
                 self.limiter.pause(delay)
                 last = f"429 rate limited{f' (Retry-After {wait:g}s)' if wait is not None else ''}"
+                last_kind = FailureKind.RATE_LIMITED
+                self._count("http_429", last)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+                self._count(f"http_{exc.status_code}", redact(str(exc.message), self._key))
                 raise JudgeFatalError(
-                    f"judge {self.name!r} (model {self.model}): {exc.status_code} "
+                    f"judge {self.name!r} (model {self.model}) at {self.where}: {exc.status_code} "
                     f"{redact(str(exc.message), self._key)}"
                 ) from None
             except openai.APITimeoutError:
-                self._count("timeout")
-                last = f"timed out after {self.cfg['timeout_s']}s"
+                last, last_kind = f"timed out after {self.cfg['timeout_s']}s", FailureKind.TIMEOUT
+                self._count("timeout", last)
             except openai.APIConnectionError as exc:
-                self._count("connection")
-                last = f"connection error: {redact(str(exc), self._key)}"
+                cause = redact(_cause(exc), self._key)
+                last, last_kind = f"connection error: {cause}", FailureKind.CONNECTION
+                self._count("connection", last)
+                connect_failures += 1
+                if self.successes == 0 and connect_failures > CONNECT_RETRIES_BEFORE_FIRST_SUCCESS:
+                    raise JudgeFatalError(f"cannot reach {self.where}: {cause}") from None
+                if self.successes == 0:
+                    delay = min(delay, 1.0)
             except openai.APIStatusError as exc:
+                message = redact(str(exc.message), self._key)
                 if exc.status_code in (408, 409) or exc.status_code >= 500:
-                    self._count(str(exc.status_code))
                     wait = retry_after_seconds(exc.response.headers)
-                    delay = wait if wait is not None else delay
-                    last = f"HTTP {exc.status_code}"
+                    delay = self._server_wait(wait, delay)
+                    last, last_kind = f"HTTP {exc.status_code}: {message}", FailureKind.SERVER_ERROR
+                    self._count(f"http_{exc.status_code}", last)
                 else:
-                    raise JudgeRequestError(
-                        f"HTTP {exc.status_code}: {redact(str(exc.message), self._key)}"
-                    ) from None
+                    self._count(f"http_{exc.status_code}", f"HTTP {exc.status_code}: {message}")
+                    raise JudgeRequestError(f"HTTP {exc.status_code}: {message}") from None
+            except openai.APIResponseValidationError as exc:
+                last, last_kind = f"malformed reply: {redact(str(exc.message), self._key)}", FailureKind.MALFORMED_REPLY
+                self._count("malformed_reply", last)
+            except JudgeTransientError as exc:  # from _read: a 200 that is no judgement
+                last, last_kind = f"malformed reply: {exc}", exc.kind
+                self._count("malformed_reply", last)
+            except ValueError as exc:  # a 200 whose body is not JSON (the SDK's json.loads)
+                last, last_kind = f"malformed reply: {type(exc).__name__}: {str(exc)[:200]}", FailureKind.MALFORMED_REPLY
+                self._count("malformed_reply", last)
             else:
-                text = (resp.choices[0].message.content if resp.choices else None) or ""
-                usage = resp.usage
-                return JudgeReply(
-                    text=text,
-                    prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                    model=resp.model or self.model,
-                )
+                self.successes += 1
+                return reply
             if attempt < self.cfg["max_retries"]:
                 await asyncio.sleep(delay)
-        raise JudgeTransientError(f"gave up after {self.cfg['max_retries'] + 1} attempts; last: {last}")
+        raise JudgeTransientError(f"gave up after {self.cfg['max_retries'] + 1} attempts; last: {last}", last_kind)
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason of a connection error ("Connection refused", "Name or service not
+    known", a TLS failure, an invalid URL), not the SDK's generic "Connection error."."""
+    seen, inner = set(), exc
+    while inner.__cause__ is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        inner = inner.__cause__
+    text = str(inner) or type(inner).__name__
+    return text if inner is not exc else (str(exc) or type(exc).__name__)

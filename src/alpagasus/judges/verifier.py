@@ -51,6 +51,9 @@ class VerifierJudge:
         self.attempts = 0
         self.failures: dict[str, int] = {}
 
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return 0.0
+
     async def aclose(self) -> None:
         pass
 

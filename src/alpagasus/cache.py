@@ -82,19 +82,47 @@ class JudgementCache:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        torn = 0
-        with open(self.path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                    self._entries[entry["key"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    torn += 1
+        self._offset = 0
+        if self.path.exists():
+            self.refresh()
+
+    def refresh(self) -> int:
+        """Read what was appended since the last look (other processes share the file).
+        Returns the number of new entries. Only whole lines are read; a line still being
+        written is read next time."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size <= self._offset:
+            return 0
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read(size - self._offset)
+        end = data.rfind(b"\n") + 1
+        if end == 0:
+            return 0
+        self._offset += end
+        new = torn = 0
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line.decode("utf-8", errors="replace"))
+                key = entry["key"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                torn += 1
+                continue
+            new += key not in self._entries
+            self._entries[key] = entry
         if torn:
             log.warning("%s: skipped %d unreadable line(s) (a run killed mid-write); those judgements will be redone",
                         self.path, torn)
+        return new
+
+    def spent(self, stage: str) -> float:
+        """Dollars paid by ``stage`` (as tagged by the engine), over every run that used this cache."""
+        return sum(e.get("usd") or 0.0 for e in self._entries.values() if e.get("stage") == stage)
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries

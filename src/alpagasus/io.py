@@ -62,3 +62,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}: line {lineno} is not valid JSON: {exc.msg}") from None
     return rows
+
+
+def check_writable(*paths: str | os.PathLike) -> None:
+    """Before anything is paid for: each directory (created if missing) accepts a new file.
+    Raises OSError naming the path and errno, so no reply is paid for and then lost."""
+    for p in paths:
+        d = Path(p)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".writable.", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{d} is not writable ([Errno {exc.errno}] {exc.strerror}); "
+                                     f"nothing was sent") from None

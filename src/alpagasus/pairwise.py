@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
-from .io import read_jsonl, write_json, write_jsonl
+from .io import check_writable, read_jsonl, write_json, write_jsonl
 from .judges import JudgeRequest, make_judge
 from .parsing import parse_pair
 from .prompts import PAIRWISE_PROMPT_VERSION, pairwise_messages
@@ -78,11 +78,12 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     answers_a = load_answers(answers_a_path, items)
     answers_b = load_answers(answers_b_path, items)
     ids, pairs = build_requests(answers_a, answers_b, judge, f"{answers_a_path} vs {answers_b_path}")
+    check_writable(cache_dir, Path(out_path).parent, Path(ledger_path).parent)
     cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
     try:
         outcome = run_judgements(
             [r for pair in pairs for r in pair], judge, judge_cfg, PAIRWISE_PROMPT_VERSION, cache,
-            max_usd=eval_cfg.get("max_usd"), expected_output_tokens=eval_cfg.get("expected_output_tokens", 120),
+            max_usd=eval_cfg.get("max_usd"), stage=f"pairwise:{out_path}", expected_output_tokens=eval_cfg.get("expected_output_tokens", 120),
             desc=f"judging {model_a} vs {model_b} on {testset}", progress=progress)
     finally:
         if cache is not None:
@@ -111,10 +112,11 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     write_json(ledger_path, ledger)
     append_ledger(cache_dir, ledger)
     if outcome.fatal:
-        raise IncompleteJudgingError(f"judging stopped: {outcome.fatal}")
+        raise IncompleteJudgingError(f"judging stopped: {outcome.fatal} ({outcome.budget_text()})")
     if missing and not eval_cfg.get("allow_incomplete", False):
         raise IncompleteJudgingError(
-            f"{missing} of {2 * len(ids)} judgements of {model_a} vs {model_b} on {testset} are missing; "
+            f"{missing} of {2 * len(ids)} judgements of {model_a} vs {model_b} on {testset} are missing "
+            f"({outcome.failure_summary() or outcome.budget_text()}); {outcome.budget_text()}; "
             f"every reply received is cached, so rerunning sends only those")
     write_jsonl(out_path, rows)
     return ledger

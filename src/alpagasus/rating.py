@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
-from .io import write_json, write_jsonl
+from .io import check_writable, write_json, write_jsonl
 from .judges import Failure, FailureKind, JudgeRequest, make_judge
 from .parsing import parse_rating
 from .prompts import RATING_PROMPT_VERSION, rating_messages
@@ -77,11 +77,12 @@ def rate_records(
     dimension = rating_cfg.get("dimension", "accuracy")
     requests, flags = build_requests(records, judge, dimension, max_field_chars)
 
+    check_writable(cache_dir, Path(scores_path).parent, Path(ledger_path).parent)
     cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
     try:
         outcome = run_judgements(
             requests, judge, judge_cfg, RATING_PROMPT_VERSION, cache,
-            max_usd=rating_cfg.get("max_usd"),
+            max_usd=rating_cfg.get("max_usd"), stage=f"rating:{scores_path}",
             expected_output_tokens=rating_cfg.get("expected_output_tokens", 80),
             desc=f"rating ({judge_name})", progress=progress,
         )
@@ -121,17 +122,37 @@ def rate_records(
     if counts["unparsed"]:
         log.warning("%d replies had no readable score; kept raw with status 'unparsed'", counts["unparsed"])
     if outcome.fatal:
-        raise IncompleteRatingError(f"rating stopped: {outcome.fatal}")
+        raise IncompleteRatingError(_stopped_message(outcome, counts, len(records)))
     missing = counts["failed"] + counts["budget"]
     if missing and not rating_cfg.get("allow_incomplete", False):
-        raise IncompleteRatingError(
-            f"{missing} of {len(records)} records have no score yet ({counts['failed']} failed, "
-            f"{counts['budget']} over budget); every reply received is cached, so rerunning sends "
-            f"only those (raise rating.max_usd if the budget stopped it, or set "
-            f"rating.allow_incomplete: true to select without them)"
-        )
+        raise IncompleteRatingError(_missing_message(outcome, counts, len(records)))
+    if missing:
+        if counts["scored"] == 0:
+            raise IncompleteRatingError(
+                f"no record has a score (allow_incomplete does not select from nothing): "
+                + _missing_message(outcome, counts, len(records)))
+        log.warning("INCOMPLETE RATING (rating.allow_incomplete: true): %d of %d records have no score "
+                    "(%d failed, %d over budget) and will not be selected; %s", missing, len(records),
+                    counts["failed"], counts["budget"], outcome.failure_summary() or outcome.budget_text())
     write_jsonl(scores_path, rows)
     return ledger
+
+
+def _stopped_message(outcome, counts: dict, n: int) -> str:
+    return (f"rating stopped: {outcome.fatal} ({counts['scored'] + counts['unparsed']} of {n} records "
+            f"have a reply, all cached; {outcome.budget_text()})")
+
+
+def _missing_message(outcome, counts: dict, n: int) -> str:
+    why = []
+    if counts["failed"]:
+        why.append(f"{counts['failed']} failed ({outcome.failure_summary() or 'no reply'})")
+    if counts["budget"]:
+        why.append(f"{counts['budget']} over budget, not sent ({outcome.budget_text()}; "
+                   f"raise rating.max_usd to go on)")
+    return (f"{counts['failed'] + counts['budget']} of {n} records have no score yet: {'; '.join(why)}. "
+            f"Every reply received is cached: a rerun sends only the missing ones "
+            f"(or set rating.allow_incomplete: true to select without them)")
 
 
 def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cache_dir: str | Path,

@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -21,15 +21,14 @@ signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
-validate(config, "config/schema.yaml")
-
 # The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.config import check_references  # noqa: E402
+from alpagasus.config import validate  # noqa: E402
 
-check_references(config)
+# The schema (config/schema.yaml) and the cross-references, with one line naming the key.
+validate(config)
 
 # Light rules run where snakemake runs, never on a cluster node.
 localrules:

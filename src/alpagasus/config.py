@@ -25,13 +25,44 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A config file; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key: ``config judges.fake.temperature: -1 is less than ...``."""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    message = error.message
+    if error.validator == "additionalProperties":
+        message = message.replace("Additional properties are not allowed", "unknown key(s)")
+    if len(message) > 300:  # never dump a whole sub-config into one line
+        message = message[:300] + " ..."
+    return f"config {where}: {message}"
+
+
 def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
     if errors:
-        e = errors[0]
-        where = ".".join(str(p) for p in e.path) or "(top level)"
-        raise ConfigError(f"config {where}: {e.message}")
+        # The deepest, most specific error: the key that is wrong, not the mapping holding it.
+        raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
     check_references(cfg)
     return cfg
 
@@ -84,5 +115,5 @@ def load(*paths: str | Path) -> dict:
     """config/config.yaml merged with overlays, validated."""
     cfg: dict = {}
     for p in paths or (REPO / "config" / "config.yaml",):
-        cfg = merge(cfg, yaml.safe_load(Path(p).read_text()) or {})
+        cfg = merge(cfg, read_yaml(p))
     return validate(cfg)

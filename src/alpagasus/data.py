@@ -56,7 +56,22 @@ def validate_records(records, path="<records>") -> list[dict]:
                 )
         if not rec["instruction"].strip():
             raise DataError(f"{_where(path, i, 'instruction')}: empty")
+        for field, value in rec.items():
+            if isinstance(value, str) and (at := _lone_surrogate(value)) is not None:
+                raise DataError(
+                    f"{_where(path, i, field)}: character {at} is a lone UTF-16 surrogate "
+                    f"(U+{ord(value[at]):04X}, from a broken \\u escape in the source), which no "
+                    f"UTF-8 file can hold; fix or drop the record")
     return records
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate (JSON allows "\\ud800"; UTF-8 cannot encode it)."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return exc.start
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:

@@ -213,7 +213,10 @@ def _tokens(text_len: int) -> int:
 # Fault injection
 # ---------------------------------------------------------------------------------------------
 
-FAULT_KINDS = ("429", "500", "503", "hang", "no_score", "drop")
+FAULT_KINDS = ("429", "500", "503", "hang", "no_score", "drop",
+               # a 200 whose usage is missing, whose body is not JSON, whose choices are empty,
+               # whose message content is null; a 400 for this one request
+               "no_usage", "not_json", "empty_choices", "null_content", "400")
 # Schedule entries: a fault kind, "ok" (force a normal answer) or None (fall through to the
 # probabilistic draw).
 _SCHEDULE_VALUES = frozenset(FAULT_KINDS) | {"ok", None}
@@ -238,6 +241,11 @@ class FaultPlan:
     hang: float = 0.0
     no_score: float = 0.0
     drop: float = 0.0
+    no_usage: float = 0.0
+    not_json: float = 0.0
+    empty_choices: float = 0.0
+    null_content: float = 0.0
+    bad_request: float = 0.0
     retry_after_s: float = 1.0
     hang_s: float = 3600.0
     schedule: list[str | None] = dataclasses.field(default_factory=list)
@@ -263,6 +271,11 @@ class FaultPlan:
             ("hang", self.hang),
             ("no_score", self.no_score),
             ("drop", self.drop),
+            ("no_usage", self.no_usage),
+            ("not_json", self.not_json),
+            ("empty_choices", self.empty_choices),
+            ("null_content", self.null_content),
+            ("bad_request", self.bad_request),
         ]
 
     def pick(self, u: float) -> str | None:
@@ -625,6 +638,14 @@ class FakeOpenAIServer:
                 err = _error_body("The engine is currently overloaded, please try again later.", "server_error",
                                   "service_unavailable")
             return web.json_response(err, status=int(fault))
+        if fault == "400":
+            self._finish(entry, "400")
+            return web.json_response(
+                _error_body("This request was refused (injected).", "invalid_request_error", None), status=400)
+        if fault == "not_json":
+            self._finish(entry, "not_json")  # malformed replies are not billed
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
+                                content_type="application/json")
 
         kind = entry["kind"]
         if fault == "no_score":
@@ -656,7 +677,16 @@ class FakeOpenAIServer:
             ],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         }
-        self._finish(entry, "no_score" if fault == "no_score" else "ok", paid=True)
+        if fault == "empty_choices":
+            payload["choices"] = []
+        if fault == "null_content":
+            payload["choices"][0]["message"]["content"] = None
+        if fault in ("empty_choices", "null_content"):
+            self._finish(entry, fault)
+            return web.json_response(payload)
+        if fault == "no_usage":
+            del payload["usage"]
+        self._finish(entry, fault if fault in ("no_score", "no_usage") else "ok", paid=True)
         return web.json_response(payload)
 
     @staticmethod

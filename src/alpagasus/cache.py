@@ -45,10 +45,15 @@ def cached_keys(cache_dir: str | os.PathLike, keys) -> set[str]:
 
 
 def append_ledger(cache_dir: str | os.PathLike, entry: dict) -> None:
-    """The spend history of every run. Rule outputs are removed when a rule fails; this never is."""
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(cache_dir) / LEDGER_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
+    """The spend history of every run. Rule outputs are removed when a rule fails; this never is.
+    A history line that cannot be written (a full disk) is logged, never allowed to hide the
+    run's own error."""
+    try:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(cache_dir) / LEDGER_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
+    except OSError as exc:
+        log.error("could not append to %s: %s", Path(cache_dir) / LEDGER_FILE, exc)
 
 
 class JudgementCache:
@@ -61,13 +66,15 @@ class JudgementCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._entries: dict[str, dict] = {}
         self._load()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        # Unbuffered appends: a line is either in the kernel or its write failed right here
+        # (a full disk), never left in a buffer to be half-written later.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._end_torn_line()
 
     def _end_torn_line(self) -> None:
         """A kill mid-write leaves a last line without its newline; the next judgement appended
         to it would be torn too, so terminate it first."""
-        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
@@ -76,10 +83,14 @@ class JudgementCache:
                 fh.seek(-1, os.SEEK_END)
                 torn = fh.read(1) != b"\n"
             if torn:
-                self._fh.write("\n")
-                self._fh.flush()
+                self._write_all(b"\n")
         finally:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
 
     def _load(self) -> None:
         self._offset = 0
@@ -140,25 +151,27 @@ class JudgementCache:
         entry = {"key": key, "text": text, "prompt_tokens": prompt_tokens,
                  "completion_tokens": completion_tokens, "model": model,
                  "prompt_version": prompt_version, "usd": usd, "time": time.time(), **extra}
-        line = json.dumps(entry, ensure_ascii=False) + "\n"
-        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            self._fh.write(line)
-            self._fh.flush()  # in the kernel now: survives kill -9 of this process
+            self._write_all(line)  # in the kernel now: survives kill -9 of this process
         finally:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._entries[key] = entry
         return entry
 
     def sync(self) -> None:
         """fsync, for power loss; called at the end of a run and periodically, not per line."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self.sync()
-            self._fh.close()
+        if self._fd >= 0:
+            try:
+                self.sync()
+            except OSError as exc:
+                log.error("could not fsync %s: %s", self.path, exc)
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self):
         return self

@@ -92,6 +92,134 @@ def test_parse_rating_max_score() -> None:
     assert parse_rating("4.5/5", max_score=10) is None
 
 
+# Shapes chat models write when they do not follow "a single line containing value": the
+# score in a sentence, with a qualifier or unit, as JSON, after a scale statement.
+RATING_CHAT_CASES = [
+    # sentences (GPT-4-class and Claude-class phrasing)
+    ("I'd give it a 4.5", 4.5),
+    ("I would rate this a 4", 4.0),
+    ("I'd give it a 4.5.", 4.5),
+    ("I would give this response a solid 4.", 4.0),
+    ("Overall, I'd give the response a 4.5/5.", 4.5),
+    ("I give it 4.", 4.0),
+    ("It deserves a 4.", 4.0),
+    ("It gets a 4 for accuracy.", 4.0),
+    ("This is a solid 4 out of 5", 4.0),
+    ("a solid 4 out of 5", 4.0),
+    ("Overall, I'd say 4.", 4.0),
+    ("I'd give it 4 out of 5 stars.", 4.0),
+    ("I give this response a score of 4.", 4.0),
+    ("I would give this response a rating of 4.5 out of 5.", 4.5),
+    ("I rate this 4.5 because it covers 3 points", 4.5),
+    ("Not perfect, but I'd give it a 4.", 4.0),
+    ("There are no errors, so I'd give it a 5.", 5.0),
+    # qualifiers, units and punctuation on the score line
+    ("4.5 (very accurate)", 4.5),
+    ("4.5 stars", 4.5),
+    ("4 ⭐", 4.0),
+    ("4.5 out of 5 stars", 4.5),
+    ("4.5!", 4.5),
+    ("4.5.\nThe response is accurate.", 4.5),
+    ("Score: 4.5 stars", 4.5),
+    ("Score: 4.5/5 (Excellent)", 4.5),
+    ("My rating: 4 (accurate, but brief)", 4.0),
+    ("4.0 — accurate and complete", 4.0),
+    ("Rating: ★★★★☆ (4/5)", 4.0),
+    # markdown, JSON-ish, "="
+    ("**Rating: 4.5/5**", 4.5),
+    ("Final Score: **4.5/5**", 4.5),
+    ("> **Score:** 4.5\n>\n> The response is accurate.", 4.5),
+    ("## Evaluation\n\n**Accuracy:** 4/5\n\nThe answer is correct.", 4.0),
+    ('{"score": 4.5}', 4.5),
+    ('```json\n{"score": 4, "explanation": "3 minor issues"}\n```', 4.0),
+    ('{"rating": "3.5", "reason": "partly correct"}', 3.5),
+    ('{"final_score": 4}', 4.0),
+    ('{"accuracy_score": 4.5, "explanation": "ok"}', 4.5),
+    ("Score = 4.5", 4.5),
+    # scale statements are not scores
+    ("On a scale of 0 to 5, I would rate this response a 4.", 4.0),
+    ("On a scale of 0-5, I'd give it a 4.", 4.0),
+    ("Score (0-5): 4", 4.0),
+    ("Rating (out of 5): 4.5", 4.5),
+    ("Accuracy [0–5]: 4", 4.0),
+    ("Score: 4.5 (on a scale of 0 to 5)", 4.5),
+    # numbers that are not the score
+    ("The answer lists 3 steps... Score: 4", 4.0),
+    ("The response gives 3 examples. Score: 4", 4.0),
+    ("The instruction asks to give 5 reasons; the response gives 3.\nScore: 4", 4.0),
+    ("It computes the interest rate of 5% correctly. Score: 4", 4.0),
+    ("Suitable for grade 3 students.\nScore: 4", 4.0),
+    ("The response answers 3 out of 4 questions.\nRating: 4.5", 4.5),
+    ("It covers 3 out of 4.\nRating: 4.5", 4.5),
+    ("Use 1/2 cup of sugar. Score: 4", 4.0),
+    ("It lists the 3rd and 4th steps. Score: 3.5", 3.5),
+    ("The answer lists steps 1-3 correctly. Score: 4", 4.0),
+    ("1. Accuracy: the response is right\n2. Completeness: good\nOverall score: 4", 4.0),
+    ("The response scored 3 points higher than average. I'd give it a 4.", 4.0),
+    ("Rating: 4.5/5\n\nIt gives 3-4 examples instead of 5.", 4.5),
+    # negations
+    ("I would not give it a 5; I give it a 3", 3.0),
+    ("I wouldn't rate it a 5, but it deserves a 4.", 4.0),
+    ("Score: 4.5\nI could not give it a 5 because one date is wrong.", 4.5),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), RATING_CHAT_CASES)
+def test_parse_rating_chat_shapes(text: str, expected: float) -> None:
+    assert parse_rating(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # ranges and alternatives are never read as one of their ends
+        "Rating: 4-5",  # the old parser read 4
+        "4-5",
+        "4 - 5",
+        "4–5",  # en dash
+        "Score: 4 — 5",  # em dash
+        "between 3 and 4",
+        "Score: between 3 and 4",
+        "3 to 4",
+        "Score: 3 to 4",
+        "Rating: 4.5 - 5",
+        "I'd rate it 3-4.",
+        "I would rate it a 4 or 5",
+        "I'd give it a 4 or a 5.",
+        "4 or 5",
+        "Rating: 4/5 or 5/5",
+        "Score: 4 (or 5)",
+        "Score: 4.5 (maybe 5)",
+        "I'd give it somewhere between 4 and 4.5.",
+        "Rating: 4-5\nA score of 4 would also be fair.",  # the range line decides
+        # decimal comma: European 4.5 or two scores
+        "Score: 4,5",
+        "Score: 4, 5",
+        # another scale
+        "10/10",
+        "Score: 10/10",
+        "I'd rate it 9/10.",
+        "Score (1-10): 8",
+        "On a scale of 1 to 10, I'd give it a 4.",
+        "Score: 4\nOn a scale of 1 to 10 this would be an 8.",
+        # a conditional, a count, a scoreless sentence
+        "I would give it a 4 if it had examples, but as is, a 3.",
+        "The score for this 3-part question: 4",
+        "Score: 4, 3 minor issues",
+        "4.5 (3 minor issues)",
+        "Solid answer.",
+    ],
+)
+def test_parse_rating_chat_none(text: str) -> None:
+    assert parse_rating(text) is None
+
+
+def test_parse_rating_negation_is_clause_bound() -> None:
+    # "not" in an earlier clause does not hide the score of a later one
+    assert parse_rating("The answer is not wrong, so I'd give it a 4.") == 4.0
+    assert parse_rating("I would never give a 5 to an answer with errors. I give it a 3.") == 3.0
+
+
 # --------------------------------------------------------------------------- parse_pair
 
 PAIR_CASES = [
@@ -130,6 +258,42 @@ PAIR_CASES = [
 @pytest.mark.parametrize(("text", "expected"), PAIR_CASES)
 def test_parse_pair_shapes(text: str, expected: tuple[float, float]) -> None:
     assert parse_pair(text) == expected
+
+
+PAIR_CHAT_CASES = [
+    ("Assistant 1: 8 (very detailed)\nAssistant 2: 6 (misses key points)", (8.0, 6.0)),
+    ("Assistant 1: 8/10 (detailed and accurate)\nAssistant 2: 6/10 (too short)", (8.0, 6.0)),
+    ("Assistant 1: 8 out of 10\nAssistant 2: 7 out of 10", (8.0, 7.0)),
+    ("8 out of 10 and 7 out of 10", (8.0, 7.0)),
+    ("Scores (1-10): 8 7", (8.0, 7.0)),
+    ("On a scale of 1 to 10:\n8 7", (8.0, 7.0)),
+    ("**Assistant 1**: 9/10\n**Assistant 2**: 7/10", (9.0, 7.0)),
+    ("Assistant 1 scores 8 because it covers 3 points; Assistant 2 scores 6.", (8.0, 6.0)),
+    ("8 7.", (8.0, 7.0)),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PAIR_CHAT_CASES)
+def test_parse_pair_chat_shapes(text: str, expected: tuple[float, float]) -> None:
+    assert parse_pair(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Assistant 1: 7-8\nAssistant 2: 6",
+        "Assistant 1: 7–8\nAssistant 2: 6",
+        "Assistant 1: 7 to 8\nAssistant 2: 6",
+        "Assistant 1: 8\nAssistant 2: 6 or 7",
+        "Assistant 1: 8 (maybe 9)\nAssistant 2: 7",
+        "Assistant 1: between 7 and 8\nAssistant 2: 6",
+        "Assistant 1: 8 out of 5\nAssistant 2: 4 out of 5",  # another scale
+        "On a scale of 0 to 5, Assistant 1: 4, Assistant 2: 3",  # another scale
+        "8-7",
+    ],
+)
+def test_parse_pair_ranges_and_scales_none(text: str) -> None:
+    assert parse_pair(text) is None
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,22 @@ Shared conventions
   announcing what follows ("Here are my scores for the 2 answers:") are preamble and are
   skipped.  Markdown emphasis (``*``, ``_``, backticks) and leading ``#``/``>`` are ignored.
 * Rules that search the whole reply (the labelled patterns) also ignore markdown emphasis.
+  An underscore inside a word is a space, so JSON keys read as labels
+  (``{"final_score": 4}``).
+* **Scale statements are not scores**: ``"on a scale of 0 to 5"``, ``"on a 0-5 scale"``, a
+  bracketed scale after a label (``"Score (0-5): 4"``, ``"Rating (out of 5): 4.5"``) are
+  removed before any rule runs.  A reply that states a scale whose top is not ``max_score``
+  (``"on a scale of 1 to 10"`` in a 0-5 rating) is unparsed: its numbers are on another scale.
 * **Precedence**: the first rule that yields a *candidate* decides; later rules are not
   consulted even when that candidate is invalid.  A candidate is invalid (-> ``None``) when a
-  value lies outside ``[0, max_score]`` or when it was written as a fraction whose
-  denominator is not ``max_score`` (``"8/10"`` is not a 0-5 rating).
+  value lies outside ``[0, max_score]``, when it was written as a fraction whose
+  denominator is not ``max_score`` (``"8/10"`` is not a 0-5 rating), or when it is one end
+  of a **range or alternative**: ``"4-5"``, ``"4 - 5"``, ``"4–5"``, ``"3 to 4"``,
+  ``"between 3 and 4"``, ``"4 or 5"``, ``"4/5 or 5/5"``.  A range is never read as one of its
+  ends, nor as its midpoint: the judge did not commit to one score.
+* **Decimal comma** (rating): ``"4,5"`` (and ``"4, 5"``) is unparsed.  It may be a European
+  4.5 or two scores (the pairwise protocol itself reads commas as separators), and guessing
+  would silently move a record across the 4.5 selection threshold.
 * ``None`` always means "no usable score"; callers must never turn it into a number
   silently.
 
@@ -44,7 +56,45 @@ _NUM = r"(?<![\d.\-−])(\d+(?:\.\d+)?|\.\d+)(?![\d])"
 _DEN = r"(?:\s*\(?\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?)\s*\)?)"
 
 _MARKDOWN = re.compile(r"[*_`]+")
+_WORD_UNDERSCORE = re.compile(r"(?<=[^\W\d_])_+(?=[^\W\d_])")
+
+
+def _unmark(text: str) -> str:
+    """The text without markdown emphasis; "final_score" becomes "final score"."""
+    return _MARKDOWN.sub("", _WORD_UNDERSCORE.sub(" ", text))
+
 _LEADING_MARKS = re.compile(r"^[\s#>]+")
+
+# --- scale statements ---------------------------------------------------------------
+
+_PLAIN = r"\d+(?:\.\d+)?"
+_TO = r"(?:-|–|—|\bto\b)"
+# Each alternative has one group: the top of the stated scale.
+_SCALE = re.compile(
+    # "on a scale of 0 to 5", "(on a scale from 1-10)", "scale of 0-5"
+    rf"[\[(]?\s*(?:\bon\s+)?(?:\ban?\s+)?\bscale\s+(?:of|from)\s+{_PLAIN}\s*{_TO}\s*({_PLAIN})\s*[\])]?"
+    # "on a 0-5 scale", "on a 0 to 5 point scale"
+    rf"|[\[(]?\s*(?:\bon\s+)?(?:\ban?\s+)?{_PLAIN}\s*{_TO}\s*({_PLAIN})(?:[\s-]*point)?\s+scale\b\s*[\])]?"
+    # a bracketed range or "out of N" between a label and its ":" — "Score (0-5): 4"
+    rf"|[\[(]\s*{_PLAIN}\s*{_TO}\s*({_PLAIN})\s*[\])](?=\s*[:=])"
+    rf"|[\[(]?\s*(?:\bout\s+of|/)\s*({_PLAIN})\s*[\])]?(?=\s*[:=])",
+    re.IGNORECASE,
+)
+
+
+def _strip_scales(text: str, max_score: float) -> str | None:
+    """The text without scale statements; None when one states a top other than max_score."""
+    tops: list[float] = []
+
+    def drop(m: re.Match[str]) -> str:
+        tops.append(float(next(g for g in m.groups() if g is not None)))
+        return " "
+
+    stripped = _SCALE.sub(drop, text)
+    if any(not math.isclose(top, max_score) for top in tops):
+        return None
+    return stripped
+
 
 # --- rating -----------------------------------------------------------------------------
 
@@ -54,33 +104,131 @@ _RATING_LABEL = (
     r"(?:scores?|ratings?|grade|accuracy|helpfulness|relevance|quality)"
 )
 _RATING_HEAD = rf"(?:{_RATING_LABEL}\s*(?:[:=\-–—]|\bis\b)?\s*)?"
-_RATING_CORE = rf"[\[(]?\s*{_NUM}{_DEN}?\s*[\])]?"
+# A unit written after a score: "4.5 stars", "4 points", "4 ⭐".
+_UNIT = r"(?:\s*(?:stars?\b|points?\b|pts\b\.?|⭐+))?"
+_RATING_CORE = rf"[\[(]?\s*{_NUM}{_DEN}?\s*[\])]?{_UNIT}"
+# A comment in brackets after the score, without digits: "4.5 (very accurate)".
+_REMARK = r"(?:\s*[(\[][^\d()\[\]\n]*[)\]])?"
 
-# (a1) the whole considered line is a score: "4.5", "[4.5]", "Score: 4.5/5", "Rating: 4 out of 5".
-_RATING_LINE = re.compile(rf"^\s*{_RATING_HEAD}{_RATING_CORE}\s*\.?\s*$", re.IGNORECASE)
+# (a1) the whole considered line is a score: "4.5", "[4.5]", "Score: 4.5/5", "Rating: 4 out of 5",
+# "4.5 stars", "4.5 (very accurate)", "4.5!".
+_RATING_LINE = re.compile(
+    rf"^\s*{_RATING_HEAD}{_RATING_CORE}{_REMARK}\s*[.!]*\s*$", re.IGNORECASE
+)
 # (a2) the considered line starts with a score followed by a separator and text:
 # "4.5 - The response is correct.", "Score: 4 | accurate".  A "." is NOT a separator here
 # so that a numbered list ("1. The response ...") is not read as a score, and the text
 # must not start with a digit ("4,5" is ambiguous, "4 - 5" a range).
 _RATING_LEAD = re.compile(
-    rf"^\s*{_RATING_HEAD}{_RATING_CORE}\s*[-–—:|,;]\s*[^\d\s]", re.IGNORECASE
+    rf"^\s*{_RATING_HEAD}{_RATING_CORE}{_REMARK}\s*[-–—:|,;]\s*[^\d\s]", re.IGNORECASE
 )
-# (b) labelled patterns anywhere (within one line).
+# (a3) the considered line starts with a range or alternative: "4-5", "Rating: 4 – 5",
+# "between 3 and 4", "3 to 4", "4 or 5", "4,5".  An invalid candidate.
+_RANGE_SEP = r"(?:[-–—~,]|\bto\b|\bor\b|\band\b)"
+_HEDGE = r"(?:maybe|perhaps|possibly|even)"
+# What makes a number one end of a range or alternative: "-5", " to 5", " or a 5", ", 5",
+# " (or 5)", " (maybe 5)", ", maybe 5".
+_ALT_TAIL = (
+    rf"\s*[(\[]?\s*(?:{_RANGE_SEP}\s*(?:{_HEDGE}\s+)?|{_HEDGE}\s+)"
+    rf"(?:an?\s+)?[\[(]?\s*{_PLAIN}"
+)
+_RATING_RANGE_LINE = re.compile(
+    rf"^\s*{_RATING_HEAD}(?:(?:between|from)\s+)?[\[(]?\s*{_NUM}{_DEN}?{_ALT_TAIL}",
+    re.IGNORECASE,
+)
+
+# (b) patterns anywhere (within one line); group 1 is the number, group 2 the denominator.
+_ADJ = r"(?:(?:solid|strong|firm|fair|high|low|perfect|generous|full|clear|well-deserved)\s+)?"
 _RATING_LABELLED = (
-    # "Score: 4", "The score is 3.5", "I would rate this response 4.5", "rated 4 out of 5"
+    # "Score: 4", "The score is 3.5", "I would rate this response 4.5", "rated 4 out of 5",
+    # '{"score": 4.5}', "Score = 4.5"
     re.compile(
         rf"\b(?:scores?|scored|ratings?|rate|rated|grade)\b[^\d\n]{{0,40}}?{_NUM}{_DEN}?",
         re.IGNORECASE,
     ),
     # "Accuracy: 4.5", "helpfulness = 4"
     re.compile(rf"\b(?:accuracy|helpfulness)\b\s*[:=]\s*{_NUM}{_DEN}?", re.IGNORECASE),
-    # "4 out of 5", "4.5/5"
+    # "I'd give it a 4.5", "I would give this response a solid 4", "I give it 3.5/5",
+    # "awarded the answer a 4": the verb needs an object ("it", "this", "the answer") or an
+    # article, so that "the response gives 3 examples" is not a score.
+    re.compile(
+        r"\b(?:give|gives|giving|gave|award|awards|awarding|awarded|assign|assigns|assigning"
+        r"|assigned)\s+(?:(?:it|this|that|the|this\s+\w+|that\s+\w+|the\s+\w+)\s+(?:an?\s+)?"
+        rf"|an?\s+){_ADJ}{_NUM}{_DEN}?",
+        re.IGNORECASE,
+    ),
+    # "it deserves a 4", "merits a solid 4.5", "earns a 3", "a solid 4"
+    re.compile(
+        r"(?:\b(?:deserves?|merits?|earns?|warrants?|gets|got|receives?|received)\s+an?\s+"
+        rf"{_ADJ}"
+        r"|\ban?\s+(?:solid|strong|firm|fair|generous|perfect|well-deserved)\s+)"
+        rf"{_NUM}{_DEN}?",
+        re.IGNORECASE,
+    ),
+    # "I'd say 4", "I would say 4.5"
+    re.compile(rf"\b(?:i['’]?d|i\s+would)\s+say\s+{_NUM}{_DEN}?", re.IGNORECASE),
+    # "4 out of 5", "4.5/5" — unlabelled, so only a candidate over max_score (below)
     re.compile(rf"{_NUM}\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE),
 )
+_UNLABELLED_FRACTION = _RATING_LABELLED[-1]
+
+# What may follow a score in a sentence.  Any other lower-case word makes the number a
+# count ("3 steps", "grade 3 students", "3 out of 4 requirements"), not a score.
+_SCORE_FOLLOWERS = frozenset(
+    "star stars because since as for on in overall but and or to due given which with here is "
+    "was would seems seem at rather instead considering based though although while so "
+    "from by accuracy helpfulness".split()
+)
+_NEXT_WORD = re.compile(r"[ \t]+([a-z][a-z'’-]*)")
+_RANGE_TAIL = re.compile(rf"{_ALT_TAIL}(?:{_DEN})?\s*[\])]?", re.IGNORECASE)
+_GLUED = re.compile(r"-?[^\W\d_]")
+_PERCENT = re.compile(r"\s*(?:%|percent\b|per\s+cent\b)", re.IGNORECASE)
+# Negation in the clause before a number: "I would not give it a 5", "I wouldn't rate it 5".
+_CLAUSE_BREAK = re.compile(r"[;!?\n,:]|(?<!\d)\.(?!\d)|\bbut\b", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|never|cannot)\b|n['’]t\b", re.IGNORECASE)
+
+_SKIP = object()  # not a score at all: look for the next candidate
+_INVALID = object()  # a score the judge wrote, but not a usable one: the reply is unparsed
+
+
+def _in_sentence(text: str, m: re.Match[str], max_score: float) -> object:
+    """Judge one sentence match: a value, _INVALID (range, off scale) or _SKIP (not a score)."""
+    end = m.end()
+    rest = text[end:]
+    if _GLUED.match(rest) or _PERCENT.match(rest):  # "3rd", "3-part", "95%"
+        return _SKIP
+    clause_start = 0
+    for brk in _CLAUSE_BREAK.finditer(text, 0, m.start(1)):
+        clause_start = brk.end()
+    if _NEGATION.search(text, clause_start, m.start(1)):
+        return _SKIP
+    tail = _RANGE_TAIL.match(rest)
+    after = rest[tail.end():] if tail else rest
+    word = _NEXT_WORD.match(after)
+    if word and word.group(1).lower() not in _SCORE_FOLLOWERS:
+        return _SKIP
+    if tail:
+        return _INVALID
+    if m.re is _UNLABELLED_FRACTION and not math.isclose(float(m.group(2)), max_score):
+        return _SKIP  # "1/2 cup", "3 out of 4 steps."
+    value = _value(m.group(1), m.group(2), max_score)
+    return _INVALID if value is None else value
+
+
+def _sentence_matches(text: str) -> list[re.Match[str]]:
+    """Every match of the (b) patterns, overlapping ones included, by number position."""
+    found = []
+    for pattern in _RATING_LABELLED:
+        pos = 0
+        while (m := pattern.search(text, pos)) is not None:
+            found.append(m)
+            pos = m.start() + 1
+    return sorted(found, key=lambda m: (m.start(1), m.start()))
+
 
 # --- pair -------------------------------------------------------------------------------
 
-_PAIR_ITEM = rf"[\[(]?\s*{_NUM}(?:\s*/\s*(\d+(?:\.\d+)?))?\s*[\])]?"
+_PAIR_ITEM = rf"[\[(]?\s*{_NUM}{_DEN}?\s*[\])]?"
 _PAIR_SEP = r"(?:\s*(?:[,;&]|\band\b|\bvs\.?)\s*|\s+)"
 # (a) the whole considered line is a pair: "8 7", "8,7", "[8, 7]", "Scores: 8/10 and 7/10".
 _PAIR_LINE = re.compile(
@@ -93,7 +241,12 @@ _PAIR_LABELLED = re.compile(
     r"(?P<pre>\b(?:scores?|ratings?)\s+(?:for|of)\s+)?"
     r"\bassistant\s*#?\s*(?P<k>[12])\b"
     r"(?P<gap>[^\d\n]{0,60}?)"
-    rf"{_NUM}(?:\s*/\s*(\d+(?:\.\d+)?))?",
+    rf"{_NUM}{_DEN}?",
+    re.IGNORECASE,
+)
+# After a labelled score: a range or alternative ("Assistant 1: 7-8", "7 or 8") is invalid.
+_PAIR_ALT_TAIL = re.compile(
+    rf"\s*[(\[]?\s*(?:[-–—~]|\bto\b|\bor\b|{_HEDGE}\b)\s*(?:{_HEDGE}\s+)?(?:an?\s+)?{_PLAIN}",
     re.IGNORECASE,
 )
 # A gap that is only punctuation/filler: "Assistant 1: 8", "Assistant 1's score = 8".
@@ -116,7 +269,7 @@ _PAIR_JOINT = re.compile(
 
 
 def _clean_line(line: str) -> str:
-    return _LEADING_MARKS.sub("", _MARKDOWN.sub("", line)).strip()
+    return _LEADING_MARKS.sub("", _unmark(line)).strip()
 
 
 def _considered_line(text: str) -> str | None:
@@ -146,48 +299,69 @@ def parse_rating(text: str | None, max_score: float = 5.0) -> float | None:
     """The single score a rating judge wrote, or ``None``.
 
     Precedence (the first rule that finds a candidate decides; see the module docstring for
-    the *considered line* and for validation):
+    the *considered line*, scale statements, ranges and validation):
 
     (a) **The considered line is essentially a score** — the first non-empty line holding a
         digit (digit-free preamble lines and lines ending in ``":"`` are skipped):
 
         1. the whole line is a score: a bare number with optional markdown/brackets, an
            optional label (``Score``, ``Rating``, ``Accuracy``, ``Helpfulness``,
-           ``Accuracy score``, ``Overall rating``...) and an optional ``/5`` or
-           ``out of 5`` (also parenthesised) — ``"4.5"``, ``"**4.5**"``, ``"[4.5]"``,
-           ``"Score:4.5"``, ``"Rating: 4 out of 5"``, ``"Score: 3.5 (out of 5)"``;
+           ``Accuracy score``, ``Overall rating``...) with ``:``, ``=``, a dash or ``is``, an
+           optional ``/5`` or ``out of 5`` (also parenthesised), an optional unit (``stars``,
+           ``points``), an optional bracketed remark without digits and trailing ``.``/``!``
+           — ``"4.5"``, ``"**4.5**"``, ``"[4.5]"``, ``"Score:4.5"``, ``"Score = 4.5"``,
+           ``"Rating: 4 out of 5"``, ``"Score: 3.5 (out of 5)"``, ``"4.5 stars"``,
+           ``"4.5 (very accurate)"``, ``"4.5!"``;
         2. the line *starts* with such a score followed by ``- – — : | , ;`` and text not
-           starting with a digit (``"4,5"`` and ``"4 - 5"`` are ambiguous) —
-           ``"4.5 - The response is correct."`` (a ``"."`` is not accepted as separator, so a
-           numbered list ``"1. The response..."`` is not a score).
+           starting with a digit — ``"4.5 - The response is correct."`` (a ``"."`` is not
+           accepted as separator, so a numbered list ``"1. The response..."`` is not a
+           score);
+        3. the line starts with a range or alternative (``"4-5"``, ``"Rating: 4 – 5"``,
+           ``"between 3 and 4"``, ``"3 to 4"``, ``"4 or 5"``, ``"4,5"``): invalid.
 
-    (b) **An explicit labelled pattern anywhere** (the earliest in the text wins):
-        ``score/rating/rate/rated/grade ... X`` within one line and 40 non-digit characters
-        (``"The score is 3.5."``, ``"I would rate this response 4.5 out of 5."``),
-        ``Accuracy: X`` / ``Helpfulness: X``, ``X out of N`` / ``X/N``.
+    (b) **A score in a sentence** (the earliest number in the text that is one wins), within
+        one line:
+
+        * a label then the number within 40 non-digit characters: ``score``, ``rating``,
+          ``rate``, ``rated``, ``grade`` (``"The score is 3.5."``, ``"I would rate this a
+          4"``, ``'{"score": 4.5}'``), ``Accuracy: X``, ``Helpfulness: X``;
+        * a verb with an object or article: ``"I'd give it a 4.5"``, ``"I give this
+          response a solid 4"``, ``"it deserves a 4"``, ``"a solid 4"``, ``"I'd say 4"``;
+        * ``X out of N`` / ``X/N`` without a label, only when ``N`` is ``max_score``
+          (``"a solid 4 out of 5"``; ``"3 out of 4 steps"`` and ``"1/2 cup"`` are not scores).
+
+        A number there is **not a score** (the search goes on) when it is glued to letters
+        (``"3rd"``), is a percentage, is followed by a lower-case word that does not follow
+        scores (``"give 3 examples"``, ``"grade 3 students"``; ``stars``, ``because``,
+        ``for``, ``overall``... do), or when its clause (since the last ``, ; : . ! ?`` or
+        ``but``) holds a negation: ``"I would not give it a 5; I give it a 3"`` gives 3.
+        A number that is one end of a range or alternative (``"I'd rate it 3-4"``,
+        ``"Score: between 3 and 4"``, ``"a 4 or a 5"``) is an invalid candidate.
 
     (c) Otherwise ``None``.
 
     The chosen candidate is ``None`` when its value is outside ``[0, max_score]``
-    (``"7"``, ``"Score: 45"``) or its denominator is not ``max_score`` (``"8/10"``).
-    Unlike the paper's reference code, ``"Score:4.5"`` gives ``4.5``, not ``4``.
+    (``"7"``, ``"Score: 45"``, ``"10/10"``) or its denominator is not ``max_score``
+    (``"8/10"``).  Unlike the paper's reference code, ``"Score:4.5"`` gives ``4.5``, not ``4``.
     """
     if not text:
+        return None
+    text = _strip_scales(_unmark(text), max_score)
+    if text is None:
         return None
     line = _considered_line(text)
     if line is not None:
         m = _RATING_LINE.match(line) or _RATING_LEAD.match(line)
         if m:
             return _value(m.group(1), m.group(2), max_score)
+        if _RATING_RANGE_LINE.match(line):
+            return None
 
-    text = _MARKDOWN.sub("", text)
-    best: re.Match[str] | None = None
-    for pattern in _RATING_LABELLED:
-        m = pattern.search(text)
-        if m and (best is None or m.start(1) < best.start(1)):
-            best = m
-    if best is not None:
-        return _value(best.group(1), best.group(2), max_score)
+    for m in _sentence_matches(text):
+        verdict = _in_sentence(text, m, max_score)
+        if verdict is _SKIP:
+            continue
+        return None if verdict is _INVALID else verdict  # type: ignore[return-value]
     return None
 
 
@@ -202,7 +376,8 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
         bracketed and optionally ``/10``, separated by whitespace, a comma (the paper reads
         commas as spaces), ``;``, ``&``, ``and`` or ``vs``, with an optional ``Scores:``
         label — ``"8 7"``, ``"8,7"``, ``"8\\t7"``, ``"**8** **7**"``, ``"[8, 7]"``,
-        ``"(8, 7)"``, ``"8/10 and 7/10"``, ``"Scores: 8 7"``.  A line with three numbers
+        ``"(8, 7)"``, ``"8/10 and 7/10"``, ``"8 out of 10 and 7 out of 10"``,
+        ``"Scores: 8 7"``, ``"Scores (1-10): 8 7"``.  A line with three numbers
         (``"8 7 6"``) is not a pair.
 
     (b) **Labelled per-assistant scores anywhere**: the first acceptable score after
@@ -210,16 +385,23 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
         only when the text between is bare punctuation (``"Assistant 1: 8"``,
         ``"Assistant 1's score: 8"``), says a score follows (``"Assistant 1 receives a score
         of 8"``), or the label is ``Score(s) for/of Assistant 1``.  So ``"Assistant 1 gave 3
-        reasons"`` is not a score.  Both assistants must be found.  Failing that, the joint
-        form ``"Assistants 1 and 2 receive scores of 8 and 7"``.
+        reasons"`` is not a score.  A remark after the score is fine (``"Assistant 1: 8
+        (detailed)"``); a labelled score that is one end of a range or alternative
+        (``"Assistant 1: 7-8"``, ``"7 to 8"``, ``"7 or 8"``, ``"7 (maybe 8)"``) makes the
+        reply unparsed.  Both assistants must be found.  Failing that, the joint form
+        ``"Assistants 1 and 2 receive scores of 8 and 7"``.
 
     (c) Otherwise ``None``.
 
-    The pair is ``None`` when either value is outside ``[0, max_score]`` (``"80 70"``) or is
-    written over a denominator other than ``max_score``.  Explanation lines are never read
+    The pair is ``None`` when either value is outside ``[0, max_score]`` (``"80 70"``), is
+    written over a denominator other than ``max_score``, or the reply states a scale whose
+    top is not ``max_score`` (module docstring).  Explanation lines are never read
     by rule (a); numbers in them are used by rule (b) only when explicitly labelled.
     """
     if not text:
+        return None
+    text = _strip_scales(_unmark(text), max_score)
+    if text is None:
         return None
     line = _considered_line(text)
     if line is not None:
@@ -227,7 +409,6 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
         if m:
             return _pair_value(m.group(1), m.group(2), m.group(3), m.group(4), max_score)
 
-    text = _MARKDOWN.sub("", text)
     found: dict[str, tuple[str, str | None]] = {}
     for m in _PAIR_LABELLED.finditer(text):
         k = m.group("k")
@@ -237,6 +418,8 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
         if "assistant" in gap.lower():
             continue
         if m.group("pre") or _PAIR_GAP_PLAIN.match(gap) or _PAIR_GAP_SCORE.search(gap):
+            if _PAIR_ALT_TAIL.match(text, m.end()):
+                return None
             found[k] = (m.group(4), m.group(5))
     if "1" in found and "2" in found:
         (n1, d1), (n2, d2) = found["1"], found["2"]

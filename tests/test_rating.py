@@ -231,6 +231,8 @@ def test_kill_dash_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, api_key):
         subprocess.run(cmd("killed"), env=env, check=True, capture_output=True)
         rerun = srv.log()
     # The rerun asked only for what was not cached (the torn line, if any, is redone).
-    assert 150 - cached <= len(rerun) <= 150 - cached + 1
+    # (distinct keys: on a loaded machine a request may time out and be retried)
+    asked = {e["key"] for e in rerun}
+    assert 150 - cached <= len(asked) <= 150 - cached + 1
     assert before_kill - cached <= 4 + 1  # at most the requests in flight were lost
     assert (tmp_path / "killed" / "scores.jsonl").read_text() == (tmp_path / "ref" / "scores.jsonl").read_text()

@@ -9,6 +9,7 @@ Only successful replies are stored: a transient failure is never cached.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -154,7 +155,13 @@ class JudgementCache:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            self._write_all(line)  # in the kernel now: survives kill -9 of this process
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                self._write_all(line)  # in the kernel now: survives kill -9 of this process
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)  # no torn line left behind a failed write
+                raise
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._entries[key] = entry

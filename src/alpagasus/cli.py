@@ -34,10 +34,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--ledger", help="cost ledger JSON (rate)")
         p.add_argument("--log")
         p.add_argument("--no-progress", action="store_true")
-        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p = sub.add_parser("check-config", help="validate config files (with overlays) and say what is wrong")
     p.add_argument("config", nargs="+", help="config file, then overlays in order")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return ap
 
 

@@ -175,10 +175,10 @@ class OpenAIJudge:
                 last_kind = FailureKind.RATE_LIMITED
                 self._count("http_429", last)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                self._count(f"http_{exc.status_code}", redact(str(exc.message), self._key))
+                message = redact(_server_message(exc), self._key)
+                self._count(f"http_{exc.status_code}", message)
                 raise JudgeFatalError(
-                    f"judge {self.name!r} (model {self.model}) at {self.where}: {exc.status_code} "
-                    f"{redact(str(exc.message), self._key)}"
+                    f"judge {self.name!r} (model {self.model}) at {self.where}: {exc.status_code} {message}"
                 ) from None
             except openai.APITimeoutError:
                 last, last_kind = f"timed out after {self.cfg['timeout_s']}s", FailureKind.TIMEOUT
@@ -193,7 +193,7 @@ class OpenAIJudge:
                 if self.successes == 0:
                     delay = min(delay, 1.0)
             except openai.APIStatusError as exc:
-                message = redact(str(exc.message), self._key)
+                message = redact(_server_message(exc), self._key)
                 if exc.status_code in (408, 409) or exc.status_code >= 500:
                     wait = retry_after_seconds(exc.response.headers)
                     delay = self._server_wait(wait, delay)
@@ -219,12 +219,26 @@ class OpenAIJudge:
         raise JudgeTransientError(f"gave up after {self.cfg['max_retries'] + 1} attempts; last: {last}", last_kind)
 
 
+def _server_message(exc: openai.APIStatusError) -> str:
+    """What the server said, without the SDK's "Error code: N - {...}" wrapping."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner.get("message"), str):
+            return inner["message"]
+    return str(exc.message)
+
+
 def _cause(exc: BaseException) -> str:
-    """The innermost reason of a connection error ("Connection refused", "Name or service not
-    known", a TLS failure, an invalid URL), not the SDK's generic "Connection error."."""
+    """The innermost reason of a connection error ("[Errno 111] Connect call failed", "Name or
+    service not known", a TLS failure, an invalid URL), not the SDK's generic "Connection error."."""
     seen, inner = set(), exc
-    while inner.__cause__ is not None and id(inner) not in seen:
+    while id(inner) not in seen:
         seen.add(id(inner))
-        inner = inner.__cause__
-    text = str(inner) or type(inner).__name__
-    return text if inner is not exc else (str(exc) or type(exc).__name__)
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    if inner is exc:
+        return str(exc) or type(exc).__name__
+    return f"{type(inner).__name__}: {inner}"

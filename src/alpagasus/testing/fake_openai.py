@@ -686,6 +686,8 @@ class FakeOpenAIServer:
             return web.json_response(payload)
         if fault == "no_usage":
             del payload["usage"]
+        # What the server bills, whether or not it tells the client (no_usage).
+        entry["prompt_tokens"], entry["completion_tokens"] = pt, ct
         self._finish(entry, fault if fault in ("no_score", "no_usage") else "ok", paid=True)
         return web.json_response(payload)
 

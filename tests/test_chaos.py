@@ -1,0 +1,333 @@
+"""Chaos: every fault and bad input of docs/reliability.md, against the fake server, asserted
+from the server's own request log (what was paid for), not from our bookkeeping."""
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import types
+from collections import Counter
+
+import pytest
+import yaml
+from conftest import REPO
+from test_rating import judge_cfg, rate, unique_records
+
+import alpagasus.judges.openai_judge as openai_judge
+from alpagasus.claims import Claim, KeyClaims
+from alpagasus.config import ConfigError, load
+from alpagasus.io import read_jsonl
+from alpagasus.rating import IncompleteRatingError
+from alpagasus.testing.fake_openai import FakeOpenAIServer, FaultPlan
+
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(openai_judge, "BACKOFF_BASE_S", 0.01)
+
+
+def server_usd(log, judge):
+    """Dollars the server billed: its own token counts of every paid reply."""
+    cfg = next(iter(judge.values()))
+    return sum(e.get("prompt_tokens", 0) * cfg["usd_per_1m_input_tokens"]
+               + e.get("completion_tokens", 0) * cfg["usd_per_1m_output_tokens"] for e in log if e["paid"]) / 1e6
+
+
+def cli_config(tmp_path, name, judge, cache="cache", **rating):
+    cfg = {"results_dir": str(tmp_path / name), "cache_dir": str(tmp_path / cache),
+           "data": {"source": "local"}, "judges": judge,
+           "rating": {"judge": "fake", **rating}, "selection": {"method": "threshold", "threshold": 4.5}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "alpagasus.cli", *map(str, args)], env=env(),
+                          capture_output=True, text=True, **kw)
+
+
+# -- 1. two processes, one cache: each key paid once -----------------------------------------
+
+def test_two_processes_sharing_a_cache_pay_each_shared_key_once(tmp_path, api_key):
+    records = unique_records(200)
+    (tmp_path / "a.json").write_text(json.dumps(records[:150]))
+    (tmp_path / "b.json").write_text(json.dumps(records[50:]))
+    with FakeOpenAIServer(latency_s=0.05) as srv:
+        judge = judge_cfg(srv, concurrency=4, timeout_s=5)
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "alpagasus.cli", "rate", "--config", str(cli_config(tmp_path, n, judge)),
+             "--records", str(tmp_path / f"{n}.json"), "--out", str(tmp_path / n / "scores.jsonl"),
+             "--no-progress"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in ("a", "b")]
+        for p in procs:
+            assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:]
+        paid = srv.paid_counts()
+    assert len(paid) == 200 and max(paid.values()) == 1, Counter(paid.values())
+    ledgers = [json.loads((tmp_path / n / "scores.jsonl.cost.json").read_text()) for n in ("a", "b")]
+    shared = sum(lg["judgements_from_other_processes"] + lg["judgements_reused_from_cache"] for lg in ledgers)
+    assert shared == 100  # every shared key: paid by one, taken from the cache by the other
+    for n, recs in (("a", records[:150]), ("b", records[50:])):
+        rows = read_jsonl(tmp_path / n / "scores.jsonl")
+        assert len(rows) == len(recs) and all(r["status"] in ("scored", "unparsed") for r in rows)
+    assert not [p for p in (tmp_path / "cache" / "claims").iterdir() if p.name != ".lock"]
+
+
+def test_a_claim_of_a_dead_or_frozen_process_expires(tmp_path):
+    from alpagasus.cache import JudgementCache
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claims_dir = tmp_path / "claims"
+    claims_dir.mkdir()
+    me = socket.gethostname()
+    (claims_dir / "k-dead").write_text(json.dumps({"host": me, "pid": dead.pid}))
+    (claims_dir / "k-live").write_text(json.dumps({"host": "other-node", "pid": 1}))
+    (claims_dir / "k-frozen").write_text(json.dumps({"host": "other-node", "pid": 1}))
+    old = time.time() - 3600
+    os.utime(claims_dir / "k-frozen", (old, old))
+    with JudgementCache.in_dir(tmp_path) as cache:
+        claims = KeyClaims(tmp_path, ttl_s=30)
+        assert claims.claim("k-dead", cache) is Claim.CLAIMED      # its process is gone
+        assert claims.claim("k-frozen", cache) is Claim.CLAIMED    # not refreshed for an hour
+        assert claims.claim("k-live", cache) is Claim.BUSY         # another node, refreshed just now
+        assert claims.taken_over == 2
+        cache.put("k-new", "4", 1, 1, "m", "v", 0.0)
+        assert claims.claim("k-new", cache) is Claim.CACHED
+        claims.close()
+    assert sorted(p.name for p in claims_dir.iterdir() if p.name != ".lock") == ["k-live"]
+
+
+# -- 2. an unreachable server stops fast and says why -----------------------------------------
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url", [f"http://127.0.0.1:{_closed_port()}/v1", "htp://127.0.0.1/v1"])
+def test_an_unreachable_server_stops_within_seconds(tmp_path, api_key, monkeypatch, url):
+    monkeypatch.setattr(openai_judge, "BACKOFF_BASE_S", 1.0)  # the real backoff
+    judge = judge_cfg(types.SimpleNamespace(base_url=url), concurrency=16, timeout_s=60, max_retries=8)
+    t0 = time.monotonic()
+    with pytest.raises(IncompleteRatingError, match=rf"cannot reach {url}: ") as info:
+        rate(unique_records(32), None, tmp_path, judge=judge)
+    assert time.monotonic() - t0 < 10
+    ledger = json.loads((tmp_path / "run.cost.json").read_text())
+    assert ledger["failed_requests_by_kind"]["connection"] >= 1
+    assert "ConnectionRefusedError" in str(info.value) or "UnsupportedProtocol" in str(info.value)
+
+
+def test_every_failure_kind_is_counted_and_the_error_names_them(tmp_path, api_key):
+    faults = FaultPlan(bad_request=0.3, error_500=0.3)
+    with FakeOpenAIServer(faults=faults) as srv:
+        with pytest.raises(IncompleteRatingError) as info:
+            rate(unique_records(40), srv, tmp_path, judge=judge_cfg(srv, max_retries=0))
+        statuses = Counter(e["status"] for e in srv.log())
+    ledger = json.loads((tmp_path / "run.cost.json").read_text())
+    assert ledger["failed_requests_by_kind"]["http_400"] == statuses["400"] > 0
+    assert ledger["failed_requests_by_kind"]["http_500"] == statuses["500"] > 0
+    assert ledger["unscored_by_kind"] == {"bad_request": statuses["400"], "server_error": statuses["500"]}
+    message = str(info.value)
+    assert "http_400 x" in message and "http_500 x" in message and "e.g. 'HTTP 400: This request was refused" in message
+
+
+# -- 3. a budget that is a budget ---------------------------------------------------------------
+
+def test_the_budget_holds_over_reruns_and_can_be_raised(tmp_path, api_key):
+    records = unique_records(40)
+    with FakeOpenAIServer() as srv:
+        judge = judge_cfg(srv, concurrency=2, usd_per_1m_input_tokens=10_000.0, usd_per_1m_output_tokens=10_000.0)
+        cap = 10 * (130 + 256) * 10_000 / 1e6  # about ten requests' worst case
+        for _ in range(3):
+            with pytest.raises(IncompleteRatingError, match=r"over budget.*left; raise rating.max_usd"):
+                rate(records, srv, tmp_path, judge=judge, rating={"max_usd": cap})
+        assert server_usd(srv.log(), judge) <= cap
+        paid_capped = sum(e["paid"] for e in srv.log())
+        assert 0 < paid_capped < 40
+        ledger = json.loads((tmp_path / "run.cost.json").read_text())
+        assert ledger["usd_stage_total"] <= cap
+        assert ledger["usd_stage_before_this_run"] > 0  # the earlier runs' spend counted
+        # Raised explicitly: the rest is paid, once.
+        rate(records, srv, tmp_path, judge=judge, rating={"max_usd": 100 * cap})
+        paid = srv.paid_counts()
+    assert len(paid) == 40 and max(paid.values()) == 1
+
+
+def test_a_reply_without_usage_is_charged_its_worst_case(tmp_path, api_key):
+    with FakeOpenAIServer(faults=FaultPlan(no_usage=1.0)) as srv:
+        judge = judge_cfg(srv, concurrency=4, usd_per_1m_input_tokens=2.5, usd_per_1m_output_tokens=10.0)
+        with pytest.raises(IncompleteRatingError, match="over budget"):
+            rate(unique_records(300), srv, tmp_path, judge=judge, rating={"max_usd": 0.01})
+        sent = len(srv.log())
+    ledger = json.loads((tmp_path / "run.cost.json").read_text())
+    assert sent == ledger["replies_without_usage"] == ledger["judgements_paid_this_run"]
+    assert 0 < sent < 20  # worst case ~ $0.003 a request: a handful, not 300
+    assert ledger["usd_this_run"] <= 0.01
+
+
+# -- 4. malformed success replies ---------------------------------------------------------------
+
+def test_malformed_replies_are_retried_counted_and_never_cached(tmp_path, api_key):
+    faults = FaultPlan(schedule=["not_json", "empty_choices", "null_content"])
+    with FakeOpenAIServer(faults=faults) as srv:
+        ledger, scores = rate(unique_records(3), srv, tmp_path, judge=judge_cfg(srv, concurrency=1))
+    assert [r["status"] for r in read_jsonl(scores)] == ["scored"] * 3
+    assert ledger["failed_requests_by_kind"] == {"malformed_reply": 3}
+    cached = read_jsonl(tmp_path / "cache" / "judgements.jsonl")
+    assert len(cached) == 3 and all(e["text"] for e in cached)
+
+
+def test_a_server_that_only_sends_malformed_replies_leaves_records_failed_not_cached(tmp_path, api_key):
+    with FakeOpenAIServer(faults=FaultPlan(empty_choices=1.0)) as srv:
+        with pytest.raises(IncompleteRatingError, match="malformed_reply x6"):
+            rate(unique_records(3), srv, tmp_path, judge=judge_cfg(srv, max_retries=1))
+        srv.faults = None
+        srv.reset_log()
+        rate(unique_records(3), srv, tmp_path)
+        assert len(srv.log()) == 3  # asked again: nothing of the malformed replies was cached
+
+
+# -- 5. waits have limits and are visible -------------------------------------------------------
+
+def test_a_day_long_retry_after_is_capped_and_logged(tmp_path, api_key, caplog):
+    faults = FaultPlan(schedule=["429"], retry_after_s=86400)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING), FakeOpenAIServer(faults=faults) as srv:
+        ledger, _ = rate(unique_records(1), srv, tmp_path, judge=judge_cfg(srv, concurrency=1, max_wait_s=0.3))
+    assert time.monotonic() - t0 < 10
+    assert "server asked to wait 86400s; waiting 0.3s" in caplog.text
+    assert ledger["server_waits_over_5s"] == 1 and ledger["status_counts"]["scored"] == 1
+
+
+# -- 6. disk and permissions --------------------------------------------------------------------
+
+def test_an_unusable_cache_dir_is_found_before_paying(tmp_path, api_key):
+    (tmp_path / "a-file").write_text("not a directory")
+    with FakeOpenAIServer() as srv:
+        with pytest.raises(OSError, match=r"a-file/cache is not writable .*nothing was sent"):
+            rate_records_into(tmp_path, srv, cache_dir=tmp_path / "a-file" / "cache")
+        assert srv.log() == []
+
+
+def rate_records_into(tmp_path, srv, cache_dir, records=None, **judge_over):
+    from alpagasus.rating import rate_records
+
+    return rate_records(records or unique_records(5), judge_cfg(srv, **judge_over), {"judge": "fake"},
+                        cache_dir, tmp_path / "out" / "scores.jsonl", tmp_path / "out" / "cost.json",
+                        progress=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real filesystem that fills up (root only; skipped elsewhere)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_read_only_filesystem_is_found_before_paying(tmp_path, small_tmpfs, api_key):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    with FakeOpenAIServer() as srv:
+        with pytest.raises(OSError, match=r"is not writable \(\[Errno 30\] Read-only file system\)"):
+            rate_records_into(tmp_path, srv, cache_dir=small_tmpfs / "cache")
+        assert srv.log() == []
+
+
+def test_a_full_disk_stops_sending_at_the_first_lost_write(tmp_path, small_tmpfs, api_key):
+    records = unique_records(150)  # ~300 bytes a cache line: 45 kB, on 16 kB
+    with FakeOpenAIServer(latency_s=0.02) as srv:
+        with pytest.raises(IncompleteRatingError, match=r"cannot write the judgement cache .*\[Errno 28\]"):
+            rate_records_into(tmp_path, srv, cache_dir=small_tmpfs / "cache", records=records, concurrency=2)
+        paid = sum(e["paid"] for e in srv.log())
+    ledger = json.loads((tmp_path / "out" / "cost.json").read_text())
+    kept = len(read_jsonl(small_tmpfs / "cache" / "judgements.jsonl"))
+    assert ledger["replies_lost_unwritable_cache"] >= 1
+    assert paid - kept == ledger["replies_lost_unwritable_cache"] <= 2  # only what was in flight
+    assert paid < 150
+
+
+# -- 7. bad input and bad config: one clear line --------------------------------------------------
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cli_data_errors_are_one_line_naming_file_record_and_field(tmp_path, api_key):
+    with FakeOpenAIServer() as srv:
+        cfg = cli_config(tmp_path, "x", judge_cfg(srv))
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"},
+                                   {"instruction": "a", "input": 3, "output": "b"}]))
+        _one_line_error(cli("rate", "--config", cfg, "--records", bad, "--out", tmp_path / "s.jsonl"),
+                        str(bad), "record 1", "'input'", "expected a string")
+        debug = cli("--debug", "rate", "--config", cfg, "--records", bad, "--out", tmp_path / "s.jsonl")
+        assert "Traceback" in debug.stderr
+        surrogate = tmp_path / "surrogate.json"
+        surrogate.write_text('[{"instruction": "a", "input": "", "output": "ok \\ud800 then"}]')
+        _one_line_error(cli("rate", "--config", cfg, "--records", surrogate, "--out", tmp_path / "s.jsonl"),
+                        "record 0", "'output'", "lone UTF-16 surrogate", "U+D800")
+        assert srv.log() == []
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_config_errors_name_the_file_line_or_key(tmp_path):
+    syntax = tmp_path / "syntax.yaml"
+    syntax.write_text("selection:\n  threshold: [4.5\n  method: threshold\n")
+    _one_line_error(cli("check-config", syntax), f"{syntax}: line 3, column 9: YAML syntax error")
+    cases = {
+        "judges:\n  fake:\n    backend: openai\n    model: m\n    temperature: -1\n":
+            "config judges.fake.temperature: -1 is less than the minimum of 0",
+        "judges:\n  fake:\n    backend: openai\n    model: m\n    tempreature: 0\n":
+            "config judges.fake: unknown key(s) ('tempreature' was unexpected)",
+        "selection:\n  threshold: 7\n": "config selection.threshold: 7 is greater than the maximum of 5",
+        "selection:\n  method: top_k\n  k: 0\n": "config selection.k: 0 is less than the minimum of 1",
+        "selection:\n  method: top_fraction\n  fraction: 1.5\n": "config selection.fraction: 1.5 is greater than",
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        overlay = tmp_path / f"o{i}.yaml"
+        overlay.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load(REPO / "config" / "config.yaml", overlay)
+        assert str(info.value).startswith(expected), str(info.value)
+        assert len(str(info.value)) < 400
+
+
+def test_snakemake_shows_the_same_config_line(tmp_path):
+    overlay = tmp_path / "t7.yaml"
+    overlay.write_text("selection:\n  threshold: 7\n")
+    proc = subprocess.run(["snakemake", "-n", "--configfile", str(overlay), "--directory", str(tmp_path),
+                           "--snakefile", str(REPO / "Snakefile")], env=env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "config selection.threshold: 7 is greater than the maximum of 5" in proc.stdout + proc.stderr
+
+
+# -- 8. allow_incomplete is not a way to hide a dead run -------------------------------------------
+
+def test_allow_incomplete_warns_with_counts_and_never_selects_from_nothing(tmp_path, api_key, caplog):
+    with FakeOpenAIServer(faults=FaultPlan(bad_request=1.0)) as srv:
+        with pytest.raises(IncompleteRatingError, match="no record has a score"):
+            rate(unique_records(5), srv, tmp_path, rating={"allow_incomplete": True})
+    with caplog.at_level(logging.WARNING), FakeOpenAIServer(faults=FaultPlan(schedule=["400", "400"])) as srv:
+        ledger, scores = rate(unique_records(5), srv, tmp_path / "partial",
+                              judge=judge_cfg(srv, concurrency=1), rating={"allow_incomplete": True})
+    assert ledger["status_counts"] == {"scored": 3, "unparsed": 0, "failed": 2, "budget": 0}
+    assert "INCOMPLETE RATING" in caplog.text and "2 of 5 records have no score" in caplog.text
+    assert [r["status"] for r in read_jsonl(scores)].count("failed") == 2

@@ -76,7 +76,7 @@ def test_two_processes_sharing_a_cache_pay_each_shared_key_once(tmp_path, api_ke
     for n, recs in (("a", records[:150]), ("b", records[50:])):
         rows = read_jsonl(tmp_path / n / "scores.jsonl")
         assert len(rows) == len(recs) and all(r["status"] in ("scored", "unparsed") for r in rows)
-    assert not [p for p in (tmp_path / "cache" / "claims").iterdir() if p.name != ".lock"]
+    assert not [p for p in (tmp_path / "cache" / "claims").iterdir() if p.name != ".lock"]  # journals closed
 
 
 def test_a_claim_of_a_dead_or_frozen_process_expires(tmp_path):
@@ -86,22 +86,25 @@ def test_a_claim_of_a_dead_or_frozen_process_expires(tmp_path):
     dead.wait()
     claims_dir = tmp_path / "claims"
     claims_dir.mkdir()
-    me = socket.gethostname()
-    (claims_dir / "k-dead").write_text(json.dumps({"host": me, "pid": dead.pid}))
-    (claims_dir / "k-live").write_text(json.dumps({"host": "other-node", "pid": 1}))
-    (claims_dir / "k-frozen").write_text(json.dumps({"host": "other-node", "pid": 1}))
+    me = socket.gethostname().replace("-", "_")
+    (claims_dir / f"{me}-{dead.pid}.claims").write_text("+k-dead\n")   # its process is gone
+    (claims_dir / "othernode-7.claims").write_text("+k-live\n+k-done\n-k-done\n")
+    (claims_dir / "frozennode-7.claims").write_text("+k-frozen\n")    # not touched for an hour
     old = time.time() - 3600
-    os.utime(claims_dir / "k-frozen", (old, old))
+    os.utime(claims_dir / "frozennode-7.claims", (old, old))
     with JudgementCache.in_dir(tmp_path) as cache:
         claims = KeyClaims(tmp_path, ttl_s=30)
-        assert claims.claim("k-dead", cache) is Claim.CLAIMED      # its process is gone
-        assert claims.claim("k-frozen", cache) is Claim.CLAIMED    # not refreshed for an hour
-        assert claims.claim("k-live", cache) is Claim.BUSY         # another node, refreshed just now
-        assert claims.taken_over == 2
+        assert not (claims_dir / f"{me}-{dead.pid}.claims").exists()  # swept at start
+        assert claims.claim("k-dead", cache) is Claim.CLAIMED
+        assert claims.claim("k-frozen", cache) is Claim.CLAIMED
+        assert claims.claim("k-done", cache) is Claim.CLAIMED      # released by its owner
+        assert claims.claim("k-live", cache) is Claim.BUSY         # another node, touched just now
+        assert claims.taken_over == 1
         cache.put("k-new", "4", 1, 1, "m", "v", 0.0)
         assert claims.claim("k-new", cache) is Claim.CACHED
         claims.close()
-    assert sorted(p.name for p in claims_dir.iterdir() if p.name != ".lock") == ["k-live"]
+    assert sorted(p.name for p in claims_dir.iterdir() if p.name != ".lock") == [
+        "frozennode-7.claims", "othernode-7.claims"]
 
 
 # -- 2. an unreachable server stops fast and says why -----------------------------------------
@@ -331,3 +334,14 @@ def test_allow_incomplete_warns_with_counts_and_never_selects_from_nothing(tmp_p
     assert ledger["status_counts"] == {"scored": 3, "unparsed": 0, "failed": 2, "budget": 0}
     assert "INCOMPLETE RATING" in caplog.text and "2 of 5 records have no score" in caplog.text
     assert [r["status"] for r in read_jsonl(scores)].count("failed") == 2
+
+
+def test_the_selection_summary_warns_about_an_incomplete_rating():
+    from alpagasus.selection import summarize
+
+    rows = [{"score": 5.0, "status": "scored"}, {"score": None, "status": "failed"},
+            {"score": None, "status": "budget"}]
+    summary = summarize(rows, [0], {"method": "threshold", "threshold": 4.5})
+    assert summary["warnings"] == ["incomplete rating: 2 of 3 records have no judgement "
+                                   "(1 failed, 1 over budget) and cannot be selected"]
+    assert summarize(rows[:1], [0], {"method": "threshold"})["warnings"] == []

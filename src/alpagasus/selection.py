@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from collections import Counter
 
@@ -17,6 +18,8 @@ from .data import record_key
 
 # The paper's histogram bins (PAPER.md section 1).
 PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
+
+log = logging.getLogger(__name__)
 
 
 def _tiebreak(rec: dict) -> str:
@@ -67,6 +70,14 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
     status = Counter(r["status"] for r in rows)
     exact = Counter(f"{s:g}" for s in scores if s is not None)
     bins = Counter(paper_bin(s) for s in scores if s is not None)
+    missing = status.get("failed", 0) + status.get("budget", 0)
+    warnings = []
+    if missing:
+        # Only reachable with rating.allow_incomplete: the selection ignores these records.
+        warnings.append(f"incomplete rating: {missing} of {len(rows)} records have no judgement "
+                        f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
+                        f"and cannot be selected")
+        log.warning("%s", warnings[-1])
     return {
         "records": len(rows),
         "rule": rule,
@@ -77,6 +88,7 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
         "unscored": len(rows) - status.get("scored", 0),
         "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
         "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
+        "warnings": warnings,
     }
 
 

@@ -21,6 +21,12 @@ signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
+# `snakemake --report report.zip`: Snakemake's own report (results marked with report() in
+# rules/, captions under report/, with every file's provenance); results/report.html stays the
+# one-file view.
+report: "report/workflow.rst"
+
+
 # The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).

@@ -9,7 +9,9 @@ rule judge_pair:
         test_set=f"{R}/test_sets/{{testset}}.jsonl",
     output:
         judgements=f"{R}/judgements/{{size}}/{{a}}-vs-{{b}}/{{testset}}.jsonl",
-        cost=f"{R}/judgements/{{size}}/{{a}}-vs-{{b}}/{{testset}}.cost.json",
+        cost=report(f"{R}/judgements/{{size}}/{{a}}-vs-{{b}}/{{testset}}.cost.json",
+                    caption="../report/judge_cost.rst", category="4. Cost of the judges",
+                    subcategory="pairwise {size}", labels={"comparison": "{a} vs {b}", "test set": "{testset}"}),
     wildcard_constraints:
         a="[A-Za-z0-9_]+",
         b="[A-Za-z0-9_]+",
@@ -34,8 +36,10 @@ rule winrate:
     input:
         lambda wc: [j["path"] for j in judgement_files(wc.size)],
     output:
-        table=f"{R}/winrate_{{size}}.csv",
-        plot=f"{R}/plots/winrate_{{size}}.png",
+        table=report(f"{R}/winrate_{{size}}.csv", caption="../report/winrate_table.rst",
+                     category="3. Pairwise evaluation", subcategory="{size}", labels={"result": "win/tie/lose table"}),
+        plot=report(f"{R}/plots/winrate_{{size}}.png", caption="../report/winrate_plot.rst",
+                    category="3. Pairwise evaluation", subcategory="{size}", labels={"result": "win/tie/lose plot"}),
     wildcard_constraints:
         size="[A-Za-z0-9_]+",
     params:

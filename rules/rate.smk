@@ -8,7 +8,8 @@ rule rate:
         records=f"{R}/alpaca_52k.json",
     output:
         scores=f"{R}/scores.jsonl",
-        cost=f"{R}/rating_cost.json",
+        cost=report(f"{R}/rating_cost.json", caption="../report/rating_cost.rst",
+                    category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}),
     params:
         judge=judge_identity(config["rating"]["judge"]),
         dimension=config["rating"].get("dimension", "accuracy"),

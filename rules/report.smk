@@ -15,7 +15,8 @@ rule report:
             for j in judgement_files(s)
         ],
     output:
-        f"{R}/report.html",
+        report(f"{R}/report.html", caption="../report/report_html.rst", category="0. The run on one page",
+               labels={"result": "report.html"}),
     params:
         sizes=config["evaluation"]["sizes"],
     log:

@@ -56,8 +56,10 @@ rule selection_summary:
         scores=f"{R}/scores.jsonl",
         random=f"{R}/random_9k.json",
     output:
-        summary=f"{R}/selection_summary.json",
-        plot=f"{R}/plots/score_hist.png",
+        summary=report(f"{R}/selection_summary.json", caption="../report/selection_summary.rst",
+                       category="1. Data selection", labels={"result": "selection summary"}),
+        plot=report(f"{R}/plots/score_hist.png", caption="../report/score_hist.rst",
+                    category="1. Data selection", labels={"result": "score histogram"}),
     params:
         rule=selection_rule(config["selection"]),
     log:

@@ -12,7 +12,10 @@ rule train:
     input:
         data=lambda wc: variant_data(wc.variant),
     output:
-        directory(f"{R}/checkpoints/{{variant}}-{{size}}"),
+        # Only the loss curve and the log go into Snakemake's report, never the weights.
+        report(directory(f"{R}/checkpoints/{{variant}}-{{size}}"), patterns=[r"{file,(loss_curve\.png|train_log\.json)}"],
+               caption="../report/training.rst", category="2. Training", subcategory="{size}",
+               labels={"model": "{variant}-{size}", "file": "{file}"}),
     log:
         f"{R}/logs/train/{{variant}}-{{size}}.log",
     benchmark:

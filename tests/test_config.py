@@ -38,3 +38,25 @@ def test_a_missing_tokenizer_file_or_fsdp_config_is_named(paper, tmp_path):
         _with_size(paper, tokenizer=str(tmp_path / "tok.gguf"))
     with pytest.raises(ConfigError, match=r"training.sizes.7b.fsdp_config: .*config/accelerate/nope.yaml does not exist"):
         _with_size(paper, fsdp_config="config/accelerate/nope.yaml")
+
+
+def test_paper_sizes_train_with_the_papers_hyperparameters(paper):
+    """config.yaml is the paper: its 7b/13b recipe against PAPER.md's table (an independent source)."""
+    import re
+
+    from conftest import shared_path
+
+    text = shared_path("PAPER.md").read_text()
+    section = text[text.index("## 2. Fine-tuning"):text.index("## 3. Evaluation")]
+    rows = {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|"))}
+    sizes = paper["training"]["sizes"]
+    for label, key in {"epochs": "epochs", "learning rate": "learning_rate", "global batch": "global_batch_size"}.items():
+        for size, value in zip(("7b", "13b"), rows[label]):
+            assert float(sizes[size][key]) == float(value), (size, key)
+    shared = dict(re.findall(r"(max length|weight decay|warmup ratio) ([\d.]+)", section))
+    for size in ("7b", "13b"):
+        s = sizes[size]
+        assert (s["max_length"], s["weight_decay"], s["warmup_ratio"]) == (
+            int(shared["max length"]), float(shared["weight decay"]), float(shared["warmup ratio"]))
+        assert s["lr_scheduler"] == "cosine" and "cosine schedule" in section

@@ -116,6 +116,7 @@ gen.generate_test_set(sys.argv[1], sys.argv[2], sys.argv[3], testset="mini", mod
 """
 
 
+@pytest.mark.slow
 def test_a_killed_generation_resumes_with_only_the_missing_items(checkpoint, tmp_path):
     import os
     import subprocess

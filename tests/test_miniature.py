@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +18,7 @@ from conftest import REPO
 from alpagasus.data import load_records
 from alpagasus.io import read_jsonl
 from alpagasus.miniature import solve
+from alpagasus.miniature_table import committed_section
 
 SMOKE = REPO / "config" / "smoke.yaml"
 VARIANTS = ["alpagasus", "alpaca", "random"]
@@ -95,3 +98,38 @@ def test_report_and_rerun_is_a_no_op(run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     if os.environ.get("ALPAGASUS_TIMING"):
         assert run[2] < 330
+
+
+@pytest.mark.slow
+def test_snakemakes_own_report_holds_the_marked_results_with_captions_and_provenance(run, tmp_path):
+    work, _, _ = run
+    zip_path = tmp_path / "report.zip"
+    _snakemake(work, "--configfile", SMOKE, "--report", zip_path)
+    with zipfile.ZipFile(zip_path) as z:
+        names = [Path(n).name for n in z.namelist()]
+        page = z.read(next(n for n in z.namelist() if n.endswith("/report.html") and n.count("/") == 1)).decode()
+    # The marked outputs: tables, plots, ledgers, each model's loss curve and log, the one-page view.
+    for name in ("winrate_tiny.csv", "winrate_tiny.png", "score_hist.png", "selection_summary.json",
+                 "rating_cost.json", "report.html"):
+        assert name in names, name
+    assert names.count("loss_curve.png") == names.count("train_log.json") == len(VARIANTS)
+    assert names.count("mini.cost.json") == 2
+    assert not [n for n in names if n.endswith(".safetensors")]  # never the weights
+    # Captions from report/, rendered with the run's wildcards and config; rules' provenance.
+    assert "Training of" in page and "alpagasus-tiny" in page and "Pairwise results for size" in page
+    assert "Results directory" in page and "results/smoke" in page
+    for rule in ("rate", "select", "train", "generate", "judge_pair", "winrate"):
+        assert f'"{rule}"' in page, rule
+
+
+@pytest.mark.slow
+def test_readme_miniature_table_is_what_a_fresh_run_gives(run):
+    """The README's figures are pasted from `python -m alpagasus.miniature_table`, never typed:
+    the committed section equals what this fresh run prints (the miniature is deterministic)."""
+    _, res, _ = run
+    proc = subprocess.run([sys.executable, "-m", "alpagasus.miniature_table", str(res)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, check=True)
+    committed = committed_section((REPO / "README.md").read_text(encoding="utf-8"))
+    assert committed == proc.stdout, (
+        "README's miniature table differs from a fresh run; regenerate it with "
+        "`python -m alpagasus.miniature_table results/smoke --readme README.md` after running the miniature")

@@ -144,6 +144,7 @@ def _snakemake(workdir, *args):
     return proc
 
 
+@pytest.mark.slow
 def test_dag_adding_a_comparison_judges_only_the_new_pairs(tmp_path, api_key):
     """References stand in for trained models, so the judging DAG runs without training."""
     items = [{**it, "question": question_of(it)} for it in make_test_items(15, seed=9)]

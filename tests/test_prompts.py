@@ -1,6 +1,8 @@
 """The prompts are the protocol: compare them to PAPER.md to the character."""
+import json
 import re
 
+import pytest
 from conftest import shared_path
 
 from alpagasus import prompts
@@ -44,6 +46,18 @@ def test_alpaca_templates_match_paper():
     assert prompts.ALPACA_PROMPT_NO_INPUT == no_input
 
 
+# The helpfulness user message of the reference code (gpt4life/alpagasus @ 42f57bf,
+# rating/chatgpt_rating.py), which rated the released helpfulness_t45.json; PAPER.md quotes
+# only the accuracy one. "an score" is the reference's own text.
+REFERENCE_HELPFULNESS_USER = (
+    "Please rate according to the helpfulness of the response to the instruction and the input. "
+    "Each assistant receives an score on a scale of 0 to 5, where a higher score indicates higher "
+    "level of the helpfulness. Please first output a single line containing value indicating the "
+    "scores. In the subsequent line, please provide a comprehensive explanation of your "
+    "evaluation, avoiding any potential bias. \n\n"
+)
+
+
 def test_rating_messages_fill_fields_and_dimension():
     msgs = prompts.rating_messages("Add.", "2+2", "4", "helpfulness")
     assert msgs[0] == {"role": "system", "content": prompts.RATING_SYSTEM}
@@ -51,10 +65,41 @@ def test_rating_messages_fill_fields_and_dimension():
     assert msgs[1]["content"].count("helpfulness") == 2 and "accuracy" not in msgs[1]["content"]
 
 
-def test_versions_change_with_the_text(monkeypatch):
-    assert len(prompts.RATING_PROMPT_VERSION) == 12
-    assert prompts.RATING_PROMPT_VERSION != prompts.PAIRWISE_PROMPT_VERSION
-    assert prompts._version(prompts.RATING_SYSTEM + " ", prompts.RATING_USER) != prompts.RATING_PROMPT_VERSION
+def test_helpfulness_message_is_the_reference_codes_to_the_character():
+    triplet = "###Instruction:\nAdd.\n\n### Input:\n2+2\n\n### Response:\n4\n\n"
+    assert prompts.rating_messages("Add.", "2+2", "4", "helpfulness")[1]["content"] == triplet + REFERENCE_HELPFULNESS_USER
+    # The accuracy message keeps the reference's "a score" (PAPER.md, checked above).
+    assert "receives a score on" in prompts.rating_messages("Add.", "2+2", "4", "accuracy")[1]["content"]
+
+
+def test_unknown_dimension_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="'honesty'"):
+        prompts.rating_messages("Add.", "2+2", "4", "honesty")
+    with pytest.raises(ValueError, match="'honesty'"):
+        prompts.rating_prompt_version("honesty")
+
+
+def test_every_prompt_text_has_its_own_version():
+    versions = [*prompts.RATING_PROMPT_VERSIONS.values(), prompts.PAIRWISE_PROMPT_VERSION]
+    assert len(set(versions)) == len(versions)
+    assert all(re.fullmatch(r"[0-9a-f]{12}", v) for v in versions)
+    # The version follows the text: one character more in the system message is a new version.
+    assert prompts._version(prompts.RATING_SYSTEM + " ", prompts.RATING_USER) != prompts.rating_prompt_version("accuracy")
+
+
+def test_rating_records_carry_their_dimensions_version(tmp_path):
+    from alpagasus.rating import rate_records
+
+    records = [{"instruction": "Copy the word.", "input": "abc", "output": "abc"}]
+    judges = {"verifier": {"backend": "verifier", "model": "verifier"}}
+    seen = {}
+    for dim in ("accuracy", "helpfulness"):
+        rate_records(records, judges, {"judge": "verifier", "dimension": dim}, tmp_path / "cache",
+                     tmp_path / f"{dim}.jsonl", tmp_path / f"{dim}.cost.json", progress=False)
+        seen[dim] = json.loads((tmp_path / f"{dim}.jsonl").read_text().splitlines()[0])["prompt_version"]
+    assert seen == {"accuracy": prompts.rating_prompt_version("accuracy"),
+                    "helpfulness": prompts.rating_prompt_version("helpfulness")}
+    assert seen["accuracy"] != seen["helpfulness"]
 
 
 def test_alpaca_prompt_picks_template():

@@ -196,6 +196,7 @@ def _cache_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_dash_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, api_key):
     records = unique_records(150)
     rec_path = tmp_path / "records.json"

@@ -42,7 +42,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slurm
+# Slow too: the fast tier (-m 'not slow') never starts a cluster nor plans the 13B DAG.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"

@@ -139,12 +139,15 @@ def test_aggregate_all_ties() -> None:
     assert row["p_value"] == 1.0
 
 
-def test_pool_is_aggregate_of_concatenation() -> None:
-    set1 = TABLE[:3]
-    set2 = TABLE[3:]
-    pooled = pool([set1, set2], bootstrap_samples=1000, seed=3)
-    assert pooled == aggregate(TABLE, bootstrap_samples=1000, seed=3)
-    assert (pooled["win"], pooled["tie"], pooled["lose"], pooled["unparsed"]) == (3, 1, 1, 1)
+def test_pool_counts_items_not_test_sets() -> None:
+    # Set 1: three wins (winning score 2.0); set 2: a tie, a loss and an unparsed item (0.5).
+    # Pooled over the five parsed items: (3 - 1)/5 + 1 = 1.4, not the mean of 2.0 and 0.5.
+    pooled = pool([TABLE[:3], TABLE[3:]], bootstrap_samples=1000, seed=3)
+    assert (pooled["n"], pooled["win"], pooled["tie"], pooled["lose"], pooled["unparsed"]) == (5, 3, 1, 1, 1)
+    assert pooled["winning_score"] == pytest.approx(1.4)
+    assert pooled["p_value"] == pytest.approx(0.625)
+    assert pooled["position_consistency"] == pytest.approx(2 / 5)
+    assert pooled["ci_low"] <= 1.4 <= pooled["ci_high"]
 
 
 # --------------------------------------------------------------------------- sign test

@@ -123,6 +123,7 @@ def test_download_is_checked_against_the_pin(monkeypatch, tmp_path):
         assert [p.name for p in out.parent.iterdir()] == ["vicuna.jsonl"]  # nothing half-written left
 
 
+@pytest.mark.slow
 def test_test_set_rule_normalises_the_four_sets_and_leaves_mini_alone(tmp_path):
     import subprocess
     import sys

@@ -60,6 +60,7 @@ def test_bad_config_stops_before_any_rule_naming_the_key(tmp_path, bad, message)
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_miniature_selection_keeps_exactly_the_correct_records(tmp_path):
     cfg = overlay(tmp_path / "small.yaml", {"data": {"miniature": {"n_records": 600}}})
     snakemake(tmp_path, "results/smoke/filtered_9k.json", "results/smoke/random_9k.json",
@@ -76,6 +77,7 @@ def test_miniature_selection_keeps_exactly_the_correct_records(tmp_path):
     assert (res / "plots/score_hist.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_openai_judge_dag_threshold_change_reruns_only_selection(tmp_path, api_key):
     targets = ["results/filtered_9k.json", "results/random_9k.json", "results/selection_summary.json"]
     with FakeOpenAIServer(api_key=api_key) as srv:

@@ -24,7 +24,12 @@ RATING_USER = (
     "scores. In the subsequent line, please provide a comprehensive explanation of your "
     "evaluation, avoiding any potential bias. \n\n"
 )
-RATING_DIMENSIONS = ("accuracy", "helpfulness")
+# The helpfulness ablation's user message, as the reference code writes it (rating/
+# chatgpt_rating.py of gpt4life/alpagasus): "receives an score", not "a score". Its released
+# helpfulness_t45.json was rated with that text, so we keep the typo to reproduce it.
+RATING_USER_HELPFULNESS = RATING_USER.replace("receives a score", "receives an score")
+RATING_USER_BY_DIMENSION = {"accuracy": RATING_USER, "helpfulness": RATING_USER_HELPFULNESS}
+RATING_DIMENSIONS = tuple(RATING_USER_BY_DIMENSION)
 
 # --- Pairwise evaluation, PAPER.md section 3 ------------------------------------------------
 PAIRWISE_SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
@@ -63,15 +68,28 @@ def _version(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-RATING_PROMPT_VERSION = _version(RATING_SYSTEM, RATING_USER)
+# One version per dimension, so the helpfulness text's own version never changes the key (and
+# with it the cached judgements) of an accuracy rating.
+RATING_PROMPT_VERSIONS = {d: _version(RATING_SYSTEM, user) for d, user in RATING_USER_BY_DIMENSION.items()}
+RATING_PROMPT_VERSION = RATING_PROMPT_VERSIONS["accuracy"]
 PAIRWISE_PROMPT_VERSION = _version(PAIRWISE_SYSTEM, PAIRWISE_USER, PAIRWISE_CRITERIA)
+
+
+def rating_prompt_version(dimension: str = "accuracy") -> str:
+    """The version hash of the rating prompt for one dimension (recorded with each judgement)."""
+    _check_dimension(dimension)
+    return RATING_PROMPT_VERSIONS[dimension]
+
+
+def _check_dimension(dimension: str) -> None:
+    if dimension not in RATING_DIMENSIONS:
+        raise ValueError(f"rating dimension must be one of {RATING_DIMENSIONS}, got {dimension!r}")
 
 
 def rating_messages(instruction: str, input: str, output: str, dimension: str = "accuracy") -> list[dict]:
     """Chat messages asking a judge to rate one (instruction, input, output) triple."""
-    if dimension not in RATING_DIMENSIONS:
-        raise ValueError(f"rating dimension must be one of {RATING_DIMENSIONS}, got {dimension!r}")
-    user = RATING_USER.format(instruction=instruction, input=input, output=output, dimension=dimension)
+    _check_dimension(dimension)
+    user = RATING_USER_BY_DIMENSION[dimension].format(instruction=instruction, input=input, output=output, dimension=dimension)
     return [{"role": "system", "content": RATING_SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -18,7 +18,7 @@ from .engine import run_judgements
 from .io import check_writable, write_json, write_jsonl
 from .judges import Failure, FailureKind, JudgeRequest, make_judge
 from .parsing import parse_rating
-from .prompts import RATING_PROMPT_VERSION, rating_messages
+from .prompts import rating_messages, rating_prompt_version
 
 log = logging.getLogger(__name__)
 TRUNCATION_NOTE = "\n[... truncated ...]"
@@ -37,6 +37,7 @@ def _clip(text: str, limit: int) -> tuple[str, bool]:
 def build_requests(records: list[dict], judge, dimension: str, max_field_chars: int) -> tuple[list[JudgeRequest], list[list[str]]]:
     """One request per record, with over-long fields clipped; returns requests and per-record flags."""
     requests, flags = [], []
+    version = rating_prompt_version(dimension)
     for i, rec in enumerate(records):
         fields, rec_flags = {}, []
         for name in ("instruction", "input", "output"):
@@ -46,7 +47,7 @@ def build_requests(records: list[dict], judge, dimension: str, max_field_chars: 
                 log.warning("record %d: field %r has %d characters; truncated to %d for the judge",
                             i, name, len(rec[name]), max_field_chars)
         messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension)
-        key = judgement_key(judge.model, RATING_PROMPT_VERSION, judge.params, messages)
+        key = judgement_key(judge.model, version, judge.params, messages)
         requests.append(JudgeRequest(key=key, messages=messages, context=fields))
         flags.append(rec_flags)
     return requests, flags
@@ -76,12 +77,13 @@ def rate_records(
     judge = make_judge(judge_name, judge_cfg)
     dimension = rating_cfg.get("dimension", "accuracy")
     requests, flags = build_requests(records, judge, dimension, max_field_chars)
+    prompt_version = rating_prompt_version(dimension)
 
     check_writable(cache_dir, Path(scores_path).parent, Path(ledger_path).parent)
     cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
     try:
         outcome = run_judgements(
-            requests, judge, judge_cfg, RATING_PROMPT_VERSION, cache,
+            requests, judge, judge_cfg, prompt_version, cache,
             max_usd=rating_cfg.get("max_usd"), stage=f"rating:{scores_path}",
             expected_output_tokens=rating_cfg.get("expected_output_tokens", 80),
             desc=f"rating ({judge_name})", progress=progress,
@@ -95,7 +97,7 @@ def rate_records(
     for i, (req, rec_flags) in enumerate(zip(requests, flags)):
         entry = outcome.entries.get(req.key)
         row = {"index": i, "score": None, "status": None, "raw": None, "judge": judge_name,
-               "judge_model": judge.model, "prompt_version": RATING_PROMPT_VERSION,
+               "judge_model": judge.model, "prompt_version": prompt_version,
                "dimension": dimension, "usage": None, "flags": list(rec_flags)}
         if req.key in first_index:
             row["flags"].append(f"duplicate_of_{first_index[req.key]}")
@@ -115,7 +117,7 @@ def rate_records(
         rows.append(row)
 
     ledger = {"judge": judge_name, "model": judge.model, "dimension": dimension,
-              "prompt_version": RATING_PROMPT_VERSION, "records": len(records),
+              "prompt_version": prompt_version, "records": len(records),
               "status_counts": counts, **outcome.ledger()}
     write_json(ledger_path, ledger)
     append_ledger(cache_dir, {"stage": "rating", **ledger})

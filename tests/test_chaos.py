@@ -56,6 +56,7 @@ def cli(*args, **kw):
 
 # -- 1. two processes, one cache: each key paid once -----------------------------------------
 
+@pytest.mark.slow
 def test_two_processes_sharing_a_cache_pay_each_shared_key_once(tmp_path, api_key):
     records = unique_records(200)
     (tmp_path / "a.json").write_text(json.dumps(records[:150]))

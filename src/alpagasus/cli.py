@@ -1,4 +1,4 @@
-"""Command line for the library, outside Snakemake: `alpagasus rate|estimate ...`.
+"""Command line for the library, outside Snakemake: `alpagasus rate|estimate|batches ...`.
 
 Configs are the pipeline's own (config/config.yaml plus overlays), merged and validated the
 same way, so a command here does exactly what the rule would.
@@ -26,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ledger", help="cost ledger JSON (rate)")
         p.add_argument("--log")
         p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("batches", help="the Batch API batches recorded in a cache dir: status and counts")
+    p.add_argument("--cache-dir", required=True, help="the pipeline's cache_dir (config key cache_dir)")
+    p.add_argument("--cancel", action="store_true", help="cancel the unfinished batches")
+    p.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
     args = ap.parse_args(argv)
+    if args.cmd == "batches":
+        return _batches(args)
     cfg = config_mod.load(*args.config)
     logs.setup(args.log, [j.get("api_key_env", "") for j in cfg["judges"].values()])
 
@@ -44,6 +50,31 @@ def main(argv: list[str] | None = None) -> int:
     except IncompleteRatingError as exc:
         print(f"alpagasus: {exc}", file=sys.stderr)
         return 3
+    return 0
+
+
+def _batches(args) -> int:
+    import json
+
+    from .judges.openai_batch import batch_status
+
+    try:
+        rows = batch_status(args.cache_dir, cancel=args.cancel)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"alpagasus: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    cols = ("chunk", "batch_id", "status", "requests", "completed", "failed", "results_read")
+    table = [cols] + [tuple("-" if r.get(c) is None else str(r.get(c)) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if args.cancel:
+        n = sum(1 for r in rows if r.get("cancel_requested"))
+        print(f"cancel requested for {n} batch(es); a rerun sends their unanswered requests again")
     return 0
 
 

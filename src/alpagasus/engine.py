@@ -108,7 +108,88 @@ def run_judgements(
     return out
 
 
+class _BatchSink:
+    """What a judge that takes every request at once (``complete_many``, the Batch API) calls
+    back: each reply is priced, cached and counted the moment it is read; ``reserve`` is the
+    budget gate for what it is about to submit (the rest fail as BUDGET)."""
+
+    def __init__(self, judge, judge_cfg, prompt_version, cache, max_usd, out: Outcome, desc, progress):
+        self.judge, self.prompt_version, self.cache, self.max_usd, self.out = judge, prompt_version, cache, max_usd, out
+        self.max_tokens = judge_cfg.get("max_tokens", 256)
+        self.cache_dir = cache.path.parent if cache is not None else None
+        self.desc, self.progress = desc, progress
+        self._reserved: dict[str, float] = {}  # key -> worst case of a submitted, unanswered request
+        self._budget_hit = False
+
+    def _worst(self, req) -> float:
+        return self.judge.usd(cost.message_tokens(req.messages), self.max_tokens)
+
+    def reserve(self, requests: list[JudgeRequest]) -> list[JudgeRequest]:
+        allowed = []
+        for req in requests:
+            if req.key in self._reserved:  # resent after a failed line: already reserved
+                allowed.append(req)
+                continue
+            worst = self._worst(req)
+            held = sum(self._reserved.values())
+            if self.max_usd is not None and self.out.usd_now + held + worst > self.max_usd + 1e-12:
+                self.out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: budget ${self.max_usd:.2f} reached")
+                if not self._budget_hit:
+                    self._budget_hit = True
+                    log.warning("budget $%.2f reached (spent $%.4f, submitted up to $%.4f): no new requests",
+                                self.max_usd, self.out.usd_now, held)
+                continue
+            self._reserved[req.key] = worst
+            allowed.append(req)
+        return allowed
+
+    def reply(self, req: JudgeRequest, reply) -> None:
+        out, judge = self.out, self.judge
+        worst = self._reserved.pop(req.key, None)
+        if reply.usage_reported:
+            spent = judge.usd(reply.prompt_tokens, reply.completion_tokens)
+        else:
+            spent = self._worst(req) if worst is None else worst
+            out.without_usage += 1
+        extra = {} if reply.usage_reported else {"usage_reported": False}
+        if reply.logprobs is not None:
+            extra["logprobs"] = reply.logprobs
+        entry = {"key": req.key, "text": reply.text, "prompt_tokens": reply.prompt_tokens,
+                 "completion_tokens": reply.completion_tokens, "model": reply.model,
+                 "prompt_version": self.prompt_version, "usd": spent, **extra}
+        if self.cache is not None and judge.cacheable:
+            entry = self.cache.put(req.key, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.model,
+                                   self.prompt_version, spent, **extra)
+        out.entries[req.key] = entry
+        out.errors.pop(req.key, None)
+        out.paid_now += 1 if judge.cacheable else 0
+        out.prompt_tokens_now += reply.prompt_tokens
+        out.completion_tokens_now += reply.completion_tokens
+        out.usd_now += spent
+
+    def fail(self, req: JudgeRequest, failure: Failure) -> None:
+        self._reserved.pop(req.key, None)
+        self.out.errors[req.key] = failure
+
+
+async def _run_many(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, progress, out: Outcome):
+    sink = _BatchSink(judge, judge_cfg, prompt_version, cache, max_usd, out, desc, progress)
+    try:
+        await judge.complete_many(pending, sink)
+    except JudgeFatalError as exc:
+        out.fatal = str(exc)
+    except (JudgeTransientError, JudgeRequestError) as exc:  # a files/batches call gave up
+        out.fatal = f"{type(exc).__name__}: {exc}; everything already submitted is resumed by the next run"
+    finally:
+        await judge.aclose()
+    for req in pending:
+        if req.key not in out.entries and req.key not in out.errors:
+            out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {out.fatal or 'no reply'}")
+
+
 async def _run(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, progress, out: Outcome):
+    if hasattr(judge, "complete_many"):
+        return await _run_many(pending, judge, judge_cfg, prompt_version, cache, max_usd, desc, progress, out)
     max_tokens = judge_cfg.get("max_tokens", 256)
     reserved = 0.0  # worst-case cost of the requests in flight
     budget_hit = False

@@ -216,3 +216,39 @@ def test_batches_command_lists_and_cancels(tmp_path, api_key, capsys):
         text = capsys.readouterr().out
         assert bid in text and "cancelling" in text and "cancel requested for 1 batch" in text
         assert client.batches.retrieve(bid).status == "cancelling"
+
+
+def test_requests_over_the_per_file_limit_go_to_several_batches(tmp_path, api_key):
+    records = unique_records(15)
+    with FakeOpenAIServer() as srv:
+        _, rows = rate(records, judge(srv, max_requests_per_file=7), tmp_path)
+        sizes = sorted(b["request_counts"]["total"] for b in srv.batch_api.batch_objects())
+        assert sizes == [1, 7, 7] and len(srv.batch_api.uploads) == 3
+        assert max(batch_paid(srv).values()) == 1
+    assert [r["score"] for r in rows] == [expected(r) for r in records]
+    # Uploaded input files are not kept; the journal is.
+    assert [p.name for p in (tmp_path / "cache/batches").glob("input-*")] == []
+
+
+def test_wrong_key_stops_before_anything_is_uploaded_and_is_not_leaked(tmp_path, api_key):
+    with FakeOpenAIServer(api_key="sk-the-right-one") as srv:
+        with pytest.raises(IncompleteRatingError, match="401") as info:
+            rate(unique_records(3), judge(srv), tmp_path)
+        assert srv.batch_api.uploads == {} and srv.batch_api.created == 0
+    assert api_key not in str(info.value)
+    # The planned chunk is journaled; with the right key the rerun resumes it, not a new one.
+    chunks = BatchJournal(tmp_path / "cache").load()
+    assert len(chunks) == 1 and next(iter(chunks.values())).file_id is None
+
+
+def test_replies_paid_but_missing_from_the_cache_are_read_again_not_paid_again(tmp_path, api_key):
+    # A run killed between the server's answer and the cache write, or a cache restored from an
+    # older copy: the journal knows which batch answered, so its output file is read again.
+    records = unique_records(10)
+    with FakeOpenAIServer() as srv:
+        _, first = rate(records, judge(srv), tmp_path)
+        cache = tmp_path / "cache/judgements.jsonl"
+        cache.write_text("".join(cache.read_text().splitlines(keepends=True)[:4]))
+        ledger, rows = rate(records, judge(srv), tmp_path, name="again")
+        assert srv.batch_api.created == 1 and max(batch_paid(srv).values()) == 1
+    assert rows == first and ledger["judgements_reused_from_cache"] == 4

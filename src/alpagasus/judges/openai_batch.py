@@ -219,6 +219,8 @@ class OpenAIBatchJudge:
             log.info("uploaded %s (%d requests, %d bytes) as %s", chunk.filename, len(chunk.custom_ids), len(data), f.id)
         journal.append("uploaded", chunk.id, file_id=f.id)
         chunk.file_id = f.id
+        # The server has it now; the local copy (up to 200 MB a chunk) is never needed again.
+        (journal.dir / chunk.input_path).unlink(missing_ok=True)
 
     async def _create(self, chunk: Chunk, journal: BatchJournal) -> None:
         if chunk.batch_id:
@@ -254,6 +256,9 @@ class OpenAIBatchJudge:
     # -- the whole run ------------------------------------------------------------------------
 
     async def complete_many(self, requests: list[JudgeRequest], sink) -> None:
+        if sink.cache_dir is None:
+            raise JudgeFatalError(f"judge {self.name!r} (openai_batch) needs a judgement cache: its batches are "
+                                  f"recorded beside it so that a rerun resumes them")
         journal = BatchJournal(sink.cache_dir)
         wanted = {r.key: r for r in requests}
         done: set[str] = set()

@@ -189,6 +189,11 @@ def test_pairwise_through_a_batch_judge_gives_the_online_table(tmp_path, api_key
             out[backend] = read_jsonl(tmp_path / f"{backend}.jsonl")
         assert srv.batch_api.created == 1
     assert out["openai_batch"] == out["openai"]
+    from alpagasus.winrate import table_rows
+
+    tables = {backend: table_rows([{"model_a": "A", "model_b": "B", "test_set": "mini",
+                                    "path": tmp_path / f"{backend}.jsonl"}], "fake") for backend in out}
+    assert tables["openai_batch"] == tables["openai"] and tables["openai"][0]["n"] == len(items)
 
 
 def test_batches_command_lists_and_cancels(tmp_path, api_key, capsys):
@@ -252,3 +257,32 @@ def test_replies_paid_but_missing_from_the_cache_are_read_again_not_paid_again(t
         ledger, rows = rate(records, judge(srv), tmp_path, name="again")
         assert srv.batch_api.created == 1 and max(batch_paid(srv).values()) == 1
     assert rows == first and ledger["judgements_reused_from_cache"] == 4
+
+
+def test_two_runs_sharing_a_cache_dir_never_drive_one_batch_twice(tmp_path, api_key):
+    # Rating and judging jobs share cache_dir; here two ratings with overlapping records run at
+    # once. A chunk is driven by the run that holds its lock; the other waits for its results.
+    import threading
+
+    records = unique_records(30)
+    results, errors = {}, []
+    with FakeOpenAIServer() as srv:
+        srv.batch_api.plan = BatchPlan(step_s=0.3)
+
+        def one(name, recs):
+            try:
+                results[name] = rate(recs, judge(srv), tmp_path, name=name)[1]
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one, args=("a", records[:20])),
+                   threading.Thread(target=one, args=("b", records[10:]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors, errors
+        assert max(batch_paid(srv).values()) == 1 and sum(batch_paid(srv).values()) == 30
+        assert max(srv.batch_api.uploads.values()) == 1
+    assert [r["score"] for r in results["a"]] == [expected(r) for r in records[:20]]
+    assert [r["score"] for r in results["b"]] == [expected(r) for r in records[10:]]

@@ -286,3 +286,38 @@ def test_two_runs_sharing_a_cache_dir_never_drive_one_batch_twice(tmp_path, api_
         assert max(srv.batch_api.uploads.values()) == 1
     assert [r["score"] for r in results["a"]] == [expected(r) for r in records[:20]]
     assert [r["score"] for r in results["b"]] == [expected(r) for r in records[10:]]
+
+
+def test_a_batch_cancelled_while_the_run_waits_stops_it_and_the_rerun_resends(tmp_path, api_key):
+    import threading
+    import time
+
+    import openai
+
+    records = unique_records(10)
+    with FakeOpenAIServer() as srv:
+        srv.batch_api.plan = BatchPlan(step_s=1.0)
+        raised = []
+
+        def run():
+            try:
+                rate(records, judge(srv), tmp_path)
+            except IncompleteRatingError as exc:
+                raised.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.time() + 20
+        while srv.batch_api.created == 0 and time.time() < deadline:
+            time.sleep(0.02)
+        (bid,) = [b["id"] for b in srv.batch_api.batch_objects()]
+        openai.OpenAI(base_url=srv.base_url, api_key=api_key).batches.cancel(bid)
+        t.join(timeout=30)
+        assert raised and "no score yet" in str(raised[0])
+        assert srv.batch_api.created == 1  # the cancel was obeyed, nothing resent
+        ledger = json.loads((tmp_path / "run.cost.json").read_text())
+        assert ledger["failed_requests_by_kind"]["batch_cancelled"] == 1
+        srv.batch_api.plan = BatchPlan(step_s=0.05)
+        _, rows = rate(records, judge(srv), tmp_path)
+        assert srv.batch_api.created == 2 and max(batch_paid(srv).values()) == 1
+    assert [r["score"] for r in rows] == [expected(r) for r in records]

@@ -74,6 +74,8 @@ class OpenAIBatchJudge:
         self.batches_created = 0
         self.files_uploaded = 0
         self._successes = 0
+        self._seen_running: set[str] = set()    # chunks this run has seen not cancelled
+        self._cancelled_live: set[str] = set()  # ... and then cancelled while it waited
         self._client = None
 
     def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -346,7 +348,20 @@ class OpenAIBatchJudge:
             bar.close()
 
     async def _poll(self, c: Chunk, journal: BatchJournal, progress: dict) -> None:
-        b = await self._api(f"checking batch {c.batch_id}", self.client.batches.retrieve, c.batch_id)
+        try:
+            b = await self._api(f"checking batch {c.batch_id}", self.client.batches.retrieve, c.batch_id)
+        except JudgeRequestError as exc:
+            raise JudgeFatalError(
+                f"{exc}: batch {c.batch_id} of {journal.path} is unknown to {self.where} (another base_url or "
+                f"organisation than the run that created it?); see it with `alpagasus batches --cache-dir "
+                f"{journal.dir.parent}`") from None
+        if b.status in ("cancelling", "cancelled"):
+            if c.id in self._seen_running:
+                # Someone cancelled it while this run waits (alpagasus batches --cancel): stop,
+                # do not resend; a rerun sends what it left unanswered.
+                self._cancelled_live.add(c.id)
+        else:
+            self._seen_running.add(c.id)
         counts = b.request_counts
         done_n = (counts.completed + counts.failed) if counts else 0
         if b.status != c.status or done_n != progress[c.id]:
@@ -363,8 +378,9 @@ class OpenAIBatchJudge:
                            batch_errors=c.batch_errors)
             if b.status != "completed":
                 self._count(f"batch_{b.status}")
-                log.warning("batch %s ended %s%s; its unfinished requests will be sent again", c.batch_id, b.status,
-                            f" ({'; '.join(c.batch_errors)})" if c.batch_errors else "")
+                then = "a rerun sends" if c.id in self._cancelled_live else "sending again"
+                log.warning("batch %s ended %s%s; %s its unfinished requests", c.batch_id, b.status,
+                            f" ({'; '.join(c.batch_errors)})" if c.batch_errors else "", then)
 
     async def _read(self, c: Chunk, journal, wanted, done, sink, tries, last, *, record: bool) -> set[str]:
         """Every result line of a terminal batch into the cache (through the sink) as it is
@@ -413,7 +429,13 @@ class OpenAIBatchJudge:
             c.read = True
             c.errors = {k: [f.kind.value, f.message] for k, f in errors.items()}
             for key, failure in errors.items():
-                if key in wanted and key not in done:
+                if key not in wanted or key in done:
+                    continue
+                if c.id in self._cancelled_live:
+                    sink.fail(wanted[key], Failure(FailureKind.STOPPED, f"batch {c.batch_id} was cancelled while "
+                                                                        f"this run waited; a rerun sends it again"))
+                    done.add(key)
+                else:
                     tries[key] += 1
                     last[key] = failure
         return answered

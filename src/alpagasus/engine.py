@@ -119,6 +119,7 @@ class _BatchSink:
         self.cache_dir = cache.path.parent if cache is not None else None
         self.desc, self.progress = desc, progress
         self._reserved: dict[str, float] = {}  # key -> worst case of a submitted, unanswered request
+        self._held = 0.0                        # their sum
         self._budget_hit = False
 
     def _worst(self, req) -> float:
@@ -131,7 +132,7 @@ class _BatchSink:
                 allowed.append(req)
                 continue
             worst = self._worst(req)
-            held = sum(self._reserved.values())
+            held = self._held
             if self.max_usd is not None and self.out.usd_now + held + worst > self.max_usd + 1e-12:
                 self.out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: budget ${self.max_usd:.2f} reached")
                 if not self._budget_hit:
@@ -140,12 +141,13 @@ class _BatchSink:
                                 self.max_usd, self.out.usd_now, held)
                 continue
             self._reserved[req.key] = worst
+            self._held += worst
             allowed.append(req)
         return allowed
 
     def reply(self, req: JudgeRequest, reply) -> None:
         out, judge = self.out, self.judge
-        worst = self._reserved.pop(req.key, None)
+        worst = self._release(req)
         if reply.usage_reported:
             spent = judge.usd(reply.prompt_tokens, reply.completion_tokens)
         else:
@@ -167,8 +169,14 @@ class _BatchSink:
         out.completion_tokens_now += reply.completion_tokens
         out.usd_now += spent
 
+    def _release(self, req: JudgeRequest) -> float | None:
+        worst = self._reserved.pop(req.key, None)
+        if worst is not None:
+            self._held -= worst
+        return worst
+
     def fail(self, req: JudgeRequest, failure: Failure) -> None:
-        self._reserved.pop(req.key, None)
+        self._release(req)
         self.out.errors[req.key] = failure
 
 

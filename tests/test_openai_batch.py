@@ -321,3 +321,13 @@ def test_a_batch_cancelled_while_the_run_waits_stops_it_and_the_rerun_resends(tm
         _, rows = rate(records, judge(srv), tmp_path)
         assert srv.batch_api.created == 2 and max(batch_paid(srv).values()) == 1
     assert [r["score"] for r in rows] == [expected(r) for r in records]
+
+
+def test_a_request_larger_than_a_batch_file_is_reported_the_rest_rated(tmp_path, api_key):
+    records = unique_records(6)
+    records[2] = {"instruction": "Summarise.", "input": "", "output": "word " * 1000}
+    with FakeOpenAIServer() as srv:
+        _, rows = rate(records, judge(srv, max_bytes_per_file=4096), tmp_path, allow_incomplete=True)
+        assert sum(b["request_counts"]["total"] for b in srv.batch_api.batch_objects()) == 5
+    assert [r["status"] for r in rows] == ["scored", "scored", "failed", "scored", "scored", "scored"]
+    assert "bytes of a batch file" in rows[2]["error"]

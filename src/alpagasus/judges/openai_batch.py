@@ -294,7 +294,7 @@ class OpenAIBatchJudge:
                     kept = {r.key for r in allowed}
                     done.update(r.key for r in fresh if r.key not in kept)  # the sink marked them budget
                     if allowed:
-                        live += self._plan(allowed, journal, claims)
+                        live += self._plan(allowed, journal, claims, sink, done)
                 mine = [c for c in live if claims.take(c.id)]
                 theirs = [c for c in live if c.id not in claims]
                 if not (mine or rereads or theirs):
@@ -311,8 +311,16 @@ class OpenAIBatchJudge:
         finally:
             claims.release()
 
-    def _plan(self, requests: list[JudgeRequest], journal: BatchJournal, claims: "_Claims") -> list[Chunk]:
-        lines = [(r.key, self.request_line(r)) for r in requests]
+    def _plan(self, requests: list[JudgeRequest], journal: BatchJournal, claims: "_Claims", sink, done) -> list[Chunk]:
+        lines = []
+        for r in requests:
+            line = self.request_line(r)
+            if len(line) > self.cfg["max_bytes_per_file"]:  # no file can hold it: the Batch API never sees it
+                sink.fail(r, Failure(FailureKind.BAD_REQUEST, f"{len(line)} bytes, over the "
+                                                              f"{self.cfg['max_bytes_per_file']} bytes of a batch file"))
+                done.add(r.key)
+            else:
+                lines.append((r.key, line))
         groups = split_lines(lines, self.cfg["max_requests_per_file"], self.cfg["max_bytes_per_file"])
         made = journal.plan(groups, model=self.model, base_url=self.cfg["base_url"], api_key_env=self.cfg["api_key_env"],
                             claim=claims.take)

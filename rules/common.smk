@@ -24,7 +24,19 @@ def judge_identity(name):
     # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
     # are read at run time and never rerun anything.
     j = config["judges"][name]
-    return {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+    ident = {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+    if ident["backend"] == "openai_batch":
+        ident["backend"] = "openai"  # the same judgements through the Batch API: nothing to redo
+    return ident
+
+
+def judge_job(name):
+    # With a batch judge the job waits for its batches (answered within 24 h), so its runtime
+    # covers that window; killed anyway, the rerun resumes the same batches.
+    j = config["judges"][name]
+    if j.get("backend") == "openai_batch":
+        return {"runtime": int(j.get("runtime_min", 26 * 60))}
+    return {}
 
 
 def selection_rule(cfg):

@@ -1,4 +1,4 @@
-"""Command line for the library, outside Snakemake: `alpagasus rate|estimate|check-config ...`.
+"""Command line for the library, outside Snakemake: `alpagasus rate|estimate|check-config|batches`.
 
 Configs are the pipeline's own (config/config.yaml plus overlays), merged and validated the
 same way, so a command here does exactly what the rule would. A mistake in the data or the
@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate config files (with overlays) and say what is wrong")
     p.add_argument("config", nargs="+", help="config file, then overlays in order")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p = sub.add_parser("batches", help="the Batch API batches recorded in a cache dir: status and counts")
+    p.add_argument("--cache-dir", required=True, help="the pipeline's cache_dir (config key cache_dir)")
+    p.add_argument("--cancel", action="store_true", help="cancel the unfinished batches")
+    p.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return ap
 
 
@@ -72,6 +77,8 @@ def _to_log(message: str) -> None:
 
 
 def _run(args) -> int:
+    if args.cmd == "batches":
+        return _batches(args)
     if args.cmd == "check-config":
         paths = args.config if len(args.config) > 1 or "config.yaml" in args.config[0] else \
             [str(config_mod.REPO / "config" / "config.yaml"), *args.config]
@@ -91,6 +98,31 @@ def _run(args) -> int:
         return 0
     rate_records(records, cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out,
                  args.ledger or args.out + ".cost.json", max_field_chars=mfc, progress=not args.no_progress)
+    return 0
+
+
+def _batches(args) -> int:
+    import json
+
+    from .judges.openai_batch import batch_status
+
+    try:
+        rows = batch_status(args.cache_dir, cancel=args.cancel)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"alpagasus: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    cols = ("chunk", "batch_id", "status", "requests", "completed", "failed", "results_read")
+    table = [cols] + [tuple("-" if r.get(c) is None else str(r.get(c)) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if args.cancel:
+        n = sum(1 for r in rows if r.get("cancel_requested"))
+        print(f"cancel requested for {n} batch(es); a rerun sends their unanswered requests again")
     return 0
 
 

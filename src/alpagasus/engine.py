@@ -142,7 +142,8 @@ def run_judgements(
             out.estimate["usd_expected"], out.estimate["usd_at_most"], out.budget_text(),
         )
     if pending:
-        asyncio.run(_Run(pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out).run())
+        runner = _BatchRun if hasattr(judge, "complete_many") else _Run
+        asyncio.run(runner(pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out).run())
     out.attempts = judge.attempts
     out.failures_by_kind = dict(judge.failures)
     out.failure_examples = dict(getattr(judge, "failure_examples", {}))
@@ -156,21 +157,75 @@ def run_judgements(
     return out
 
 
-class _Run:
-    """One run's workers over the pending requests."""
+class _Keeper:
+    """What every runner shares: pricing, the budget gate, and keeping a reply (cache first)."""
 
-    def __init__(self, pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out: Outcome):
+    def __init__(self, judge, judge_cfg, prompt_version, cache, stage, out: Outcome):
         self.judge, self.cache, self.out = judge, cache, out
         self.prompt_version, self.stage = prompt_version, stage
         self.max_tokens = judge_cfg.get("max_tokens", 256)
+        self.reserved = 0.0  # worst-case cost of the requests in flight
+        self.in_flight = 0
+        self.stop = asyncio.Event()
+
+    def worst(self, req: JudgeRequest) -> float:
+        return self.judge.usd(cost.message_tokens(req.messages), self.max_tokens)
+
+    def over_budget(self, worst: float) -> bool:
+        out = self.out
+        return out.max_usd is not None and out.usd_before + out.usd_now + self.reserved + worst > out.max_usd + 1e-12
+
+    def keep(self, req: JudgeRequest, reply: JudgeReply, worst: float) -> None:
+        """Price the reply, write it to the cache, count it. The first write that fails stops
+        the run: a paid reply that cannot be kept must not be followed by more."""
+        out = self.out
+        if reply.usage_reported:
+            spent = self.judge.usd(reply.prompt_tokens, reply.completion_tokens)
+        else:
+            spent = worst  # a server that omits usage is charged its worst case, not $0
+            out.without_usage += 1
+        extra = {}
+        if not reply.usage_reported:
+            extra["usage_reported"] = False
+        if reply.logprobs is not None:
+            extra["logprobs"] = reply.logprobs
+        if self.stage is not None and spent:
+            extra["stage"] = self.stage
+        entry = {"key": req.key, "text": reply.text, "prompt_tokens": reply.prompt_tokens,
+                 "completion_tokens": reply.completion_tokens, "model": reply.model,
+                 "prompt_version": self.prompt_version, "usd": spent, **extra}
+        out.usd_now += spent
+        out.prompt_tokens_now += reply.prompt_tokens
+        out.completion_tokens_now += reply.completion_tokens
+        if self.cache is not None and self.judge.cacheable:
+            try:
+                entry = self.cache.put(req.key, reply.text, reply.prompt_tokens, reply.completion_tokens,
+                                       reply.model, self.prompt_version, spent, **extra)
+            except OSError as exc:
+                out.lost_replies += 1
+                out.errors[req.key] = Failure(FailureKind.STOPPED, f"reply paid but not written: {exc}")
+                if out.fatal is None:
+                    out.fatal = (f"cannot write the judgement cache {self.cache.path}: [Errno {exc.errno}] "
+                                 f"{exc.strerror or exc}; stopped sending ({max(0, self.in_flight - 1)} more "
+                                 f"request(s) were in flight)")
+                    log.error("%s", out.fatal)
+                self.stop.set()
+                return
+            out.paid_now += 1
+        out.entries[req.key] = entry
+        out.errors.pop(req.key, None)
+
+
+class _Run(_Keeper):
+    """One run's workers over the pending requests."""
+
+    def __init__(self, pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out: Outcome):
+        super().__init__(judge, judge_cfg, prompt_version, cache, stage, out)
         self.queue: asyncio.Queue = asyncio.Queue()
         for req in pending:
             self.queue.put_nowait(req)
         self.waiting: list[JudgeRequest] = []  # keys another process is sending
-        self.reserved = 0.0  # worst-case cost of the requests in flight
-        self.in_flight = 0
         self.budget_hit = False
-        self.stop = asyncio.Event()
         self.claims = KeyClaims(cache.path.parent) if cache is not None and judge.cacheable else None
         self.bar = tqdm(total=len(pending), desc=desc, unit="req", disable=not progress, mininterval=0.5)
 
@@ -205,10 +260,6 @@ class _Run:
         fails = sum(1 for e in self.out.errors.values() if e.kind is not FailureKind.BUDGET)
         self.bar.set_postfix(spent=f"${self.out.usd_before + self.out.usd_now:.2f}", failed=fails, refresh=False)
 
-    def _over_budget(self, worst: float) -> bool:
-        out = self.out
-        return out.max_usd is not None and out.usd_before + out.usd_now + self.reserved + worst > out.max_usd + 1e-12
-
     async def _worker(self) -> None:
         out = self.out
         while not self.stop.is_set():
@@ -216,8 +267,8 @@ class _Run:
                 req = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            worst = self.judge.usd(cost.message_tokens(req.messages), self.max_tokens)
-            if self._over_budget(worst):
+            worst = self.worst(req)
+            if self.over_budget(worst):
                 out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: {out.budget_text()}")
                 if not self.budget_hit:
                     self.budget_hit = True
@@ -246,7 +297,7 @@ class _Run:
             except (JudgeTransientError, JudgeRequestError) as exc:
                 out.errors[req.key] = Failure(exc.kind, str(exc))
             else:
-                self._keep(req, reply, worst)
+                self.keep(req, reply, worst)
             finally:
                 self.reserved -= worst
                 self.in_flight -= 1
@@ -255,42 +306,67 @@ class _Run:
             self.bar.update(1)
             self._postfix()
 
-    def _keep(self, req: JudgeRequest, reply: JudgeReply, worst: float) -> None:
+
+class _BatchRun(_Keeper):
+    """A judge that takes every request at once (``complete_many``: the Batch API) gets this as
+    its sink: ``reserve`` is the budget gate for what it is about to submit (the rest fail as
+    BUDGET), ``reply`` keeps each reply the moment it is read, ``fail`` records a failure."""
+
+    def __init__(self, pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out: Outcome):
+        super().__init__(judge, judge_cfg, prompt_version, cache, stage, out)
+        self.pending = pending
+        self.cache_dir = cache.path.parent if cache is not None else None
+        self.desc, self.progress = desc, progress
+        self._reserved: dict[str, float] = {}  # key -> worst case of a submitted, unanswered request
+        self._budget_hit = False
+
+    def reserve(self, requests: list[JudgeRequest]) -> list[JudgeRequest]:
+        allowed = []
+        for req in requests:
+            if req.key in self._reserved:  # resent after a failed line: already reserved
+                allowed.append(req)
+                continue
+            worst = self.worst(req)
+            if self.over_budget(worst):
+                self.out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: {self.out.budget_text()}")
+                if not self._budget_hit:
+                    self._budget_hit = True
+                    log.warning("no new requests: %s, up to $%.4f submitted", self.out.budget_text(), self.reserved)
+                continue
+            self._reserved[req.key] = worst
+            self.reserved += worst
+            allowed.append(req)
+        return allowed
+
+    def _release(self, req: JudgeRequest) -> float | None:
+        worst = self._reserved.pop(req.key, None)
+        if worst is not None:
+            self.reserved -= worst
+        return worst
+
+    def reply(self, req: JudgeRequest, reply: JudgeReply) -> None:
+        worst = self._release(req)
+        self.keep(req, reply, self.worst(req) if worst is None else worst)
+        if self.stop.is_set():
+            raise JudgeFatalError(self.out.fatal or "stopped")
+
+    def fail(self, req: JudgeRequest, failure: Failure) -> None:
+        self._release(req)
+        self.out.errors[req.key] = failure
+
+    async def run(self) -> None:
         out = self.out
-        if reply.usage_reported:
-            spent = self.judge.usd(reply.prompt_tokens, reply.completion_tokens)
-        else:
-            spent = worst  # a server that omits usage is charged its worst case, not $0
-            out.without_usage += 1
-        extra = {}
-        if not reply.usage_reported:
-            extra["usage_reported"] = False
-        if reply.logprobs is not None:
-            extra["logprobs"] = reply.logprobs
-        if self.stage is not None and spent:
-            extra["stage"] = self.stage
-        entry = {"key": req.key, "text": reply.text, "prompt_tokens": reply.prompt_tokens,
-                 "completion_tokens": reply.completion_tokens, "model": reply.model,
-                 "prompt_version": self.prompt_version, "usd": spent, **extra}
-        out.usd_now += spent
-        out.prompt_tokens_now += reply.prompt_tokens
-        out.completion_tokens_now += reply.completion_tokens
-        if self.cache is not None and self.judge.cacheable:
-            try:
-                entry = self.cache.put(req.key, reply.text, reply.prompt_tokens, reply.completion_tokens,
-                                       reply.model, self.prompt_version, spent, **extra)
-            except OSError as exc:
-                out.lost_replies += 1
-                out.errors[req.key] = Failure(FailureKind.STOPPED, f"reply paid but not written: {exc}")
-                if out.fatal is None:
-                    out.fatal = (f"cannot write the judgement cache {self.cache.path}: [Errno {exc.errno}] "
-                                 f"{exc.strerror or exc}; stopped sending ({self.in_flight - 1} more "
-                                 f"request(s) were in flight)")
-                    log.error("%s", out.fatal)
-                self.stop.set()
-                return
-            out.paid_now += 1
-        out.entries[req.key] = entry
+        try:
+            await self.judge.complete_many(self.pending, self)
+        except JudgeFatalError as exc:
+            out.fatal = out.fatal or str(exc)
+        except (JudgeTransientError, JudgeRequestError) as exc:  # a files/batches call gave up
+            out.fatal = f"{type(exc).__name__}: {exc}; everything already submitted is resumed by the next run"
+        finally:
+            await self.judge.aclose()
+        for req in self.pending:
+            if req.key not in out.entries and req.key not in out.errors:
+                out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {out.fatal or 'no reply'}")
 
 
 def _drain(queue: asyncio.Queue) -> list:

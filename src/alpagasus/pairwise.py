@@ -152,6 +152,9 @@ def estimate_judging(comparisons: list[dict], judges_cfg: dict, eval_cfg: dict, 
                budget_usd_per_job=eval_cfg.get("max_usd"),
                jobs={name: cost.estimate(judge_cfg, [r.messages for r in reqs if r.key not in cached], expected)
                      for name, reqs in per_job})
+    if judge_cfg.get("backend") in ("openai", "openai_batch"):
+        est["usd_by_backend"] = cost.online_and_batch(
+            judge_cfg, [r.messages for k, r in requests.items() if k not in cached], expected)
     log.info("judging estimate: %d requests, expected $%.2f, at most $%.2f", est["requests"],
              est["usd_expected"], est["usd_at_most"])
     write_json(out_path, est)

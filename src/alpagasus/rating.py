@@ -171,6 +171,10 @@ def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cac
     est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg.get("expected_output_tokens", 80))
     est.update(judge=judge_name, model=judge.model, records=len(records), cached=len({r.key for r in requests} & cached),
                duplicates_in_input=len(requests) - len({r.key for r in requests}), budget_usd=rating_cfg.get("max_usd"))
+    if judge_cfg.get("backend") in ("openai", "openai_batch"):
+        # The same requests online and through the Batch API, whichever this judge uses.
+        est["usd_by_backend"] = cost.online_and_batch(judge_cfg, [r.messages for r in unique.values()],
+                                                      rating_cfg.get("expected_output_tokens", 80))
     log.info("rating estimate: %s", est)
     write_json(out_path, est)
     return est

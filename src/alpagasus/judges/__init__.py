@@ -16,11 +16,15 @@ def make_judge(name: str, cfg: dict):
         from .openai_judge import OpenAIJudge
 
         return OpenAIJudge(name, cfg)
+    if backend == "openai_batch":
+        from .openai_batch import OpenAIBatchJudge
+
+        return OpenAIBatchJudge(name, cfg)
     if backend == "verifier":
         from .verifier import VerifierJudge
 
         return VerifierJudge(name, cfg)
-    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, verifier)")
+    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, openai_batch, verifier)")
 
 
 __all__ = ["make_judge", "Judge", "Failure", "FailureKind", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",

@@ -390,6 +390,9 @@ class FakeOpenAIServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        from .fake_batches import FakeBatches  # the Batch API's /v1/files and /v1/batches
+
+        self.batch_api = FakeBatches(self)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -468,6 +471,7 @@ class FakeOpenAIServer:
         app.router.add_post("/chat/completions", self._handle_chat)
         app.router.add_get("/_fake/log", self._handle_log)
         app.router.add_post("/_fake/reset", self._handle_reset)
+        self.batch_api.mount(app)
         # access_log=None: per-request logging would cost more than the request itself.
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout_s

@@ -5,11 +5,11 @@ import json
 from collections import Counter
 
 import pytest
+from test_rating import unique_records
 
 import alpagasus.judges.openai_batch as openai_batch
 from alpagasus.batch_journal import BatchJournal, split_lines
 from alpagasus.io import read_jsonl
-from alpagasus.miniature import make_records
 from alpagasus.pairwise import judge_pair
 from alpagasus.rating import IncompleteRatingError, estimate_rating, rate_records
 from alpagasus.testing.fake_batches import BatchPlan
@@ -31,16 +31,6 @@ def judge(server, backend="openai_batch", **over):
         cfg.update(concurrency=8)
     cfg.update(over)
     return {"fake": cfg}
-
-
-def unique_records(n, seed=0):
-    recs, seen = [], set()
-    for r in make_records(4 * n, 0.3, seed):
-        k = (r["instruction"], r["input"], r["output"])
-        if k not in seen:
-            seen.add(k)
-            recs.append(r)
-    return recs[:n]
 
 
 def rate(records, judges, tmp_path, cache="cache", name="run", **rating):

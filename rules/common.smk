@@ -28,10 +28,6 @@ def data_params():
     return keep
 
 
-def hub_cache_dir():
-    return (config["data"].get("hub") or {}).get("cache_dir") or f"{CACHE}/hub"
-
-
 def judge_identity(name):
     # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
     # are read at run time and never rerun anything.

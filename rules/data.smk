@@ -12,7 +12,6 @@ rule alpaca_data:
     params:
         data=data_params(),
         download_dir=f"{CACHE}/downloads",
-        hub_cache_dir=hub_cache_dir(),
     log:
         f"{R}/logs/alpaca_data.log",
     benchmark:

@@ -402,3 +402,26 @@ def test_dag_on_a_dolly_file_keeps_category_and_source_row(tmp_path, api_key):
             (src["instruction"], src["context"], src["response"], src["category"])
     summary = json.loads((res / "data_summary.json").read_text())
     assert summary["source_rows"] == 40 and summary["origin"] == str((tmp_path / "dolly.parquet").resolve())
+
+
+@pytest.mark.slow
+def test_data_rule_reads_the_hub_into_the_configured_cache(tmp_path):
+    fake_hub_cache(tmp_path / "hf")
+    base = {"data": {"source": "hub", "fields": DOLLY_FIELDS, "expected_records": 10,
+                     "hub": {"path": "fake/dolly", "revision": "v1.0", "cache_dir": str(tmp_path / "hf")}}}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(base))
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    snakemake(tmp_path, "results/alpaca_52k.json", "--configfile", tmp_path / "hub.yaml", env=offline)
+    assert json.loads((tmp_path / "results/alpaca_52k.json").read_text()) == as_records(dolly_rows(10))
+    summary = json.loads((tmp_path / "results/data_summary.json").read_text())
+    assert summary["hub"]["commit"] == SHA and summary["source_rows"] == 10
+    # Where the download is kept is not what it is: moving the cache reruns nothing; a new
+    # revision or split reruns the data rule.
+    moved = {"data": {**base["data"], "hub": {**base["data"]["hub"], "cache_dir": str(tmp_path / "elsewhere")}}}
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(moved))
+    out = snakemake(tmp_path, "results/alpaca_52k.json", "-n", "--configfile", tmp_path / "moved.yaml", env=offline)
+    assert "Nothing to be done" in out
+    split = {"data": {**base["data"], "hub": {**base["data"]["hub"], "split": "test"}}}
+    (tmp_path / "split.yaml").write_text(yaml.safe_dump(split))
+    out = snakemake(tmp_path, "results/alpaca_52k.json", "-n", "--configfile", tmp_path / "split.yaml", env=offline)
+    assert "alpaca_data" in out and "Nothing to be done" not in out

@@ -263,7 +263,7 @@ def hub_cfg(**hub):
     return {"source": "hub", "fields": DOLLY_FIELDS, "hub": {"path": "fake/dolly", "revision": SHA, **hub}}
 
 
-def test_hub_dataset_at_a_commit_or_tag_through_the_real_download_code(tmp_path):
+def test_hub_dataset_at_a_commit_or_tag_through_the_real_download_code(tmp_path, caplog):
     fake_hub_cache(tmp_path / "hub")
     records, summary = obtain(tmp_path, hub_cfg(split="train"), hub_cache_dir=tmp_path / "hub")
     assert records == as_records(dolly_rows(10))
@@ -272,6 +272,7 @@ def test_hub_dataset_at_a_commit_or_tag_through_the_real_download_code(tmp_path)
     # A tag resolves through the cache's refs; the commit it meant is recorded.
     test, summary = obtain(tmp_path, hub_cfg(revision="v1.0", split="test"), hub_cache_dir=tmp_path / "hub")
     assert test == as_records(dolly_rows(3)) and summary["hub"]["commit"] == SHA
+    assert "revision 'v1.0' is not a commit sha" in caplog.text
     # A config of the repository, in chat format; split defaults to train.
     chat_records, _ = obtain(tmp_path, {"source": "hub", "format": "messages",
                                         "hub": {"path": "fake/dolly", "revision": "v1.0", "name": "chat"}},

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,9 @@ from typing import Callable
 
 from .data import DataError
 
+log = logging.getLogger(__name__)
 LOCAL_FORMATS = (".json", ".jsonl", ".parquet", ".csv")
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass
@@ -192,6 +196,9 @@ def read_hub(hub: dict, cache_dir: str | os.PathLike,
     if not revision:
         raise DataError(f"config data.hub.revision: required (a commit sha or a tag), so that the run can be "
                         f"repeated on the same data; see the dataset's history on huggingface.co/datasets/{path}")
+    if not COMMIT_SHA.fullmatch(revision):
+        log.warning("%s: revision %r is not a commit sha; if it is a branch it moves (the commit it "
+                    "resolved to is recorded in the data summary)", origin, revision)
     try:
         folder = Path(fetch(path, revision, cache_dir))
     except hub_errors.RevisionNotFoundError:
@@ -212,7 +219,10 @@ def read_hub(hub: dict, cache_dir: str | os.PathLike,
         raise DataError(f"{origin}: the repository cannot be read as a dataset ({_one_line(exc)})") from None
     if name and name not in configs:
         raise DataError(f"{origin}: config {name!r} does not exist (configs: {', '.join(configs)})")
-    splits = datasets.get_dataset_split_names(str(folder), name)
+    try:
+        splits = datasets.get_dataset_split_names(str(folder), name)
+    except Exception as exc:
+        raise DataError(f"{origin}: the splits cannot be read ({_one_line(exc)})") from None
     if split not in splits:
         raise DataError(f"{origin}: split {split!r} does not exist (splits: {', '.join(splits)})")
     with tempfile.TemporaryDirectory(prefix="alpagasus-datasets-") as tmp:

@@ -161,7 +161,7 @@ def _read_saved_dataset(path: Path) -> SourceRows:
 
 def hub_origin(hub: dict) -> str:
     name = f", config {hub['name']}" if hub.get("name") else ""
-    return f"hub {hub['path']} (revision {hub['revision']}{name}, split {hub.get('split') or 'train'})"
+    return f"hub {hub.get('path')} (revision {hub.get('revision')}{name}, split {hub.get('split') or 'train'})"
 
 
 def fetch_hub_snapshot(path: str, revision: str, cache_dir: str | os.PathLike) -> Path:
@@ -176,7 +176,7 @@ def fetch_hub_snapshot(path: str, revision: str, cache_dir: str | os.PathLike) -
     kwargs = dict(repo_id=path, repo_type="dataset", revision=revision, cache_dir=str(cache_dir))
     try:
         return Path(snapshot_download(**kwargs, local_files_only=True))
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # not cached, or an interrupted download (IncompleteSnapshotError)
         pass
     return Path(snapshot_download(**kwargs))
 

@@ -34,10 +34,11 @@ def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
     if not source.rows:
         raise DataError(f"{source.origin}: the source holds no rows")
     if fmt == "alpaca":
-        convert, consumed, added, output_where = _columns_converter(source, {**DEFAULT_FIELDS, **(data_cfg.get("fields") or {})})
+        fields = {**DEFAULT_FIELDS, **(data_cfg.get("fields") or {})}
+        convert, consumed, added, output_where = _columns_converter(source, fields)
     elif fmt == "messages":
-        convert, consumed, added, output_where = _messages_converter(source, data_cfg.get("messages_column") or "messages",
-                                                       data_cfg.get("multi_turn") or "error")
+        column = data_cfg.get("messages_column") or "messages"
+        convert, consumed, added, output_where = _messages_converter(source, column, data_cfg.get("multi_turn") or "error")
     else:  # the schema rejects this first; kept for library callers
         raise DataError(f"config data.format: unknown value {fmt!r} (alpaca, messages)")
     extras = [c for c in source.columns if c not in consumed]

@@ -13,10 +13,18 @@ def data_params():
     if d["source"] == "download":
         keep.update(url=d["url"], sha256=d.get("sha256"), expected_records=d.get("expected_records"))
     elif d["source"] == "local":
-        keep.update(local_path=d.get("local_path"))
+        keep.update(local_path=d.get("local_path"), expected_records=d.get("expected_records"))
+    elif d["source"] == "hub":
+        # The cache folder is where the download is kept, not what it is.
+        hub = d.get("hub") or {}
+        keep.update(hub={k: hub.get(k) for k in ("path", "name", "revision", "split")},
+                    expected_records=d.get("expected_records"))
     else:
         m = d.get("miniature") or {}
         keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
+        return keep
+    # How rows become records (the miniature is generated as records).
+    keep.update({k: d.get(k) for k in ("format", "fields", "messages_column", "multi_turn", "empty_output")})
     return keep
 
 

@@ -1,4 +1,5 @@
-# Stage 1: the instruction set (downloaded and verified, a local file, or the miniature).
+# Stage 1: the instruction set (downloaded and verified, a local file, a Hugging Face dataset
+# at a pinned revision, or the miniature), written as records in Alpaca's format.
 
 
 rule alpaca_data:

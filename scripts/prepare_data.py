@@ -1,8 +1,14 @@
 """Rule alpaca_data: obtain the instruction set, validate it, write it as alpaca_52k.json."""
+import os
+
 from alpagasus import logs
 from alpagasus.data import obtain_alpaca
 from alpagasus.io import write_json
 
 logs.setup(snakemake.log[0])
-summary = obtain_alpaca(snakemake.params.data, snakemake.output.records, snakemake.params.download_dir)
+# Where the Hub download is kept is read here, not a rule parameter: moving it reruns nothing.
+hub_cache_dir = ((snakemake.config["data"].get("hub") or {}).get("cache_dir")
+                 or os.path.join(snakemake.config["cache_dir"], "hub"))
+summary = obtain_alpaca(snakemake.params.data, snakemake.output.records, snakemake.params.download_dir,
+                        hub_cache_dir)
 write_json(snakemake.output.summary, summary)

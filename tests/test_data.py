@@ -41,7 +41,7 @@ def test_bad_local_file_leaves_existing_output_untouched(tmp_path):
     dest = tmp_path / "out" / "alpaca_52k.json"
     dest.parent.mkdir()
     dest.write_text("previous good output")
-    with pytest.raises(DataError, match="record 1: field 'output'"):
+    with pytest.raises(DataError, match="row 1: column 'output': null, expected a string"):
         obtain_alpaca({"source": "local", "local_path": str(bad)}, dest, tmp_path / "dl")
     assert dest.read_text() == "previous good output"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["alpaca_52k.json"]  # no temp file left
@@ -60,7 +60,7 @@ def test_local_file_round_trips_and_reports_duplicates_and_oversize(tmp_path, ca
     src = _write(tmp_path, recs)
     dest = tmp_path / "alpaca_52k.json"
     summary = obtain_alpaca({"source": "local", "local_path": str(src), "max_field_chars": 100}, dest, tmp_path)
-    assert json.loads(dest.read_text()) == recs
+    assert json.loads(dest.read_text()) == [{**r, "source_row": i} for i, r in enumerate(recs)]
     assert summary["duplicates"] == 1 and summary["duplicate_groups"] == [[0, 2]]
     assert summary["oversized_fields"] == [(1, "output", 300)]
     assert "exact duplicates" in caplog.text and "truncated in judge prompts" in caplog.text
@@ -82,7 +82,7 @@ def test_download_verifies_sha256(tmp_path):
 
     cfg["sha256"] = hashlib.sha256(src.read_bytes()).hexdigest()
     obtain_alpaca(cfg, dest, tmp_path / "dl")
-    assert json.loads(dest.read_text()) == GOOD
+    assert json.loads(dest.read_text()) == [{**GOOD[0], "source_row": 0}]
     cfg["expected_records"] = 2
     with pytest.raises(DataError, match="expected 2 records, found 1"):
         obtain_alpaca(cfg, tmp_path / "out2.json", tmp_path / "dl")

@@ -145,38 +145,74 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, timeout: flo
     return dest
 
 
-def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | os.PathLike) -> dict:
+def read_source(data_cfg: dict, download_dir: str | os.PathLike,
+                hub_cache_dir: str | os.PathLike | None = None, hub_fetch=None):
+    """The rows of the configured source (not the miniature), and the name to report it by.
+
+    ``download`` verifies the pinned sha256; ``local`` reads the user's file (JSON, JSONL,
+    Parquet, CSV, or a save_to_disk directory); ``hub`` downloads a dataset at a pinned
+    revision into ``hub_cache_dir`` once (``hub_fetch`` replaces the download in tests).
+    """
+    from .sources import read_hub, read_local
+
+    source = data_cfg["source"]
+    if source == "download":
+        cached = Path(download_dir) / Path(data_cfg["url"]).name
+        if not (cached.is_file() and sha256_file(cached) == data_cfg.get("sha256")):
+            download(data_cfg["url"], cached, data_cfg.get("sha256"))
+        return read_local(cached), data_cfg["url"]
+    if source == "local":
+        path = data_cfg.get("local_path")
+        if not path:
+            raise DataError("config data.local_path: required when data.source is 'local'")
+        return read_local(path), str(Path(path).resolve())
+    if source == "hub":
+        hub = data_cfg.get("hub") or {}
+        if not hub.get("path"):
+            raise DataError("config data.hub.path: required when data.source is 'hub'")
+        cache = hub_cache_dir or hub.get("cache_dir") or Path(download_dir) / "hub"
+        rows = read_hub(hub, cache, **({"fetch": hub_fetch} if hub_fetch else {}))
+        return rows, rows.origin
+    # the schema rejects this first; kept for library callers
+    raise DataError(f"config data.source: unknown value {source!r}")
+
+
+def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | os.PathLike,
+                  hub_cache_dir: str | os.PathLike | None = None, hub_fetch=None) -> dict:
     """Write the validated instruction set named by ``data_cfg`` to ``dest``; return a summary.
 
-    ``download`` verifies the pinned sha256 and record count, ``local`` validates the user's
-    file (and checks the sha256 too when one is configured and the file is Alpaca itself).
+    Every source but the miniature is read by ``read_source`` and mapped onto records by
+    ``data.fields`` or ``data.format: messages`` (alpagasus.mapping); every record keeps its
+    ``source_row``. Nothing is written unless every row passed.
     """
-    source = data_cfg["source"]
-    if source == "miniature":
+    from .mapping import SOURCE_ROW, to_records
+
+    dropped: dict = {}
+    details: dict = {}
+    if data_cfg["source"] == "miniature":
         from .miniature import make_records
 
         m = data_cfg.get("miniature") or {}
         records = make_records(
             m.get("n_records", 4000), m.get("corrupt_fraction", 0.3), m.get("seed", 0), m.get("families")
         )
+        records = [{**rec, SOURCE_ROW: i} for i, rec in enumerate(records)]
+        n_rows = len(records)
         origin = f"miniature(n={len(records)}, corrupt_fraction={m.get('corrupt_fraction', 0.3)}, seed={m.get('seed', 0)})"
-    elif source == "download":
-        cached = Path(download_dir) / Path(data_cfg["url"]).name
-        if not (cached.is_file() and sha256_file(cached) == data_cfg.get("sha256")):
-            download(data_cfg["url"], cached, data_cfg.get("sha256"))
-        records = load_records(cached)
+    else:
+        rows, origin = read_source(data_cfg, download_dir, hub_cache_dir, hub_fetch)
+        n_rows = len(rows.rows)
         expected = data_cfg.get("expected_records")
-        if expected is not None and len(records) != expected:
-            raise DataError(f"{cached}: expected {expected} records, found {len(records)}")
-        origin = data_cfg["url"]
-    elif source == "local":
-        path = data_cfg.get("local_path")
-        if not path:
-            raise DataError("config data.local_path: required when data.source is 'local'")
-        records = load_records(path)
-        origin = str(Path(path).resolve())
-    else:  # the schema rejects this first; kept for library callers
-        raise DataError(f"config data.source: unknown value {source!r}")
+        if expected is not None and n_rows != expected:
+            raise DataError(f"{rows.origin}: expected {expected} records, found {n_rows} (data.expected_records: "
+                            f"the source's row count, or null to skip the check)")
+        records, dropped = to_records(rows, data_cfg)
+        details = rows.details
+        for reason, n in dropped.items():
+            log.warning("%s: %d of %d rows left out (%s)", origin, n, n_rows, reason)
+        empty = sum(1 for rec in records if not rec["output"].strip())
+        if empty:
+            log.warning("%s: %d records have an empty output; they are rated like any other", origin, empty)
 
     dups = duplicate_groups(records)
     if dups:
@@ -188,5 +224,6 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
     for i, field, n in big:
         log.warning("%s: record %d field %r has %d characters; it will be truncated in judge prompts", origin, i, field, n)
     write_records(dest, records)
-    return {"origin": origin, "records": len(records), "duplicates": sum(len(g) - 1 for g in dups),
-            "duplicate_groups": dups[:100], "oversized_fields": big[:100]}
+    return {"origin": origin, **details, "source_rows": n_rows, "records": len(records), "dropped": dropped,
+            "duplicates": sum(len(g) - 1 for g in dups), "duplicate_groups": dups[:100],
+            "oversized_fields": big[:100]}

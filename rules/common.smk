@@ -1,6 +1,8 @@
 # Shared by every stage: where results go, and the small functions that pick out of the
 # config exactly what defines each output (so a change reruns just what it touches).
 
+from alpagasus import identity
+
 R = config["results_dir"]
 CACHE = config["cache_dir"]
 
@@ -20,15 +22,17 @@ def data_params():
     return keep
 
 
+# What defines each result is listed once, in alpagasus.identity (the library's cache key,
+# resume fingerprint and generation key read the same lists).
+
+
 def judge_identity(name):
-    # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
-    # are read at run time and never rerun anything.
-    j = config["judges"][name]
-    return {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+    # Limits, budget, prices and the server URL are read at run time and never rerun anything.
+    return identity.judge_identity(config["judges"][name])
 
 
 def selection_rule(cfg):
-    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+    return identity.selection_identity(cfg)
 
 
 def answers_file(name, size, testset):
@@ -84,19 +88,15 @@ def size_config(size):
     return sizes[size]
 
 
-# Keys of a size that change how a run is executed, not what it produces (the loss is over the
-# global batch and packing is exact, so micro-batch size and packing are among them): they stay
-# out of the rule's params, so changing them reruns nothing. scripts/train.py reads them from
-# the config.
-OPERATIONAL_KEYS = (
-    "resources", "generate_resources", "save_every_steps", "fsdp_config", "attn_implementation",
-    "per_device_batch_size", "pack_length", "packing",
-)
-
-
 def model_params(size):
-    """What defines a trained model of this size: hyperparameters, base model, tokenizer."""
-    return {k: v for k, v in size_config(size).items() if k not in OPERATIONAL_KEYS}
+    """What defines a trained model of this size (identity.TRAINING_OPERATIONAL_KEYS stay out of
+    the params, so changing them reruns nothing; scripts/train.py reads them from the config)."""
+    return identity.training_identity(size_config(size))
+
+
+def generation_params():
+    """What defines the answers, besides the checkpoint, test set and template."""
+    return identity.generation_identity(config["generation"])
 
 
 def _res(size, key):

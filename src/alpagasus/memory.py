@@ -4,7 +4,7 @@ Each job logs its estimate next to the ``mem_mb`` it was granted and warns when 
 below it (a job killed for memory an hour in costs more than the line it takes to say so). The
 formula (docs/training.md, "Memory"), per process, in bytes:
 
-* weights: P x (4 for fp32 master weights | 2 for bf16 | 0.5 for 4-bit); trainable parameters
+* weights: P x (4 for fp32 master weights | 0.5 for a 4-bit base); trainable parameters
   P_t (all of them, or the adapter's with LoRA) add 4 for the gradient and 8 for AdamW's two
   moments; with FSDP full_shard all of it is divided by the number of processes;
 * activations of one micro-batch of T = rows x row_length tokens, kept for the backward pass,
@@ -29,7 +29,7 @@ MB = 2**20
 # The interpreter with torch, transformers and accelerate imported, on CPU (measured ~450 MB RSS
 # for the tiny model's job).
 OVERHEAD_MB = 500.0
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "4bit": 0.5}
+WEIGHT_BYTES = {"fp32": 4.0, "4bit": 0.5}
 
 log = logging.getLogger("alpagasus.memory")
 

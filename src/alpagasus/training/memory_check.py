@@ -13,8 +13,8 @@ def for_training(spec, size: dict, model, n_params: int, n_trainable: int, row_l
     """Estimate, log and (on the first process of a node) warn; the record goes into train_log."""
     cuda = accelerator.device.type == "cuda"
     shards = accelerator.num_processes if accelerator.distributed_type.name == "FSDP" else 1
-    weights = "4bit" if size["quantization"] == "4bit" else (
-        "bf16" if size["lora"] is not None and size["bf16"] and cuda else "fp32")
+    # Weights are loaded in fp32 (bf16 is autocast), the frozen base of a LoRA run too, unless 4-bit.
+    weights = "4bit" if size["quantization"] == "4bit" else "fp32"
     per_process = memory.training_estimate(
         config=base_config(model), n_parameters=n_params, n_trainable=n_trainable, weights=weights,
         compute_bytes=2 if (size["bf16"] and cuda) else 4, rows=int(size["per_device_batch_size"]),

@@ -7,23 +7,14 @@ R = config["results_dir"]
 CACHE = config["cache_dir"]
 
 
-def data_params():
-    # Only what defines the records: a change of max_field_chars or n_test must not
-    # re-create the data (and with it every downstream result).
-    d = config["data"]
-    keep = {"source": d["source"]}
-    if d["source"] == "download":
-        keep.update(url=d["url"], sha256=d.get("sha256"), expected_records=d.get("expected_records"))
-    elif d["source"] == "local":
-        keep.update(local_path=d.get("local_path"))
-    else:
-        m = d.get("miniature") or {}
-        keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
-    return keep
-
-
 # What defines each result is listed once, in alpagasus.identity (the library's cache key,
 # resume fingerprint and generation key read the same lists).
+
+
+def data_params():
+    # A change of max_field_chars or n_test must not re-create the data (and with it every
+    # downstream result).
+    return identity.data_identity(config["data"])
 
 
 def judge_identity(name):

@@ -128,3 +128,6 @@ def test_identity_lists_are_the_ones_the_library_uses():
     assert identity.training_identity(size) == {"learning_rate": 1e-3, "lora": {"r": 8}}
     assert identity.generation_identity({"batch_size": 64}) == {"max_new_tokens": 1024}
     assert math.isclose(identity.selection_identity({"method": "top_k", "k": 3, "random_seed": 1})["k"], 3)
+    mini = {"source": "miniature", "max_field_chars": 9, "miniature": {"n_records": 10, "n_test": 5, "seed": 0}}
+    assert identity.data_identity(mini) == {"source": "miniature", "miniature": {
+        "n_records": 10, "corrupt_fraction": None, "seed": 0, "families": None}}

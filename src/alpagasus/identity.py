@@ -1,4 +1,4 @@
-"""What defines each result: a judgement, a selection, a trained model, a set of answers.
+"""What defines each result: the data, a judgement, a selection, a trained model, a set of answers.
 
 One list per kind, read by the workflow (the rule params in rules/common.smk, so a change reruns
 exactly what it defines) and by the library (the judgement cache's key, the training resume
@@ -13,6 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+
+# --- the instruction set ------------------------------------------------------------------------
+
+# Per source, the keys that define the records (max_field_chars shapes the judge's prompt, and
+# the miniature's n_test its test set, not the records).
+DATA_KEYS = {"download": ("url", "sha256", "expected_records"), "local": ("local_path",)}
+MINIATURE_KEYS = ("n_records", "corrupt_fraction", "seed", "families")
+
+
+def data_identity(data_cfg: dict) -> dict:
+    keep = {"source": data_cfg["source"]}
+    if data_cfg["source"] in DATA_KEYS:
+        keep.update({k: data_cfg.get(k) for k in DATA_KEYS[data_cfg["source"]]})
+    else:
+        m = data_cfg.get("miniature") or {}
+        keep["miniature"] = {k: m.get(k) for k in MINIATURE_KEYS}
+    return keep
+
 
 # --- a judgement --------------------------------------------------------------------------------
 

@@ -102,3 +102,19 @@ def test_4bit_quantization_without_a_gpu_and_bitsandbytes_is_a_clear_error(tmp_p
 def test_bad_lora_settings_are_named(tmp_path, data, size, message):
     with pytest.raises(ValueError, match=message):
         train(lora_spec(tmp_path, data, "bad-tiny", **size))
+
+
+def test_the_lora_overlay_passes_the_schema_and_a_bad_lora_is_named_there():
+    import copy
+
+    from alpagasus.config import ConfigError, load, validate
+
+    cfg = load(*CONFIGS)
+    assert cfg["training"]["sizes"]["tiny"]["lora"]["r"] == 8
+    bad = copy.deepcopy(cfg)
+    del bad["training"]["sizes"]["tiny"]["lora"]["r"]
+    with pytest.raises(ConfigError, match=r"training.sizes.tiny.lora: 'r' is a required property"):
+        validate(bad)
+    bad["training"]["sizes"]["tiny"].update(lora=None, quantization="8bit")
+    with pytest.raises(ConfigError, match=r"training.sizes.tiny.quantization: '8bit' is not one of"):
+        validate(bad)

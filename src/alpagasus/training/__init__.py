@@ -20,6 +20,7 @@ The package, in the order a run goes through it:
 Signals (SIGTERM, SIGUSR1) mean the same here as everywhere else: ``alpagasus.signals``.
 """
 
+from ..logs import redirect_output  # noqa: F401  (its home is alpagasus.logs; importable here as before)
 from .checkpoint import STATE_FILE, latest_checkpoint
 from .launcher import launch, launch_command, num_processes, srun_environment
 from .loop import TrainingInterrupted, train, train_step

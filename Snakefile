@@ -8,13 +8,18 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
+# checkout); without one they fall back to this tree's src/, since Snakemake appends its own
+# sys.path to every script's (in a conda env too).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from alpagasus.config import validate  # noqa: E402
+from alpagasus.signals import ignore_time_limit_warning  # noqa: E402
+
 # Slurm's warning before a GPU job's time limit (slurm.signal_before_end_s -> --signal=USR1@N)
 # reaches every process of the job step, Snakemake's own included, and SIGUSR1 kills a process
-# that does not handle it. Snakemake ignores it; the trainer catches it, saves and exits, and
-# Snakemake reruns the job, which resumes (docs/cluster.md).
-import signal
-
-signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+# that does not handle it. Snakemake goes on; the trainer saves and exits, and Snakemake reruns
+# the job, which resumes (alpagasus.signals, docs/cluster.md).
+ignore_time_limit_warning()
 
 
 # Paths relative to this file, so `--directory elsewhere` works too.
@@ -26,12 +31,6 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 # one-file view.
 report: "report/workflow.rst"
 
-
-# The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
-# checkout); without one they fall back to this tree's src/, since Snakemake appends its own
-# sys.path to every script's (in a conda env too).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.config import validate  # noqa: E402
 
 # The schema (config/schema.yaml) and the cross-references, with one line naming the key.
 validate(config)

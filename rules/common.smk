@@ -1,41 +1,25 @@
 # Shared by every stage: where results go, and the small functions that pick out of the
 # config exactly what defines each output (so a change reruns just what it touches).
 
+from alpagasus import identity
+
 R = config["results_dir"]
 CACHE = config["cache_dir"]
 
 
+# What defines each result is listed once, in alpagasus.identity (the library's cache key,
+# resume fingerprint and generation key read the same lists).
+
+
 def data_params():
-    # Only what defines the records: a change of max_field_chars or n_test must not
-    # re-create the data (and with it every downstream result).
-    d = config["data"]
-    keep = {"source": d["source"]}
-    if d["source"] == "download":
-        keep.update(url=d["url"], sha256=d.get("sha256"), expected_records=d.get("expected_records"))
-    elif d["source"] == "local":
-        keep.update(local_path=d.get("local_path"), expected_records=d.get("expected_records"))
-    elif d["source"] == "hub":
-        # The cache folder is where the download is kept, not what it is.
-        hub = d.get("hub") or {}
-        keep.update(hub={k: hub.get(k) for k in ("path", "name", "revision", "split")},
-                    expected_records=d.get("expected_records"))
-    else:
-        m = d.get("miniature") or {}
-        keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
-        return keep
-    # How rows become records (the miniature is generated as records).
-    keep.update({k: d.get(k) for k in ("format", "fields", "messages_column", "multi_turn", "empty_output")})
-    return keep
+    # A change of max_field_chars or n_test must not re-create the data (and with it every
+    # downstream result).
+    return identity.data_identity(config["data"])
 
 
 def judge_identity(name):
-    # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
-    # are read at run time and never rerun anything.
-    j = config["judges"][name]
-    ident = {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
-    if ident["backend"] == "openai_batch":
-        ident["backend"] = "openai"  # the same judgements through the Batch API: nothing to redo
-    return ident
+    # Limits, budget, prices and the server URL are read at run time and never rerun anything.
+    return identity.judge_identity(config["judges"][name])
 
 
 def judge_job(name):
@@ -48,7 +32,7 @@ def judge_job(name):
 
 
 def selection_rule(cfg):
-    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+    return identity.selection_identity(cfg)
 
 
 def answers_file(name, size, testset):
@@ -104,19 +88,15 @@ def size_config(size):
     return sizes[size]
 
 
-# Keys of a size that change how a run is executed, not what it produces (the loss is over the
-# global batch and packing is exact, so micro-batch size and packing are among them): they stay
-# out of the rule's params, so changing them reruns nothing. scripts/train.py reads them from
-# the config.
-OPERATIONAL_KEYS = (
-    "resources", "generate_resources", "save_every_steps", "fsdp_config", "attn_implementation",
-    "per_device_batch_size", "pack_length", "packing",
-)
-
-
 def model_params(size):
-    """What defines a trained model of this size: hyperparameters, base model, tokenizer."""
-    return {k: v for k, v in size_config(size).items() if k not in OPERATIONAL_KEYS}
+    """What defines a trained model of this size (identity.TRAINING_OPERATIONAL_KEYS stay out of
+    the params, so changing them reruns nothing; scripts/train.py reads them from the config)."""
+    return identity.training_identity(size_config(size))
+
+
+def generation_params():
+    """What defines the answers, besides the checkpoint, test set and template."""
+    return identity.generation_identity(config["generation"])
 
 
 def _res(size, key):

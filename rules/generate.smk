@@ -46,7 +46,7 @@ rule generate:
         model_name=lambda wc: f"{wc.variant}-{wc.size}",
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
         template=lambda wc: config["training"].get("template"),
-        max_new_tokens=config["generation"].get("max_new_tokens", 1024),
+        max_new_tokens=generation_params()["max_new_tokens"],
     threads: lambda wc: int(_res(wc.size, "generate_resources").get("cpus_per_task", 1))
     resources:
         **rule_resources("generate_resources"),

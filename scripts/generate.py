@@ -1,7 +1,7 @@
 """Snakemake `generate` rule: a checkpoint's answers on one test set (alpagasus.generation)."""
 
 from alpagasus.generation import generate_test_set
-from alpagasus.training import redirect_output
+from alpagasus.logs import redirect_output
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 
@@ -17,4 +17,5 @@ with redirect_output(sm.log[0]):
         # Not a param: the batch size changes speed, not the answers, so it reruns nothing.
         batch_size=int(sm.config["generation"].get("batch_size", 16)),
         threads=sm.threads,
+        mem_mb=int(sm.resources.mem_mb),
     )

@@ -3,7 +3,7 @@
 import logging
 
 from alpagasus.testsets import write_test_set
-from alpagasus.training import redirect_output
+from alpagasus.logs import redirect_output
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-from alpagasus.training import TrainSpec, launch, redirect_output
+from alpagasus.logs import redirect_output
+from alpagasus.training import TrainSpec, launch
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 size = sm.config["training"]["sizes"][sm.wildcards.size]
@@ -21,6 +22,8 @@ with redirect_output(sm.log[0]):
         template=sm.params.template,
         seed=int(sm.params.seed),
         threads=sm.threads,
+        # Not a param (it changes nothing in the model): compared with the memory estimate.
+        mem_mb=int(sm.resources.mem_mb),
     )
     # In-process on CPU or one GPU; `accelerate launch` with the FSDP config on several GPUs
     # (under `srun`, one launcher per node, when a Slurm job has several nodes).

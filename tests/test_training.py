@@ -309,12 +309,13 @@ def test_launch_goes_through_accelerate_launch_when_several_gpus_are_usable(tmp_
     """The multi-GPU path (a launcher subprocess with a spec file), on CPU: accelerate's MULTI_CPU
     config on one machine runs one process, which is enough to check spec, environment and status."""
     import alpagasus.training as training
+    import alpagasus.training.launcher as launcher
 
     cfg = tmp_path / "cpu.yaml"
     cfg.write_text(yaml.safe_dump({"compute_environment": "LOCAL_MACHINE", "distributed_type": "MULTI_CPU",
                                    "num_processes": 2, "num_machines": 1, "machine_rank": 0,
                                    "mixed_precision": "no", "use_cpu": True}))
-    monkeypatch.setattr(training, "num_processes", lambda gpus: 2)
+    monkeypatch.setattr(launcher, "num_processes", lambda gpus: 2)
     spec = make_spec(tmp_path, "launched-tiny", data, max_steps=10)
     log_file = tmp_path / "train.log"
     assert training.launch(spec, gpus=4, accelerate_config=str(cfg), log_file=log_file) == 0

@@ -11,25 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
 
+# What a judgement is paid for is defined with the other result identities.
+from .identity import judgement_key  # noqa: F401  (re-exported: rating, pairwise)
+
 log = logging.getLogger(__name__)
-
-
-def judgement_key(model: str, prompt_version: str, params: dict, messages: list[dict]) -> str:
-    """What a judgement is paid for: the judge model, the prompt version, the sampling
-    parameters and the exact content. The server URL is deliberately not part of it: the same
-    model behind OpenAI or Azure gives the same judgement."""
-    blob = json.dumps(
-        {"model": model, "prompt_version": prompt_version, "params": params, "messages": messages},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-    )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 CACHE_FILE = "judgements.jsonl"

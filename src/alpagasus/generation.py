@@ -15,20 +15,20 @@ output itself appears only when every item has its answer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import identity, memory
 from .data import sha256_file
 from .io import read_jsonl, write_jsonl
 from .prompts import alpaca_prompt
+from .signals import ignoring_time_limit_warning
 
 log = logging.getLogger("alpagasus.generation")
 
@@ -154,11 +154,10 @@ def checkpoint_identity(checkpoint: str | Path) -> str:
 
 
 def generation_key(checkpoint, test_set, *, testset, model_name, template, max_new_tokens, dtype) -> str:
-    """What the answers depend on; the batch size (speed only) is left out."""
-    blob = json.dumps({"checkpoint": checkpoint_identity(checkpoint), "test_set": sha256_file(test_set),
-                       "testset": testset, "model": model_name, "template": template,
-                       "max_new_tokens": int(max_new_tokens), "dtype": dtype}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """What the answers depend on (``alpagasus.identity``); the batch size (speed only) is left out."""
+    return identity.generation_key(checkpoint=checkpoint_identity(checkpoint), test_set_sha256=sha256_file(test_set),
+                                   testset=testset, model_name=model_name, template=template,
+                                   max_new_tokens=max_new_tokens, dtype=dtype)
 
 
 def load_partial(path: Path, key: str) -> dict:
@@ -214,41 +213,43 @@ def generate_test_set(
     batch_size: int = 16,
     threads: int | None = None,
     progress: bool = True,
+    mem_mb: int | None = None,
 ) -> dict:
-    """Write one JSONL line per test item (atomically); returns a small summary."""
+    """Write one JSONL line per test item (atomically); returns a small summary.
+
+    ``mem_mb`` (the job's grant) is compared with the memory estimate before generating.
+    """
     import torch
 
     if threads:
         torch.set_num_threads(int(threads))
-    with _ignoring_sigusr1():
+    # Saved batch by batch: the time-limit warning is no reason to stop early (alpagasus.signals).
+    with ignoring_time_limit_warning():
         return _generate_test_set(checkpoint, test_set, output, testset=testset, model_name=model_name,
                                   template=template, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  progress=progress)
+                                  progress=progress, mem_mb=mem_mb)
 
 
-@contextlib.contextmanager
-def _ignoring_sigusr1():
-    """GPU jobs get SIGUSR1 before their time limit (for training to save its state); generation
-    saves every batch as it goes, so it keeps going until the limit instead of stopping 10
-    minutes early."""
-    try:
-        old = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGUSR1, old)
+def check_memory(model, tokenizer, prompts: list[str], *, batch_size: int, max_new_tokens: int, what: str,
+                 mem_mb: int | None) -> dict:
+    """Log the job's memory estimate beside its grant (``alpagasus.memory``); warn when short."""
+    longest = max((len(tokenizer(p)["input_ids"]) for p in prompts), default=0)
+    est = memory.generation_estimate(
+        config=model.config, n_parameters=sum(p.numel() for p in model.parameters()),
+        dtype_bytes=next(model.parameters()).element_size(), batch_size=min(batch_size, max(1, len(prompts))),
+        prompt_tokens=longest, max_new_tokens=max_new_tokens)
+    return memory.check(est, what, memory.granted_mb(mem_mb))
 
 
 def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, template, max_new_tokens,
-                       batch_size, progress) -> dict:
+                       batch_size, progress, mem_mb) -> dict:
     items = read_jsonl(test_set)
     validate_items(items, str(test_set))
     model, tokenizer = load_model(checkpoint)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     prompts = [alpaca_prompt(it["instruction"], it["input"], template) for it in items]
+    check_memory(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                 what=f"generate {model_name} {testset}", mem_mb=mem_mb)
 
     partial = partial_path(output)
     key = generation_key(checkpoint, test_set, testset=testset, model_name=model_name, template=template,

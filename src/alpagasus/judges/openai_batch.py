@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .. import cost
 from ..batch_journal import TERMINAL, BatchJournal, Chunk, split_lines
+from ..identity import judge_sampling
 from .base import Failure, FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError
 from .openai_judge import CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, _cause, redact, retry_after_seconds
 
@@ -65,7 +66,7 @@ class OpenAIBatchJudge:
         self.cfg = {**DEFAULTS, **cfg}
         self.model = self.cfg["model"]
         # Exactly the online judge's: a judgement made by either backend is the other's too.
-        self.params = {k: self.cfg[k] for k in ("temperature", "top_p", "max_tokens")}
+        self.params = judge_sampling(self.cfg)  # the online judge's: the same cache keys
         self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         self._key = os.environ.get(self.cfg["api_key_env"])
         self.attempts = 0        # request lines in batches this run created (what it may pay for)

@@ -17,6 +17,7 @@ import openai
 
 from .. import cost
 from ..cost import message_tokens
+from ..identity import judge_sampling
 from ..ratelimit import RateLimiter
 from .base import (FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError,
                    JudgeTransientError)
@@ -75,7 +76,7 @@ class OpenAIJudge:
         self.name = name
         self.cfg = {**DEFAULTS, **cfg}
         self.model = self.cfg["model"]
-        self.params = {k: self.cfg[k] for k in ("temperature", "top_p", "max_tokens")}
+        self.params = judge_sampling(self.cfg)
         self.concurrency = self.cfg["concurrency"]
         self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         # Read at construction, checked at first use: estimating cost needs no key.

@@ -1,0 +1,129 @@
+"""What defines each result: the data, a judgement, a selection, a trained model, a set of answers.
+
+One list per kind, read by the workflow (the rule params in rules/common.smk, so a change reruns
+exactly what it defines) and by the library (the judgement cache's key, the training resume
+fingerprint, the generation resume key). What is not listed here (limits, budgets, server URLs,
+resources, batch sizes, save intervals) changes how a result is produced, never which: changing
+it reruns nothing and reuses what was saved.
+
+Pure data and small functions: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+# --- the instruction set ------------------------------------------------------------------------
+
+# Per source, the keys that define the records (max_field_chars shapes the judge's prompt, and
+# the miniature's n_test its test set, not the records; the Hub's cache folder is where a
+# download is kept, not what it is).
+DATA_KEYS = {"download": ("url", "sha256", "expected_records"), "local": ("local_path", "expected_records"),
+             "hub": ("expected_records",)}
+HUB_KEYS = ("path", "name", "revision", "split")
+# How source rows become records (the miniature is generated as records).
+MAPPING_KEYS = ("format", "fields", "messages_column", "multi_turn", "empty_output")
+MINIATURE_KEYS = ("n_records", "corrupt_fraction", "seed", "families")
+
+
+def data_identity(data_cfg: dict) -> dict:
+    keep = {"source": data_cfg["source"]}
+    if data_cfg["source"] not in DATA_KEYS:
+        m = data_cfg.get("miniature") or {}
+        keep["miniature"] = {k: m.get(k) for k in MINIATURE_KEYS}
+        return keep
+    keep.update({k: data_cfg.get(k) for k in DATA_KEYS[data_cfg["source"]]})
+    if data_cfg["source"] == "hub":
+        hub = data_cfg.get("hub") or {}
+        keep["hub"] = {k: hub.get(k) for k in HUB_KEYS}
+    keep.update({k: data_cfg.get(k) for k in MAPPING_KEYS})
+    return keep
+
+
+# --- a judgement --------------------------------------------------------------------------------
+
+# The sampling parameters sent with every request (and part of what a cached reply answered).
+JUDGE_SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
+# A judge's config keys that define its judgements. Concurrency, rate limits, timeout, retries,
+# prices and the server URL are read at run time: the same model behind OpenAI or Azure gives
+# the same judgement.
+JUDGE_KEYS = ("backend", "model", *JUDGE_SAMPLING_KEYS)
+
+
+# Backends that give the same judgements as another (the Batch API runs the online model).
+SAME_JUDGEMENTS_AS = {"openai_batch": "openai"}
+
+
+def judge_identity(judge_cfg: dict) -> dict:
+    """A judge's defining keys (the rating and judging rules' ``judge`` param)."""
+    ident = {k: judge_cfg.get(k) for k in JUDGE_KEYS}
+    ident["backend"] = SAME_JUDGEMENTS_AS.get(ident["backend"], ident["backend"])
+    return ident
+
+
+def judge_sampling(judge_cfg: dict) -> dict:
+    """The sampling parameters a judge sends (``judge_cfg`` with its defaults filled in)."""
+    return {k: judge_cfg[k] for k in JUDGE_SAMPLING_KEYS}
+
+
+def judgement_key(model: str, prompt_version: str, params: dict, messages: list[dict]) -> str:
+    """What a judgement is paid for: the judge model, the prompt version, the sampling
+    parameters and the exact content."""
+    blob = json.dumps(
+        {"model": model, "prompt_version": prompt_version, "params": params, "messages": messages},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# --- a selection --------------------------------------------------------------------------------
+
+SELECTION_KEYS = ("method", "threshold", "k", "fraction")
+
+
+def selection_identity(selection_cfg: dict) -> dict:
+    return {k: selection_cfg.get(k) for k in SELECTION_KEYS}
+
+
+# --- a trained model ----------------------------------------------------------------------------
+
+# Keys of a training size that change how a run executes, not what it computes (the loss is
+# over the global batch and packing is exact, so the micro-batch size and packing are among
+# them): a change reruns nothing, and a saved state is still resumed.
+TRAINING_OPERATIONAL_KEYS = (
+    "resources", "generate_resources", "save_every_steps", "fsdp_config", "attn_implementation",
+    "per_device_batch_size", "pack_length", "packing",
+)
+
+
+def training_identity(size_cfg: dict) -> dict:
+    """What defines a trained model of a size: hyperparameters, base model, tokenizer, adapter."""
+    return {k: v for k, v in size_cfg.items() if k not in TRAINING_OPERATIONAL_KEYS}
+
+
+def training_fingerprint(data_sha256: str, size_cfg: dict, template: str | None, seed: int) -> str:
+    """What a saved training state must match to be resumed: data, hyperparameters, template, seed."""
+    blob = json.dumps([data_sha256, training_identity(size_cfg), template, seed], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- a set of answers ---------------------------------------------------------------------------
+
+# Keys of the `generation` config that define the answers (the batch size changes speed only).
+GENERATION_KEYS = ("max_new_tokens",)
+GENERATION_DEFAULTS = {"max_new_tokens": 1024}
+
+
+def generation_identity(generation_cfg: dict) -> dict:
+    return {k: generation_cfg.get(k, GENERATION_DEFAULTS[k]) for k in GENERATION_KEYS}
+
+
+def generation_key(*, checkpoint: str, test_set_sha256: str, testset: str, model_name: str,
+                   template: str | None, max_new_tokens: int, dtype: str) -> str:
+    """What one set of answers depends on: the checkpoint's identity, the test set's content,
+    the template and the decoding (``max_new_tokens``, dtype)."""
+    blob = json.dumps({"checkpoint": checkpoint, "test_set": test_set_sha256, "testset": testset,
+                       "model": model_name, "template": template, "max_new_tokens": int(max_new_tokens),
+                       "dtype": dtype}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -24,11 +24,22 @@ def judge_identity(name):
     # What defines a judgement: model and sampling. Limits, budget, prices and the server URL
     # are read at run time and never rerun anything.
     j = config["judges"][name]
-    return {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+    identity = {k: j.get(k) for k in ("backend", "model", "temperature", "top_p", "max_tokens")}
+    # Keys of newer judges (score_mode, the local backend's weights): only where set, so a
+    # config without them keeps the params, and the outputs, it always had.
+    identity.update({k: j[k] for k in JUDGE_IDENTITY_EXTRA if k in j})
+    return identity
+
+
+JUDGE_IDENTITY_EXTRA = ("score_mode", "top_logprobs", "saturate", "revision", "gguf_file", "dtype",
+                        "max_new_tokens")
 
 
 def selection_rule(cfg):
-    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+    rule = {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+    if cfg.get("score", "score") != "score":  # selection.score: expected_score (set only then)
+        rule["score"] = cfg["score"]
+    return rule
 
 
 def answers_file(name, size, testset):

@@ -19,7 +19,7 @@ rule rate:
     benchmark:
         f"{R}/benchmarks/rate.tsv"
     resources:
-        **cpu_job(),
+        **judge_job(config["rating"]["judge"]),
     conda:
         "../envs/api.yaml"
     script:

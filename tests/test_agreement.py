@@ -112,3 +112,23 @@ def test_workflow_two_judges_logprobs_selection_and_release(tmp_path, api_key):
     verifier_rows = read_jsonl(res / "compare/verifier/scores.jsonl")
     assert len(verifier_rows) == len(records) and all(r["judge"] == "verifier" for r in verifier_rows)
     assert (res / "plots/judge_agreement.png").stat().st_size > 10_000
+
+
+def test_report_page_shows_agreement_and_ties(tmp_path):
+    import json
+
+    from alpagasus.report import build
+
+    test_write_agreement_files(tmp_path)
+    summary = {"records": 20, "kept": 5, "kept_fraction": 0.25, "rule": {"method": "top_k", "k": 5},
+               "random_baseline_size": 5, "unscored": 0, "paper_bins": {"5": 5},
+               "score_used": {"field": "expected_score", "distinct_values": 17, "cut_value": 4.61,
+                              "ties_at_cut": 3, "ties_at_cut_kept": 1, "largest_tie_group": 3}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "cost.json").write_text(json.dumps({"model": "m", "usd_this_run": 0.0}))
+    build(selection_summary=tmp_path / "summary.json", score_hist=tmp_path / "out.png", rating_cost=tmp_path / "cost.json",
+          checkpoints=[], winrates=[], judge_costs=[], out_path=tmp_path / "r.html",
+          agreement=[tmp_path / "out.json", tmp_path / "out.png"])
+    page = (tmp_path / "r.html").read_text()
+    assert "Judge agreement" in page and "a vs b" in page and "kappa (quadratic, 0.5 grid)" in page
+    assert "17 distinct values" in page and "3 records tie, 1 of them kept" in page

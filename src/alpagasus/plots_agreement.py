@@ -34,8 +34,8 @@ def agreement_figure(result: dict, path: str | Path) -> None:
         ax.set_ylabel(p["judge_a"])
         kappa = p["kappa_quadratic_grid_0_5"]
         rho = p["spearman"]
-        ax.set_title(f"{p['judge_a']} vs {p['judge_b']}\nSpearman {rho if rho is not None else 'n/a'}, "
-                     f"kappa {kappa if kappa is None else round(kappa, 3)}", fontsize=9)
+        ax.set_title(f"{p['judge_a']} vs {p['judge_b']}\nSpearman {'n/a' if rho is None else f'{rho:.3f}'}, "
+                     f"quadratic kappa {'n/a' if kappa is None else f'{kappa:.3f}'}", fontsize=9)
     if rel_rows:
         ax = axes[len(pairs)]
         names = [f"{j}\nvs {rel}" for rel, j, _ in rel_rows]

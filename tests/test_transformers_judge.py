@@ -79,3 +79,49 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
         assert c["requests_sent"] == 0 and c["judgements_paid_this_run"] == 0
         assert c["judgements_reused_from_cache"] == N_RECORDS
     assert (runs[0] / "scores.jsonl").read_text() == (runs[1] / "scores.jsonl").read_text()
+
+
+def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):
+    """Only the DAG (snakemake -n): the judge's resources reach the rating jobs' Slurm resources."""
+    from test_workflow import snakemake
+
+    cfg = {"data": {"source": "miniature", "miniature": {"n_records": 50}},
+           "judges": {"local": {"backend": "transformers", "model": "/nowhere", "score_mode": "logprobs",
+                                "resources": {"gpus": 1, "cpus_per_task": 8, "mem_mb": 64000, "runtime_min": 600}}},
+           "rating": {"judge": "local", "compare": ["chatgpt"]}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "results/scores.jsonl", "results/compare/chatgpt/scores.jsonl", "-n",
+                     "--configfile", tmp_path / "o.yaml")
+    jobs = {}
+    rule = None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("rule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            jobs[rule] = line
+    assert "slurm_partition=gpu" in jobs["rate"] and "gres=gpu:a100:1" in jobs["rate"]
+    assert "cpus_per_task=8" in jobs["rate"] and "mem_mb=64000" in jobs["rate"] and "runtime=600" in jobs["rate"]
+    assert "slurm_partition=cpu" in jobs["rate_compare"] and "gres=gpu" not in jobs["rate_compare"]
+
+
+def test_weights_hash_is_part_of_the_cache_key(tmp_path):
+    import asyncio
+
+    from alpagasus.judges import JudgeFatalError
+    from alpagasus.judges.transformers_judge import TransformersJudge
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights one")
+    a = TransformersJudge("a", {"backend": "transformers", "model": str(model)})
+    (model / "model.safetensors").write_bytes(b"weights two")
+    b = TransformersJudge("b", {"backend": "transformers", "model": str(model)})
+    assert a.params["weights_sha256"] != b.params["weights_sha256"] and a.params["max_new_tokens"] == 64
+    lp = TransformersJudge("c", {"backend": "transformers", "model": str(model), "score_mode": "logprobs"})
+    assert "max_new_tokens" not in lp.params and lp.params["score_mode"] == "logprobs"
+    with pytest.raises(JudgeFatalError, match="pairwise"):
+        asyncio.run(lp.complete(__import__("alpagasus.judges", fromlist=["JudgeRequest"]).JudgeRequest(
+            "k", [], {"answer_1": "x", "answer_2": "y"})))
+    with pytest.raises(JudgeFatalError, match="no weight files"):
+        (tmp_path / "empty").mkdir()
+        TransformersJudge("d", {"backend": "transformers", "model": str(tmp_path / "empty")})

@@ -140,3 +140,20 @@ def test_selection_by_expected_score_with_ties():
     assert cut_ties(by_text, select_indices(recs, by_text, "threshold", 4.5))["ties_at_cut"] == 7
     with pytest.raises(ValueError, match="score_mode: logprobs"):
         scores_of([{"status": "scored", "score": 4.5}], "expected_score")
+
+
+def test_fake_server_logprobs_are_deterministic_and_spell_the_reply(api_key):
+    import openai
+
+    msgs = rating_messages("Name a colour.", "", "Blue.")
+    with FakeOpenAIServer(api_key=api_key) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key=api_key, max_retries=0)
+        asked = [client.chat.completions.create(model="m", messages=msgs, logprobs=True, top_logprobs=20)
+                 for _ in range(2)]
+        plain = client.chat.completions.create(model="m", messages=msgs)
+    a, b = (r.choices[0] for r in asked)
+    assert a.logprobs.model_dump() == b.logprobs.model_dump()
+    assert "".join(t.token for t in a.logprobs.content) == a.message.content
+    assert plain.choices[0].logprobs is None
+    for pos in a.logprobs.content:  # probabilities of a position's alternatives sum to at most 1
+        assert sum(math.exp(t.logprob) for t in pos.top_logprobs) <= 1 + 1e-9

@@ -125,3 +125,17 @@ def test_weights_hash_is_part_of_the_cache_key(tmp_path):
     with pytest.raises(JudgeFatalError, match="no weight files"):
         (tmp_path / "empty").mkdir()
         TransformersJudge("d", {"backend": "transformers", "model": str(tmp_path / "empty")})
+
+
+def test_a_model_that_cannot_load_stops_the_rating_with_the_reason(tmp_path):
+    from alpagasus.rating import IncompleteRatingError, rate_records
+
+    model = tmp_path / "broken"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"not a model")
+    judges = {"broken": {"backend": "transformers", "model": str(model)}}
+    records = [{"instruction": "Say hi.", "input": "", "output": "hi"}]
+    with pytest.raises(IncompleteRatingError, match="cannot load"):
+        rate_records(records, judges, {"judge": "broken"}, tmp_path / "cache", tmp_path / "s.jsonl",
+                     tmp_path / "c.json", progress=False)
+    assert not (tmp_path / "s.jsonl").exists()

@@ -155,7 +155,12 @@ class TransformersJudge:
         if self._lm is None:
             if self._loading is None:
                 self._loading = asyncio.ensure_future(asyncio.to_thread(self.load))
-            await self._loading  # loaded once, whoever asks first
+            try:
+                await self._loading  # loaded once, whoever asks first
+            except JudgeFatalError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a model that cannot load stops the run, with why
+                raise JudgeFatalError(f"judge {self.name!r}: cannot load {self.model}: {type(exc).__name__}: {exc}") from None
         self.attempts += 1
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((self.prompt_ids(request), request, fut))

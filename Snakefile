@@ -48,11 +48,13 @@ localrules:
     winrate,
     report,
     judging_estimate,
+    judge_agreement,
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/rate.smk"
+include: "rules/agreement.smk"
 include: "rules/select.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
@@ -70,4 +72,5 @@ rule all:
         f"{R}/selection_summary.json",
         f"{R}/plots/score_hist.png",
         [f"{R}/selections/{name}.json" for name in config["selection"].get("extra") or {}],
+        agreement_outputs(),
     default_target: True

@@ -22,15 +22,6 @@ def judge_identity(name):
     return identity.judge_identity(config["judges"][name])
 
 
-def judge_job(name):
-    # With a batch judge the job waits for its batches (answered within 24 h), so its runtime
-    # covers that window; killed anyway, the rerun resumes the same batches.
-    j = config["judges"][name]
-    if j.get("backend") == "openai_batch":
-        return {"runtime": int(j.get("runtime_min", 26 * 60))}
-    return {}
-
-
 def selection_rule(cfg):
     return identity.selection_identity(cfg)
 
@@ -151,3 +142,61 @@ def cpu_job(**resources):
     slurm = config.get("slurm") or {}
     return dict(slurm_partition=slurm.get("cpu_partition") or "",
                 slurm_account=slurm.get("account") or "", **resources)
+
+
+# --- judges as jobs: a local transformers judge with GPUs is a GPU job ---------------------
+
+
+def judge_job(name):
+    """Slurm resources of a rating or judging job. An API judge (or the verifier) is a CPU job
+    (a batch judge's as long as its window);
+    a `transformers` judge gets the GPU partition and its own `resources` (gpus, cpus_per_task,
+    mem_mb, runtime_min) when it asks for GPUs, else a CPU job of that size."""
+    j = config["judges"][name]
+    if j.get("backend") == "openai_batch":
+        # It waits for its batches (answered within 24 h), so its runtime covers that window;
+        # killed anyway, the rerun resumes the same batches.
+        return cpu_job(runtime=int(j.get("runtime_min", 26 * 60)))
+    if j.get("backend") != "transformers":
+        return cpu_job()
+    res = j.get("resources") or {}
+    gpus = int(res.get("gpus", 0) or 0)
+    slurm = config.get("slurm") or {}
+    sized = dict(mem_mb=int(res.get("mem_mb", 16000)), runtime=int(res.get("runtime_min", 240)),
+                 cpus_per_task=int(res.get("cpus_per_task", 4)))
+    if gpus <= 0:
+        return cpu_job(**sized)
+    gpu_type = slurm.get("gpu_type")
+    return dict(slurm_partition=slurm.get("gpu_partition") or "", slurm_account=slurm.get("account") or "",
+                gres=f"gpu:{gpu_type}:{gpus}" if gpu_type else f"gpu:{gpus}", **sized)
+
+
+def judge_job_by_wildcard():
+    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare)."""
+    keys = ("slurm_partition", "slurm_account", "gres", "mem_mb", "runtime", "cpus_per_task")
+    defaults = {"slurm_partition": "", "slurm_account": "", "gres": "", "mem_mb": 2000, "runtime": 60,
+                "cpus_per_task": 1}
+    return {k: (lambda wc, k=k: judge_job(wc.judge).get(k, defaults[k])) for k in keys}
+
+
+# --- judge agreement (rules/agreement.smk) -------------------------------------------------
+
+
+def agreement_judges():
+    main = config["rating"]["judge"]
+    return [main] + [j for j in config["rating"].get("compare") or [] if j != main]
+
+
+def judge_scores_file(name):
+    # rating.judge's own scores are the main ones; another judge's live beside them.
+    if name == config["rating"]["judge"]:
+        return f"{R}/scores.jsonl"
+    return f"{R}/compare/{name}/scores.jsonl"
+
+
+def agreement_wanted():
+    return bool(config["rating"].get("compare") or config["selection"].get("compare_to"))
+
+
+def agreement_outputs():
+    return [f"{R}/judge_agreement.json", f"{R}/plots/judge_agreement.png"] if agreement_wanted() else []

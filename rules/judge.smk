@@ -25,7 +25,7 @@ rule judge_pair:
     benchmark:
         f"{R}/benchmarks/judge/{{size}}/{{a}}-vs-{{b}}/{{testset}}.tsv"
     resources:
-        **cpu_job(**judge_job(config["evaluation"]["judge"])),
+        **judge_job(config["evaluation"]["judge"]),
     conda:
         "../envs/api.yaml"
     script:

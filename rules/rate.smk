@@ -20,7 +20,7 @@ rule rate:
     benchmark:
         f"{R}/benchmarks/rate.tsv"
     resources:
-        **cpu_job(**judge_job(config["rating"]["judge"])),
+        **judge_job(config["rating"]["judge"]),
     conda:
         "../envs/api.yaml"
     script:

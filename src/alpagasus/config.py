@@ -74,6 +74,9 @@ def check_references(cfg: dict) -> None:
         name = (cfg.get(section) or {}).get("judge")
         if name is not None and name not in judges:
             raise ConfigError(f"config {section}.judge: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
+    for name in (cfg.get("rating") or {}).get("compare") or []:
+        if name not in judges:
+            raise ConfigError(f"config rating.compare: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
     known = BUILTIN_VARIANTS | set((cfg.get("selection") or {}).get("extra") or {})
     refs = set((cfg.get("evaluation") or {}).get("references") or {})
     for v in (cfg.get("training") or {}).get("variants") or []:

@@ -55,10 +55,17 @@ JUDGE_KEYS = ("backend", "model", *JUDGE_SAMPLING_KEYS)
 SAME_JUDGEMENTS_AS = {"openai_batch": "openai"}
 
 
+# Keys of newer judges (score_mode, a local model's weights): part of the identity only where
+# set, so a config without them keeps the params, and the outputs, it always had.
+JUDGE_OPTIONAL_KEYS = ("score_mode", "top_logprobs", "saturate", "revision", "gguf_file", "dtype",
+                       "max_new_tokens")
+
+
 def judge_identity(judge_cfg: dict) -> dict:
     """A judge's defining keys (the rating and judging rules' ``judge`` param)."""
     ident = {k: judge_cfg.get(k) for k in JUDGE_KEYS}
     ident["backend"] = SAME_JUDGEMENTS_AS.get(ident["backend"], ident["backend"])
+    ident.update({k: judge_cfg[k] for k in JUDGE_OPTIONAL_KEYS if k in judge_cfg})
     return ident
 
 
@@ -83,7 +90,10 @@ SELECTION_KEYS = ("method", "threshold", "k", "fraction")
 
 
 def selection_identity(selection_cfg: dict) -> dict:
-    return {k: selection_cfg.get(k) for k in SELECTION_KEYS}
+    chosen = {k: selection_cfg.get(k) for k in SELECTION_KEYS}
+    if selection_cfg.get("score", "score") != "score":  # selection.score: expected_score (only then)
+        chosen["score"] = selection_cfg["score"]
+    return chosen
 
 
 # --- a trained model ----------------------------------------------------------------------------

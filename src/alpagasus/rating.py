@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from .engine import run_judgements
+from .expected_score import expected_score
 from .io import check_writable, write_json, write_jsonl
 from .judges import Failure, FailureKind, JudgeRequest, make_judge
 from .parsing import parse_rating
@@ -51,6 +52,15 @@ def build_requests(records: list[dict], judge, dimension: str, max_field_chars: 
         requests.append(JudgeRequest(key=key, messages=messages, context=fields))
         flags.append(rec_flags)
     return requests, flags
+
+
+def _expected_fields(entry: dict | None) -> dict:
+    """expected_score, score_probs and score_outside_mass of one reply (expected_score.py);
+    null where the reply has no readable score or its server sent no log-probabilities."""
+    found = expected_score(entry.get("logprobs")) if entry is not None else None
+    if found is None:
+        return {"expected_score": None, "score_probs": None, "score_outside_mass": None}
+    return {"expected_score": found.expected, "score_probs": found.probs, "score_outside_mass": found.outside_mass}
 
 
 def rate_records(
@@ -92,6 +102,7 @@ def rate_records(
         if cache is not None:
             cache.close()
 
+    by_logprobs = judge_cfg.get("score_mode", "text") == "logprobs"
     rows, counts = [], {"scored": 0, "unparsed": 0, "failed": 0, "budget": 0}
     first_index: dict[str, int] = {}
     for i, (req, rec_flags) in enumerate(zip(requests, flags)):
@@ -113,6 +124,8 @@ def rate_records(
             err = outcome.errors.get(req.key, Failure(FailureKind.STOPPED, "no reply"))
             row["status"] = "budget" if err.kind is FailureKind.BUDGET else "failed"
             row["error"] = str(err)
+        if by_logprobs:
+            row.update(_expected_fields(entry if row["status"] == "scored" else None))
         counts[row["status"]] += 1
         rows.append(row)
 

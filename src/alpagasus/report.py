@@ -53,8 +53,9 @@ def _json(path) -> dict:
 
 
 def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str], winrates: list[tuple[str, str, str]],
-          judge_costs: list[str], out_path, title: str = "alpagasus run") -> None:
-    """``winrates``: (size, csv path, png path). ``checkpoints``: checkpoint directories."""
+          judge_costs: list[str], out_path, title: str = "alpagasus run", agreement: list[str] | None = None) -> None:
+    """``winrates``: (size, csv path, png path). ``checkpoints``: checkpoint directories.
+    ``agreement``: (judge_agreement.json, its figure) where judges were compared."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
 
     s = _json(selection_summary)
@@ -64,6 +65,25 @@ def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str],
                  f"{s['unscored']:,} records without a score.</p>")
     parts.append(_table([{"bin": k, "records": v} for k, v in s["paper_bins"].items()]))
     parts.append(_img(score_hist, "score histogram"))
+    used = s.get("score_used")
+    if used:
+        parts.append(f"<p>Ranked by <code>{html.escape(used['field'])}</code>: {used['distinct_values']:,} distinct "
+                     f"values; at the cut ({_fmt(used['cut_value'])}) {used['ties_at_cut']:,} records tie, "
+                     f"{used['ties_at_cut_kept']:,} of them kept by the content-hash tie-break; largest tie group "
+                     f"{used['largest_tie_group']:,}.</p>")
+    if agreement:
+        from .agreement import summary_rows
+
+        result = _json(agreement[0])
+        pairs, releases = summary_rows(result)
+        parts.append("<h2>Judge agreement</h2>")
+        parts.append(f"<p>Scores compared: <code>{html.escape(result['score_field'])}</code>; kept sets by "
+                     f"{html.escape(json.dumps(result['rule']))}, matched by content hash.</p>")
+        if pairs:
+            parts.append(_table(pairs))
+        if releases:
+            parts.append(_table(releases))
+        parts.append(_img(agreement[1], "judge agreement"))
 
     parts.append("<h2>Training</h2>")
     rows = []

@@ -18,6 +18,8 @@ from .data import record_key
 
 # The paper's histogram bins (PAPER.md section 1).
 PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
+# selection.score: which field of scores.jsonl ranks the records.
+SCORE_FIELDS = ("score", "expected_score")
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +111,46 @@ def rule_of(cfg: dict) -> dict:
     return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
 
 
+def score_field(cfg: dict) -> str:
+    field = cfg.get("score") or "score"
+    if field not in SCORE_FIELDS:
+        raise ValueError(f"selection.score: {field!r} is not one of {SCORE_FIELDS}")
+    return field
+
+
+def scores_of(rows: list[dict], field: str, path="scores.jsonl") -> list[float | None]:
+    """The ranking value of each record; a record that was not ``scored`` has none (it is never
+    kept, whatever its expected score)."""
+    if field != "score" and rows and field not in rows[0]:
+        raise ValueError(f"{path}: no field {field!r} (selection.score: {field} needs a rating by a judge "
+                         f"with score_mode: logprobs)")
+    return [r.get(field) if r.get("status") == "scored" else None for r in rows]
+
+
+def cut_ties(scores: list[float | None], kept: list[int]) -> dict:
+    """How arbitrary the cut is: the distinct values, the lowest kept value, how many records
+    share it (kept or not: past the cut they were dropped by the hash tie-break) and the largest
+    group of equal scores anywhere."""
+    present = [s for s in scores if s is not None]
+    groups = Counter(present)
+    cut = min((scores[i] for i in kept), default=None)
+    at_cut = groups.get(cut, 0) if cut is not None else 0
+    return {
+        "distinct_values": len(groups),
+        "cut_value": cut,
+        "ties_at_cut": at_cut,
+        "ties_at_cut_kept": sum(1 for i in kept if scores[i] == cut),
+        "largest_tie_group": max(groups.values(), default=0),
+    }
+
+
 def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int]:
     """Write the kept records in Alpaca's own format and order."""
     from .data import load_records, write_records
 
     records = load_records(records_path)
     rows = load_scores(scores_path, len(records))
-    kept = select_indices(records, [r["score"] for r in rows], **rule_of(rule))
+    kept = select_indices(records, scores_of(rows, score_field(rule), scores_path), **rule_of(rule))
     write_records(out_path, [records[i] for i in kept])
     return kept
 
@@ -139,10 +174,13 @@ def write_summary(records_path, scores_path, rule: dict, random_path, summary_pa
 
     records = load_records(records_path)
     rows = load_scores(scores_path, len(records))
-    kept = select_indices(records, [r["score"] for r in rows], **rule_of(rule))
+    field = score_field(rule)
+    ranked = scores_of(rows, field, scores_path)
+    kept = select_indices(records, ranked, **rule_of(rule))
     with open(random_path, encoding="utf-8") as fh:
         random_size = len(json.load(fh))
-    summary = summarize(rows, kept, rule_of(rule), random_size)
+    summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size)
+    summary["score_used"] = {"field": field, **cut_ties(ranked, kept)}
     write_json(summary_path, summary)
     score_histogram(summary, plot_path)
     return summary

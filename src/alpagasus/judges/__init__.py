@@ -24,7 +24,12 @@ def make_judge(name: str, cfg: dict):
         from .verifier import VerifierJudge
 
         return VerifierJudge(name, cfg)
-    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} (openai, openai_batch, verifier)")
+    if backend == "transformers":
+        from .transformers_judge import TransformersJudge
+
+        return TransformersJudge(name, cfg)
+    raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} "
+                          f"(openai, openai_batch, transformers, verifier)")
 
 
 __all__ = ["make_judge", "Judge", "Failure", "FailureKind", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",

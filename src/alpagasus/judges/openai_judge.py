@@ -17,6 +17,7 @@ import openai
 
 from .. import cost
 from ..cost import message_tokens
+from ..expected_score import trim_to_score
 from ..identity import judge_sampling
 from ..ratelimit import RateLimiter
 from .base import (FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError,
@@ -28,8 +29,9 @@ DEFAULTS = {
     "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0,
     "max_tokens": 256, "concurrency": 16, "requests_per_minute": None, "tokens_per_minute": None,
     "timeout_s": 60.0, "max_retries": 8, "usd_per_1m_input_tokens": 0.0, "usd_per_1m_output_tokens": 0.0,
-    "max_wait_s": 120.0,
+    "max_wait_s": 120.0, "score_mode": "text", "top_logprobs": 20,
 }
+SCORE_MODES = ("text", "logprobs")
 # A wait the server asks for beyond this is logged: a silent pause looks like a hang.
 VISIBLE_WAIT_S = 5.0
 # httpx scans its whole connection pool for every request: with hundreds in flight in one pool
@@ -77,6 +79,11 @@ class OpenAIJudge:
         self.cfg = {**DEFAULTS, **cfg}
         self.model = self.cfg["model"]
         self.params = judge_sampling(self.cfg)
+        if self.cfg["score_mode"] not in SCORE_MODES:
+            raise JudgeFatalError(f"config judges.{name}.score_mode: {self.cfg['score_mode']!r} is not one of {SCORE_MODES}")
+        if self.cfg["score_mode"] == "logprobs":
+            # Only in logprobs mode: text-mode cache keys stay exactly what they always were.
+            self.params.update(logprobs=True, top_logprobs=self.cfg["top_logprobs"])
         self.concurrency = self.cfg["concurrency"]
         self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         # Read at construction, checked at first use: estimating cost needs no key.
@@ -158,7 +165,23 @@ class OpenAIJudge:
             text=text, prompt_tokens=prompt if reported else 0,
             completion_tokens=completion if reported else 0,
             model=resp.get("model") or self.model, usage_reported=reported,
+            logprobs=self._logprobs(first) if self.params.get("logprobs") else None,
         )
+
+    @staticmethod
+    def _logprobs(choice: dict) -> list:
+        """The reply's token log-probabilities around the score (expected_score.trim_to_score).
+        A server that ignores ``logprobs: true`` sends none: the reply is still a judgement
+        (its text score stands), its expected score is then null."""
+        content = (choice.get("logprobs") or {}).get("content") or []
+        rows = []
+        for pos in content:
+            if not isinstance(pos, dict):
+                continue
+            rows.append({"token": pos.get("token"), "logprob": pos.get("logprob"),
+                         "top_logprobs": [{"token": a.get("token"), "logprob": a.get("logprob")}
+                                          for a in (pos.get("top_logprobs") or []) if isinstance(a, dict)]})
+        return trim_to_score(rows)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         tokens = message_tokens(request.messages) + self.params["max_tokens"]

@@ -57,6 +57,7 @@ __all__ = [
     "pairwise_reply",
     "parse_pairwise_user",
     "rating_reply",
+    "reply_logprobs",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +152,43 @@ def rating_reply(messages: list[dict]) -> str:
     shape = _RATING_SHAPES[_u64(d, 1) % len(_RATING_SHAPES)]
     expl = _EXPLANATIONS[_u64(d, 2) % len(_EXPLANATIONS)]
     return shape.format(s=_fmt(expected_rating(messages)), e=expl)
+
+
+_TOKEN_RE = re.compile(r"\d|\.|\s*[A-Za-z']+|\s+|[^\w\s]")
+
+
+def reply_logprobs(messages: list[dict], text: str, top_logprobs: int = 20) -> list[dict]:
+    """``choices[0].logprobs.content`` for ``text``: one entry per token (digits and "." are
+    tokens of their own, as in GPT tokenizers, so "4.5" is three), each with alternatives whose
+    probabilities are a pure function of the request. The first digit of a rating puts most of its
+    mass on the written digit, the rest on its neighbours and on a word ("The"), so the expected
+    score differs from the written one record by record."""
+    d = hashlib.sha256(("logprobs\x1f" + _user_text(messages)).encode("utf-8")).digest()
+    u = [_u64(d, i) / 2**64 for i in range(4)]
+    tokens = _TOKEN_RE.findall(text)
+    first_digit = next((i for i, t in enumerate(tokens) if t.isdigit()), None)
+    content = []
+    for i, tok in enumerate(tokens):
+        if i == first_digit:
+            v = int(tok)
+            main, down, up = 0.5 + 0.4 * u[0], 0.0, 0.0
+            rest = 1.0 - main
+            down = rest * u[1] if v > 0 else 0.0
+            up = rest * (1 - u[1]) * 0.8 if v < 9 else 0.0
+            alts = [(tok, main), (str(v - 1), down), (str(v + 1), up), ("The", 1.0 - main - down - up)]
+        elif first_digit is not None and i == first_digit + 1 and tok == ".":
+            alts = [(".", 0.7 + 0.25 * u[2]), ("\n", 0.3 - 0.25 * u[2])]
+        elif first_digit is not None and i == first_digit + 2 and tok.isdigit() and tokens[i - 1] == ".":
+            other = "0" if tok != "0" else "5"
+            alts = [(tok, 0.6 + 0.35 * u[3]), (other, 0.4 - 0.35 * u[3])]
+        else:
+            alts = [(tok, 0.9), (" the" if tok != " the" else " a", 0.1)]
+        alts = [(t, p) for t, p in alts if p > 0][: max(1, top_logprobs)]
+        content.append({
+            "token": tok, "logprob": math.log(alts[0][1]), "bytes": list(tok.encode("utf-8")),
+            "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": list(t.encode("utf-8"))} for t, p in alts],
+        })
+    return content
 
 
 def answer_score(question: str, answer: str) -> int:
@@ -675,7 +713,8 @@ class FakeOpenAIServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
+                    "logprobs": ({"content": reply_logprobs(messages, text, int(body.get("top_logprobs") or 0)),
+                                  "refusal": None} if body.get("logprobs") else None),
                     "finish_reason": "stop",
                 }
             ],

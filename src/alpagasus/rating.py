@@ -144,7 +144,7 @@ def rate_records(
     if missing:
         if counts["scored"] == 0:
             raise IncompleteRatingError(
-                f"no record has a score (allow_incomplete does not select from nothing): "
+                "no record has a score (allow_incomplete does not select from nothing): "
                 + _missing_message(outcome, counts, len(records)))
         log.warning("INCOMPLETE RATING (rating.allow_incomplete: true): %d of %d records have no score "
                     "(%d failed, %d over budget) and will not be selected; %s", missing, len(records),

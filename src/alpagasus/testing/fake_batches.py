@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .fake_openai import (OTHER_REPLY, _classify, _draw, _error_body, _text, _tokens, pairwise_reply, rating_reply,
-                          request_key)
+from .fake_openai import _classify, _draw, _error_body, reply_text, reply_usage, request_key
 
 if TYPE_CHECKING:
     from .fake_openai import FakeOpenAIServer
@@ -361,18 +360,8 @@ class FakeBatches:
                      "response": {"status_code": 500, "request_id": rid,
                                   "body": _error_body("The server had an error while processing your request.",
                                                       "server_error", None)}}, False)
-        kind = entry["kind"]
-        if kind == "rating":
-            text = rating_reply(messages)
-        elif kind == "pairwise":
-            try:
-                text = pairwise_reply(messages, srv.position_bias)
-            except ValueError:
-                text = OTHER_REPLY
-        else:
-            text = OTHER_REPLY
-        prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-        pt, ct = _tokens(prompt_len), _tokens(len(text))
+        text = reply_text(messages, srv.position_bias)
+        pt, ct = reply_usage(messages, text)
         completion = {"id": f"chatcmpl-fakebatch-{rid}", "object": "chat.completion", "created": int(time.time()),
                       "model": model, "system_fingerprint": "fp_fake",
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},

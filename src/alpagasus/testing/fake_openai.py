@@ -226,6 +226,25 @@ def pairwise_reply(messages: list[dict], position_bias: float = 0.0) -> str:
     return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
 
 
+def reply_text(messages: list[dict], position_bias: float = 0.0) -> str:
+    """The fake judge's deterministic answer to a chat request (online and in a batch alike)."""
+    kind = _classify(messages)
+    if kind == "rating":
+        return rating_reply(messages)
+    if kind == "pairwise":
+        try:
+            return pairwise_reply(messages, position_bias)
+        except ValueError:
+            return OTHER_REPLY
+    return OTHER_REPLY
+
+
+def reply_usage(messages: list[dict], text: str) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) the fake server bills for a reply."""
+    prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    return _tokens(prompt_len), _tokens(len(text))
+
+
 def _classify(messages: list[dict]) -> str:
     system = _system_text(messages)
     if system == RATING_SYSTEM:
@@ -689,20 +708,8 @@ class FakeOpenAIServer:
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
                                 content_type="application/json")
 
-        kind = entry["kind"]
-        if fault == "no_score":
-            text = NO_SCORE_REPLY
-        elif kind == "rating":
-            text = rating_reply(messages)
-        elif kind == "pairwise":
-            try:
-                text = pairwise_reply(messages, self.position_bias)
-            except ValueError:
-                text = OTHER_REPLY
-        else:
-            text = OTHER_REPLY
-        prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-        pt, ct = _tokens(prompt_len), _tokens(len(text))
+        text = NO_SCORE_REPLY if fault == "no_score" else reply_text(messages, self.position_bias)
+        pt, ct = reply_usage(messages, text)
         payload = {
             "id": f"chatcmpl-fake-{next(self._ids)}",
             "object": "chat.completion",

@@ -36,7 +36,7 @@ SCORE_MODES = ("text", "logprobs")
 VISIBLE_WAIT_S = 5.0
 # httpx scans its whole connection pool for every request: with hundreds in flight in one pool
 # that scan costs more CPU than the request. One client per this many workers keeps it small.
-WORKERS_PER_CLIENT = 64
+WORKERS_PER_CLIENT = 16
 # Before any request has succeeded, a connection error is most likely a wrong base_url, a
 # closed port or a DNS/TLS problem: retry a couple of times (a blip), then stop the run.
 CONNECT_RETRIES_BEFORE_FIRST_SUCCESS = 2

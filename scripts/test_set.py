@@ -2,8 +2,8 @@
 
 import logging
 
+from alpagasus.logs import redirect_output
 from alpagasus.testsets import write_test_set
-from alpagasus.training import redirect_output
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -3,7 +3,8 @@
 import sys
 from pathlib import Path
 
-from alpagasus.training import TrainSpec, launch, redirect_output
+from alpagasus.logs import redirect_output
+from alpagasus.training import TrainSpec, launch
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 size = sm.config["training"]["sizes"][sm.wildcards.size]

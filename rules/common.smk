@@ -17,6 +17,8 @@ def data_params():
     else:
         m = d.get("miniature") or {}
         keep["miniature"] = {k: m.get(k) for k in ("n_records", "corrupt_fraction", "seed", "families")}
+    if d.get("max_records") is not None and d["source"] != "miniature":
+        keep["max_records"] = d["max_records"]
     return keep
 
 

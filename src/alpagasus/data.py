@@ -162,6 +162,11 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
         origin = str(Path(path).resolve())
     else:  # the schema rejects this first; kept for library callers
         raise DataError(f"config data.source: unknown value {source!r}")
+    limit = data_cfg.get("max_records")
+    if limit is not None and source != "miniature":
+        # A rehearsal on a slice: the first N, in file order (checked whole first, above).
+        records = records[:limit]
+        origin = f"{origin} (first {len(records)} records)"
 
     dups = duplicate_groups(records)
     if dups:

@@ -27,9 +27,17 @@ validate(config, "config/schema.yaml")
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.config import check_references  # noqa: E402
+import yaml  # noqa: E402
+from alpagasus.config import check_references, merge_overlays, selection_warnings  # noqa: E402
 
+# Snakemake merged the overlays already; this only stops an overlay's `{}` that removes nothing.
+merge_overlays(
+    yaml.safe_load((Path(workflow.basedir) / "config" / "config.yaml").read_text()),
+    [(str(f), yaml.safe_load(Path(f).read_text()) or {}) for f in workflow.overwrite_configfiles or []],
+)
 check_references(config)
+for warning in selection_warnings(config):
+    print(f"WARNING: {warning}", file=sys.stderr)
 
 # Light rules run where snakemake runs, never on a cluster node.
 localrules:

@@ -1,6 +1,7 @@
 # alpagasus: the AlpaGasus recipe as one reproducible workflow.
 #   snakemake --cores 2 --configfile config/smoke.yaml      # the offline miniature
 #   snakemake results/filtered_9k.json --cores 4             # the paper's data selection
+#   snakemake --cores 2 --configfile config/rehearsal.yaml   # rehearse the cluster run on CPU (README)
 import sys
 from pathlib import Path
 

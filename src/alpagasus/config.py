@@ -98,6 +98,7 @@ def check_references(cfg: dict) -> None:
                 raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
     for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
         _check_size_paths(name, size or {})
+        _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
 
 
 def _is_local_path(value: str) -> bool:
@@ -105,10 +106,26 @@ def _is_local_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~"))
 
 
+def _check_gguf(key: str, value) -> None:
+    """A GGUF base model is converted by the workflow (rule convert_gguf), so it must be there."""
+    from .gguf import GGUFError, is_gguf, locate
+
+    if not is_gguf(value):
+        return
+    try:
+        locate(value)
+    except GGUFError as exc:
+        raise ConfigError(f"config {key}: {exc}") from None
+
+
 def _check_size_paths(name: str, size: dict) -> None:
     """Files a training size names must exist before hours of GPU time are queued for it."""
+    from .gguf import is_gguf
+
     for key in ("base_model", "tokenizer"):
         value = size.get(key)
+        if key == "base_model" and is_gguf(value):
+            continue  # _check_gguf (a package: name is not a path)
         if isinstance(value, str) and _is_local_path(value) and not Path(value).expanduser().exists():
             raise ConfigError(f"config training.sizes.{name}.{key}: {value} does not exist "
                               f"(a local path; a hub id is written org/name)")

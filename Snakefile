@@ -1,6 +1,7 @@
 # alpagasus: the AlpaGasus recipe as one reproducible workflow.
 #   snakemake --cores 2 --configfile config/smoke.yaml      # the offline miniature
 #   snakemake results/filtered_9k.json --cores 4             # the paper's data selection
+#   snakemake --cores 2 --configfile config/rehearsal.yaml   # rehearse the cluster run on CPU (README)
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ min_version("9.0")
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.config import validate  # noqa: E402
+from alpagasus.config import merge_overlays, read_yaml, selection_warnings, validate  # noqa: E402
 from alpagasus.signals import ignore_time_limit_warning  # noqa: E402
 
 # Slurm's warning before a GPU job's time limit (slurm.signal_before_end_s -> --signal=USR1@N)
@@ -32,8 +33,15 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 report: "report/workflow.rst"
 
 
+# Snakemake merged the overlays already; this only stops an overlay's `{}` that removes nothing.
+merge_overlays(
+    read_yaml(Path(workflow.basedir) / "config" / "config.yaml"),
+    [(str(f), read_yaml(f)) for f in workflow.overwrite_configfiles or []],
+)
 # The schema (config/schema.yaml) and the cross-references, with one line naming the key.
 validate(config)
+for warning in selection_warnings(config):
+    print(f"WARNING: {warning}", file=sys.stderr)
 
 # Light rules run where snakemake runs, never on a cluster node.
 localrules:

@@ -200,3 +200,24 @@ def agreement_wanted():
 
 def agreement_outputs():
     return [f"{R}/judge_agreement.json", f"{R}/plots/judge_agreement.png"] if agreement_wanted() else []
+
+
+# --- GGUF base models (rules/train.smk: convert_gguf) ------------------------------------------
+
+import re
+
+from alpagasus import gguf
+
+MODELS = config.get("models_dir", "models")
+# converted directory name -> the GGUF file as config names it
+GGUF_SOURCES = {
+    gguf.converted_name(s["base_model"]): s["base_model"]
+    for s in config["training"]["sizes"].values()
+    if gguf.is_gguf((s or {}).get("base_model"))
+}
+
+
+def converted_base_model(size):
+    """The converted directory a size trains from when its base_model is a GGUF file, else []."""
+    base = size_config(size).get("base_model")
+    return f"{MODELS}/{gguf.converted_name(base)}" if gguf.is_gguf(base) else []

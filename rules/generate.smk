@@ -17,6 +17,7 @@ rule test_set:
         f"{R}/benchmarks/test_sets/{{name}}.tsv"
     params:
         local_dir=(config.get("generation") or {}).get("test_sets_dir"),
+        max_items=(config.get("generation") or {}).get("max_items"),
     # A 200 kB download: memory and time are the profile's defaults; only where it runs is named
     # (from config). Best run where snakemake runs (compute nodes often have no internet), i.e.
     # listed in `localrules`.

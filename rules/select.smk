@@ -24,6 +24,9 @@ rule select_extra:
         scores=f"{R}/scores.jsonl",
     output:
         f"{R}/selections/{{name}}.json",
+    wildcard_constraints:
+        # Only the configured names (an overlay's `extra: null` leaves none).
+        name="|".join(config["selection"].get("extra") or {}) or "(?!)",
     params:
         rule=lambda wc: selection_rule(config["selection"]["extra"][wc.name]),
     log:

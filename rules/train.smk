@@ -8,9 +8,31 @@ wildcard_constraints:
     size="[A-Za-z0-9_]+",
 
 
+# A GGUF base model is converted once into a Hugging Face directory under models_dir
+# (transformers cannot save a GGUF-loaded model, so it cannot be fine-tuned as it is).
+
+
+rule convert_gguf:
+    input:
+        lambda wc: str(gguf.locate(GGUF_SOURCES[wc.model])),
+    output:
+        directory(f"{MODELS}/{{model}}"),
+    wildcard_constraints:
+        model="|".join(map(re.escape, GGUF_SOURCES)) or "(?!)",
+    log:
+        f"{MODELS}/logs/{{model}}.log",
+    resources:
+        **cpu_job(mem_mb=4000),
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/convert_gguf.py"
+
+
 rule train:
     input:
         data=lambda wc: variant_data(wc.variant),
+        base_model=lambda wc: converted_base_model(wc.size),
     output:
         # Only the loss curve and the log go into Snakemake's report, never the weights.
         report(directory(f"{R}/checkpoints/{{variant}}-{{size}}"), patterns=[r"{file,(loss_curve\.png|train_log\.json)}"],

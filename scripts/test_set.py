@@ -2,11 +2,12 @@
 
 import logging
 
-from alpagasus.testsets import write_test_set
 from alpagasus.logs import redirect_output
+from alpagasus.testsets import write_test_set
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 
 with redirect_output(sm.log[0]):
-    n = write_test_set(sm.wildcards.name, sm.output[0], local_dir=sm.params.local_dir)
+    n = write_test_set(sm.wildcards.name, sm.output[0], local_dir=sm.params.local_dir,
+                       max_items=sm.params.max_items)
     logging.getLogger("alpagasus.testsets").info("%s: %d items -> %s", sm.wildcards.name, n, sm.output[0])

@@ -16,7 +16,8 @@ with redirect_output(sm.log[0]):
     spec = TrainSpec(
         data=sm.input.data,
         output=sm.output[0],
-        size={**size, **sm.params.hparams},
+        # A GGUF base_model (the model's identity, in hparams) trains from its conversion.
+        size={**size, **sm.params.hparams, **({"base_model": sm.input.base_model} if sm.input.base_model else {})},
         size_name=sm.wildcards.size,
         variant=sm.wildcards.variant,
         template=sm.params.template,

@@ -18,7 +18,10 @@ class ConfigError(ValueError):
 
 
 def merge(base: dict, over: dict) -> dict:
-    """Deep merge, as Snakemake merges --configfile overlays."""
+    """An overlay over a base, exactly as Snakemake merges --configfile overlays: a mapping is
+    merged key by key (an overlay holds only differences); anything else, a list, a scalar or
+    null, replaces the base's value. So `null` removes what the base sets (`selection: {extra:
+    null}`), while an empty mapping `{}` changes nothing (see check_overlay)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
@@ -57,6 +60,43 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config {where}: {message}"
 
 
+def check_overlay(base: dict, overlay: dict, source: str, _where: tuple = ()) -> None:
+    """An overlay's `{}` where the base holds entries is a mistake: merged key by key, it removes
+    nothing (a 300-record run would silently inherit the paper's top3k and top6k). Say so, and
+    what removes them."""
+    for k, v in overlay.items():
+        here = base.get(k) if isinstance(base, dict) else None
+        if isinstance(v, dict) and isinstance(here, dict):
+            if not v and here:
+                raise ConfigError(
+                    f"{source}: {'.'.join(map(str, (*_where, k)))}: {{}} removes nothing: an overlay's "
+                    f"mapping is merged key by key into the base's, so {', '.join(map(str, here))} stay; "
+                    f"write `{k}: null` to remove them")
+            check_overlay(here, v, source, (*_where, k))
+
+
+def merge_overlays(base: dict, overlays: list[tuple[str, dict]]) -> dict:
+    """``base`` with each (source, overlay) merged in turn, each checked by check_overlay."""
+    cfg = base
+    for source, over in overlays:
+        check_overlay(cfg, over, source)
+        cfg = merge(cfg, over)
+    return cfg
+
+
+def selection_warnings(cfg: dict) -> list[str]:
+    """Selections that will keep everything, known before any record is rated: a k or fraction
+    beyond data.max_records (a run on a slice still inherits the paper's top3k and top6k)."""
+    n = (cfg.get("data") or {}).get("max_records")
+    if not n:
+        return []
+    sel = cfg.get("selection") or {}
+    rules = {"selection": sel, **{f"selection.extra.{name}": r for name, r in (sel.get("extra") or {}).items()}}
+    return [f"config {where}: top_k k = {r['k']} >= data.max_records = {n}: it will keep every scored record "
+            f"(set `extra: null` in the overlay to drop the base's selections)"
+            for where, r in rules.items() if r.get("method") == "top_k" and (r.get("k") or 0) >= n]
+
+
 def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
@@ -92,6 +132,7 @@ def check_references(cfg: dict) -> None:
                 raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
     for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
         _check_size_paths(name, size or {})
+        _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
 
 
 def _is_local_path(value: str) -> bool:
@@ -99,10 +140,26 @@ def _is_local_path(value: str) -> bool:
     return value.startswith(("/", "./", "../", "~"))
 
 
+def _check_gguf(key: str, value) -> None:
+    """A GGUF base model is converted by the workflow (rule convert_gguf), so it must be there."""
+    from .gguf import GGUFError, is_gguf, locate
+
+    if not is_gguf(value):
+        return
+    try:
+        locate(value)
+    except GGUFError as exc:
+        raise ConfigError(f"config {key}: {exc}") from None
+
+
 def _check_size_paths(name: str, size: dict) -> None:
     """Files a training size names must exist before hours of GPU time are queued for it."""
+    from .gguf import is_gguf
+
     for key in ("base_model", "tokenizer"):
         value = size.get(key)
+        if key == "base_model" and is_gguf(value):
+            continue  # _check_gguf (a package: name is not a path)
         if isinstance(value, str) and _is_local_path(value) and not Path(value).expanduser().exists():
             raise ConfigError(f"config training.sizes.{name}.{key}: {value} does not exist "
                               f"(a local path; a hub id is written org/name)")
@@ -116,7 +173,6 @@ def _check_size_paths(name: str, size: dict) -> None:
 
 def load(*paths: str | Path) -> dict:
     """config/config.yaml merged with overlays, validated."""
-    cfg: dict = {}
-    for p in paths or (REPO / "config" / "config.yaml",):
-        cfg = merge(cfg, read_yaml(p))
+    files = paths or (REPO / "config" / "config.yaml",)
+    cfg = merge_overlays({}, [(str(p), read_yaml(p)) for p in files])
     return validate(cfg)

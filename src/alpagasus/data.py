@@ -213,6 +213,11 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
         empty = sum(1 for rec in records if not rec["output"].strip())
         if empty:
             log.warning("%s: %d records have an empty output; they are rated like any other", origin, empty)
+    limit = data_cfg.get("max_records")
+    if limit is not None and data_cfg["source"] != "miniature":
+        # A rehearsal on a slice: the first N, in file order (checked whole first, above).
+        records = records[:limit]
+        origin = f"{origin} (first {len(records)} records)"
 
     dups = duplicate_groups(records)
     if dups:

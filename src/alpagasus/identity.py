@@ -38,6 +38,8 @@ def data_identity(data_cfg: dict) -> dict:
         hub = data_cfg.get("hub") or {}
         keep["hub"] = {k: hub.get(k) for k in HUB_KEYS}
     keep.update({k: data_cfg.get(k) for k in MAPPING_KEYS})
+    if data_cfg.get("max_records") is not None:  # a run on the first N records (the rehearsal)
+        keep["max_records"] = data_cfg["max_records"]
     return keep
 
 

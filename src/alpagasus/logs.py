@@ -1,4 +1,9 @@
-"""Logging for rule scripts: to the rule's log file and to stderr, with secrets redacted."""
+"""Logging for rule scripts: to the rule's log file and to stderr, with secrets redacted.
+
+A failing rule's log ends with its error and traceback (Snakemake's console says "check log
+file(s) for error details"): :func:`setup` logs an uncaught exception before the process exits,
+and :func:`redirect_output` prints it into the log before the redirection is undone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 SECRET_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -34,15 +40,27 @@ def setup(log_path: str | None = None, secret_vars=()) -> None:
         h.addFilter(redact)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    sys.excepthook = _log_uncaught
     # The SDK's HTTP loggers print one line per request at INFO; keep them quiet.
     for noisy in ("httpx", "httpx2", "openai", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _log_uncaught(exc_type, exc, tb) -> None:
+    """sys.excepthook: the traceback goes through logging (so to the log file, and redacted,
+    as the message: a Formatter's exc_info text would bypass the redaction filter)."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    text = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip()
+    logging.getLogger("alpagasus").error("the job failed: %s: %s\n%s", exc_type.__name__, exc, text)
+
+
 @contextlib.contextmanager
 def redirect_output(log_file: str | os.PathLike | None):
     """Send this process's stdout/stderr (file descriptors, so child processes and C code too)
-    and Python logging to ``log_file``, appending; a no-op when ``log_file`` is None."""
+    and Python logging to ``log_file``, appending; a no-op when ``log_file`` is None. An
+    exception leaving the block is printed into the log first, then re-raised."""
     if not log_file:
         yield
         return
@@ -57,6 +75,15 @@ def redirect_output(log_file: str | os.PathLike | None):
                             force=True)
         try:
             yield
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                print(f"the job failed: exit status {exc.code}", file=sys.stderr)
+            raise
+        except BaseException:
+            # Still redirected: the traceback lands in the log (Python would print it only after
+            # the redirection is undone, to Snakemake's console).
+            traceback.print_exc()
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

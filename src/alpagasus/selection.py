@@ -150,9 +150,30 @@ def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int
 
     records = load_records(records_path)
     rows = load_scores(scores_path, len(records))
-    kept = select_indices(records, scores_of(rows, score_field(rule), scores_path), **rule_of(rule))
+    scores = scores_of(rows, score_field(rule), scores_path)
+    kept = select_indices(records, scores, **rule_of(rule))
+    warning = keeps_everything(rule_of(rule), scores, kept)
+    if warning:
+        log.warning("%s: %s", out_path, warning)
     write_records(out_path, [records[i] for i in kept])
     return kept
+
+
+def keeps_everything(rule: dict, scores: list[float | None], kept: list[int]) -> str | None:
+    """Why a selection is no selection (it keeps every scored record), or None.
+
+    A k or a fraction sized for the 52k (top3k) silently becomes "all of it" on a few hundred
+    records; the selected variant then trains on the same data as alpaca."""
+    scored = sum(s is not None for s in scores)
+    if scored == 0 or len(kept) < scored:
+        return None
+    if rule.get("method") == "top_k" and rule.get("k") is not None and rule["k"] >= scored:
+        why = f"k = {rule['k']} >= the {scored} scored records"
+    elif rule.get("method") == "threshold":
+        why = f"threshold {rule.get('threshold')} drops no scored record (lowest score {min(s for s in scores if s is not None):g})"
+    else:
+        why = f"{rule.get('method')} keeps all {scored} scored records"
+    return f"this selection keeps everything: {why}; it is the whole data set, not a selection"
 
 
 def write_random(records_path, size_of_path, seed: int, out_path) -> list[int]:

@@ -158,8 +158,10 @@ def load_test_set(name: str, local_dir: str | Path | None = None, verify: bool =
     return parse(name, data, origin, verify_count=verify)
 
 
-def write_test_set(name: str, output: str | Path, local_dir: str | Path | None = None) -> int:
-    """Normalise the pinned test set ``name`` into ``output`` (atomically); returns the item count."""
-    items = load_test_set(name, local_dir)
+def write_test_set(name: str, output: str | Path, local_dir: str | Path | None = None,
+                   max_items: int | None = None) -> int:
+    """Normalise the pinned test set ``name`` into ``output`` (atomically); returns the item count.
+    ``max_items``: its first N items only (a rehearsal), after the whole file is checked."""
+    items = load_test_set(name, local_dir)[:max_items]
     write_jsonl(output, items)
     return len(items)

@@ -346,3 +346,25 @@ def test_the_selection_summary_warns_about_an_incomplete_rating():
     assert summary["warnings"] == ["incomplete rating: 2 of 3 records have no judgement "
                                    "(1 failed, 1 over budget) and cannot be selected"]
     assert summarize(rows[:1], [0], {"method": "threshold"})["warnings"] == []
+
+
+@pytest.mark.slow
+def test_the_rate_rules_log_ends_with_the_reason_it_stopped(tmp_path, api_key):
+    """Snakemake says "check log file(s)": results/logs/rate.log must say why (here: the server
+    cannot be reached), in its last line, not only on the console."""
+    from test_workflow import overlay, snakemake
+
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps(unique_records(8)))
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    o = overlay(tmp_path / "o.yaml", {
+        "results_dir": "results", "cache_dir": "cache",
+        "data": {"source": "local", "local_path": str(records), "expected_records": None},
+        "judges": judge_cfg(types.SimpleNamespace(base_url=url)), "rating": {"judge": "fake"},
+    })
+    t0 = time.monotonic()
+    proc = snakemake(tmp_path, "results/scores.jsonl", "--configfile", o, check=False, env={"OPENAI_API_KEY": api_key})
+    assert proc.returncode != 0 and time.monotonic() - t0 < 120
+    last = (tmp_path / "results/logs/rate.log").read_text().rstrip().splitlines()[-1]
+    assert f"cannot reach {url}: ConnectionRefusedError" in last, last
+    assert not (tmp_path / "results/scores.jsonl").exists()

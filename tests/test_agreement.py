@@ -83,7 +83,7 @@ def test_workflow_two_judges_logprobs_selection_and_release(tmp_path, api_key):
                                 "timeout_s": 5, "score_mode": "logprobs"}},
             "rating": {"judge": "fake", "max_usd": 1.0, "compare": ["verifier"]},
             "selection": {"method": "top_k", "k": 30, "score": "expected_score",
-                          "compare_to": {"released": str(release)}, "extra": {}},
+                          "compare_to": {"released": str(release)}, "extra": None},
         }
         (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))
         snakemake(tmp_path, "results/alpaca_52k.json", "--configfile", tmp_path / "o.yaml")

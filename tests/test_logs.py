@@ -92,7 +92,7 @@ def test_failing_rules_logs_hold_their_tracebacks(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "q", "input": ""}]))
     work = tmp_path / "data"
-    o = overlay(tmp_path / "d.yaml", {"data": {"source": "local", "local_path": str(bad)}})
+    o = overlay(tmp_path / "d.yaml", {"data": {"source": "local", "local_path": str(bad), "expected_records": None}})
     proc = snakemake(work, "results/alpaca_52k.json", "--configfile", o, check=False)
     assert proc.returncode != 0
     text = (work / "results/logs/alpaca_data.log").read_text()

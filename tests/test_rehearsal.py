@@ -98,7 +98,9 @@ def run(tmp_path_factory):
 def test_data_rating_and_selection(run):
     res = run["res"]
     records = load_records(res / "alpaca_52k.json")
-    assert records == load_records(run["alpaca"])[:N_RECORDS]  # the first N real records
+    fields = ("instruction", "input", "output")
+    assert [{k: r[k] for k in fields} for r in records] == load_records(run["alpaca"])[:N_RECORDS]  # the first N
+    assert [r["source_row"] for r in records] == list(range(N_RECORDS))
     scores = read_jsonl(res / "scores.jsonl")
     assert len(scores) == N_RECORDS and all(r["status"] == "scored" for r in scores)
     rating = [r for r in run["requests"] if r["kind"] == "rating"]

@@ -28,7 +28,7 @@ def overlay(tmp_path, data_path, model_dir, gguf):
         "judges": {"smol": {**judge, "score_mode": "logprobs"},
                    "smol_text": {**judge, "score_mode": "text", "max_new_tokens": 8}},
         "rating": {"judge": "smol", "max_usd": 0.0, "compare": ["smol_text"]},
-        "selection": {"method": "top_k", "k": 4, "score": "expected_score", "extra": {}},
+        "selection": {"method": "top_k", "k": 4, "score": "expected_score", "extra": None},
     }
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -23,7 +23,7 @@ from .. import cost
 from ..batch_journal import TERMINAL, BatchJournal, Chunk, split_lines
 from ..identity import judge_sampling
 from .base import Failure, FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError
-from .openai_judge import CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, _cause, redact, retry_after_seconds
+from .openai_judge import CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, _cause, make_client, redact, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,7 @@ class OpenAIBatchJudge:
     @property
     def client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            if not self._key:
-                raise JudgeFatalError(
-                    f"judge {self.name!r}: the environment variable {self.cfg['api_key_env']} is not "
-                    f"set (the API key is read from the environment only, never from config)")
-            self._client = openai.AsyncOpenAI(api_key=self._key, base_url=self.cfg["base_url"], max_retries=0,
-                                              timeout=self.cfg["timeout_s"])
+            self._client = make_client(self.name, self.cfg, self._key)
         return self._client
 
     async def aclose(self) -> None:

@@ -52,6 +52,17 @@ def _http_client():
         return None
 
 
+def make_client(name: str, cfg: dict, key: str | None, http_client=None) -> openai.AsyncOpenAI:
+    """The SDK client of a judge; its own retries off (ours honour Retry-After and count)."""
+    if not key:
+        raise JudgeFatalError(
+            f"judge {name!r}: the environment variable {cfg['api_key_env']} is not "
+            f"set (the API key is read from the environment only, never from config)"
+        )
+    return openai.AsyncOpenAI(api_key=key, base_url=cfg["base_url"], max_retries=0, timeout=cfg["timeout_s"],
+                              http_client=http_client)
+
+
 def redact(text: str, secret: str | None) -> str:
     """Remove the key from anything we might print; servers sometimes echo it in errors."""
     if secret and secret in text:
@@ -115,15 +126,7 @@ class OpenAIJudge:
     def client(self) -> openai.AsyncOpenAI:
         """Created lazily, inside the running event loop that will use it."""
         if self._client is None:
-            if not self._key:
-                raise JudgeFatalError(
-                    f"judge {self.name!r}: the environment variable {self.cfg['api_key_env']} is not "
-                    f"set (the API key is read from the environment only, never from config)"
-                )
-            self._client = openai.AsyncOpenAI(
-                api_key=self._key, base_url=self.cfg["base_url"], max_retries=0, timeout=self.cfg["timeout_s"],
-                http_client=_http_client(),
-            )
+            self._client = make_client(self.name, self.cfg, self._key, http_client=_http_client())
         return self._client
 
     async def aclose(self) -> None:
@@ -220,31 +223,19 @@ class OpenAIJudge:
                 raise JudgeFatalError(
                     f"judge {self.name!r} (model {self.model}) at {self.where}: {exc.status_code} {message}"
                 ) from None
-            except openai.APITimeoutError as exc:
-                if not _refused(exc):
+            except openai.APIConnectionError as exc:  # APITimeoutError is one too
+                if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
                     last, last_kind = f"timed out after {self.cfg['timeout_s']}s", FailureKind.TIMEOUT
                     self._count("timeout", last)
-                    if attempt < self.cfg["max_retries"]:
-                        await asyncio.sleep(delay)
-                    continue
-                # else: a refused connection the aiohttp transport calls a connect timeout
-                cause = redact(_cause(exc), self._key)
-                last, last_kind = f"connection error: {cause}", FailureKind.CONNECTION
-                self._count("connection", last)
-                connect_failures += 1
-                if self.successes == 0 and connect_failures > CONNECT_RETRIES_BEFORE_FIRST_SUCCESS:
-                    raise JudgeFatalError(f"cannot reach {self.where}: {cause}") from None
-                if self.successes == 0:
-                    delay = min(delay, 1.0)
-            except openai.APIConnectionError as exc:
-                cause = redact(_cause(exc), self._key)
-                last, last_kind = f"connection error: {cause}", FailureKind.CONNECTION
-                self._count("connection", last)
-                connect_failures += 1
-                if self.successes == 0 and connect_failures > CONNECT_RETRIES_BEFORE_FIRST_SUCCESS:
-                    raise JudgeFatalError(f"cannot reach {self.where}: {cause}") from None
-                if self.successes == 0:
-                    delay = min(delay, 1.0)
+                else:  # (a refused connection the aiohttp transport calls a connect timeout, too)
+                    cause = redact(_cause(exc), self._key)
+                    last, last_kind = f"connection error: {cause}", FailureKind.CONNECTION
+                    self._count("connection", last)
+                    connect_failures += 1
+                    if self.successes == 0 and connect_failures > CONNECT_RETRIES_BEFORE_FIRST_SUCCESS:
+                        raise JudgeFatalError(f"cannot reach {self.where}: {cause}") from None
+                    if self.successes == 0:
+                        delay = min(delay, 1.0)
             except openai.APIStatusError as exc:
                 message = redact(_server_message(exc), self._key)
                 if exc.status_code in (408, 409) or exc.status_code >= 500:

@@ -19,11 +19,10 @@ from collections import Counter
 import openai
 from tqdm import tqdm
 
-from .. import cost
 from ..batch_journal import TERMINAL, BatchJournal, Chunk, split_lines
 from ..identity import judge_sampling
 from .base import Failure, FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError
-from .openai_judge import CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, _cause, make_client, redact, retry_after_seconds
+from .openai_judge import CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, SDKJudge, _cause, redact, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ def line_failure(status: int | None, message: str) -> Failure:
     return Failure(FailureKind.BAD_REQUEST, f"HTTP {status}: {message}")
 
 
-class OpenAIBatchJudge:
+class OpenAIBatchJudge(SDKJudge):
     cacheable = True
     concurrency = 1  # the engine's worker pool is not used: complete_many takes everything
 
@@ -78,24 +77,6 @@ class OpenAIBatchJudge:
         self._seen_running: set[str] = set()    # chunks this run has seen not cancelled
         self._cancelled_live: set[str] = set()  # ... and then cancelled while it waited
         self._client = None
-
-    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost.usd(self.cfg, prompt_tokens, completion_tokens)
-
-    @property
-    def where(self) -> str:
-        return self.cfg["base_url"] or "https://api.openai.com/v1"
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = make_client(self.name, self.cfg, self._key)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         raise JudgeFatalError(f"judge {self.name!r} (openai_batch) answers through complete_many, one batch "
@@ -194,6 +175,20 @@ class OpenAIBatchJudge:
                 return b
         return None
 
+    async def _find_or_make(self, what: str, find, make):
+        """One call through _api whose retries first look for what an earlier try may have made
+        (its answer lost on the way back), so nothing is uploaded or created twice."""
+        first = True
+
+        async def once():
+            nonlocal first
+            if not first and (found := await find()) is not None:
+                return found
+            first = False
+            return await make()
+
+        return await self._api(what, once)
+
     async def _upload(self, chunk: Chunk, journal: BatchJournal) -> None:
         if chunk.file_id:
             return
@@ -203,16 +198,9 @@ class OpenAIBatchJudge:
             data = (journal.dir / chunk.input_path).read_bytes()
             journal.append("uploading", chunk.id)
             chunk.upload_started = True
-            first = True
-
-            async def once():
-                nonlocal first
-                if not first and (found := await self._scan_files(chunk)) is not None:
-                    return found
-                first = False
-                return await self.client.files.create(file=(chunk.filename, data, "application/jsonl"), purpose="batch")
-
-            f = await self._api(f"uploading {chunk.filename}", once)
+            f = await self._find_or_make(
+                f"uploading {chunk.filename}", lambda: self._scan_files(chunk),
+                lambda: self.client.files.create(file=(chunk.filename, data, "application/jsonl"), purpose="batch"))
             self.files_uploaded += 1
             log.info("uploaded %s (%d requests, %d bytes) as %s", chunk.filename, len(chunk.custom_ids), len(data), f.id)
         journal.append("uploaded", chunk.id, file_id=f.id)
@@ -228,17 +216,10 @@ class OpenAIBatchJudge:
         if batch is None:
             journal.append("creating", chunk.id)
             chunk.create_started = True
-            first = True
-
-            async def once():
-                nonlocal first
-                if not first and (found := await self._scan_batches(chunk)) is not None:
-                    return found
-                first = False
-                return await self.client.batches.create(input_file_id=chunk.file_id, endpoint=ENDPOINT,
-                                                        completion_window="24h", metadata={"alpagasus_chunk": chunk.id})
-
-            batch = await self._api(what, once)
+            batch = await self._find_or_make(
+                what, lambda: self._scan_batches(chunk),
+                lambda: self.client.batches.create(input_file_id=chunk.file_id, endpoint=ENDPOINT,
+                                                   completion_window="24h", metadata={"alpagasus_chunk": chunk.id}))
             self.batches_created += 1
             self.attempts += len(chunk.custom_ids)
             log.info("created batch %s: %d requests, completion window 24h", batch.id, len(chunk.custom_ids))

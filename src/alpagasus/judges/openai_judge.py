@@ -90,8 +90,35 @@ def retry_after_seconds(headers) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
-class OpenAIJudge:
+class SDKJudge:
+    """What the online and the batch judge share: the price, the server, the SDK client."""
+
+    http_client = None  # a factory of the SDK's transport; None: the SDK's default
+
+    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return cost.usd(self.cfg, prompt_tokens, completion_tokens)
+
+    @property
+    def where(self) -> str:
+        return self.cfg["base_url"] or "https://api.openai.com/v1"
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """Created lazily, inside the running event loop that will use it."""
+        if self._client is None:
+            self._client = make_client(self.name, self.cfg, self._key,
+                                       http_client=self.http_client() if self.http_client else None)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class OpenAIJudge(SDKJudge):
     cacheable = True
+    http_client = staticmethod(_http_client)
 
     def __init__(self, name: str, cfg: dict, *, backoff_base_s: float | None = None):
         self.name = name
@@ -114,25 +141,6 @@ class OpenAIJudge:
         self.failure_examples: dict[str, str] = {}  # label -> first message of that kind
         self.long_waits = 0  # server-requested waits longer than VISIBLE_WAIT_S
         self._client: openai.AsyncOpenAI | None = None
-
-    def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return cost.usd(self.cfg, prompt_tokens, completion_tokens)
-
-    @property
-    def where(self) -> str:
-        return self.cfg["base_url"] or "https://api.openai.com/v1"
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        """Created lazily, inside the running event loop that will use it."""
-        if self._client is None:
-            self._client = make_client(self.name, self.cfg, self._key, http_client=_http_client())
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
 
     def _count(self, label: str, message: str) -> None:
         self.failures[label] = self.failures.get(label, 0) + 1

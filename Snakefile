@@ -13,13 +13,13 @@ min_version("9.0")
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.config import merge_overlays, read_yaml, selection_warnings, validate  # noqa: E402
-from alpagasus.signals import ignore_time_limit_warning  # noqa: E402
+from alpagasus.core.config import merge_overlays, read_yaml, selection_warnings, validate  # noqa: E402
+from alpagasus.core.stop_signals import ignore_time_limit_warning  # noqa: E402
 
 # Slurm's warning before a GPU job's time limit (slurm.signal_before_end_s -> --signal=USR1@N)
 # reaches every process of the job step, Snakemake's own included, and SIGUSR1 kills a process
 # that does not handle it. Snakemake goes on; the trainer saves and exits, and Snakemake reruns
-# the job, which resumes (alpagasus.signals, docs/cluster.md).
+# the job, which resumes (alpagasus.core.stop_signals, docs/cluster.md).
 ignore_time_limit_warning()
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from alpagasus.generation import generate, load_model  # noqa: E402
-from alpagasus.miniature import MINIATURE_TEMPLATE, make_records, make_test_items  # noqa: E402
-from alpagasus.prompts import alpaca_prompt  # noqa: E402
+from alpagasus.evaluation.generation import generate, load_model  # noqa: E402
+from alpagasus.data.miniature import MINIATURE_TEMPLATE, make_records, make_test_items  # noqa: E402
+from alpagasus.data.template import alpaca_prompt  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 
 
@@ -30,7 +30,7 @@ def build_random_tiny(out: Path) -> Path:
     import yaml
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from alpagasus.tokenizer import char_tokenizer_for_records
+    from alpagasus.training.tokenizer import char_tokenizer_for_records
 
     smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     tiny = smoke["training"]["sizes"]["tiny"]

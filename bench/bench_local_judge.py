@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from alpagasus.engine import run_judgements  # noqa: E402
-from alpagasus.judges.transformers_judge import TransformersJudge, installed_smollm2  # noqa: E402
-from alpagasus.prompts import RATING_PROMPT_VERSION  # noqa: E402
-from alpagasus.rating import build_requests  # noqa: E402
+from alpagasus.judging.engine import run_judgements  # noqa: E402
+from alpagasus.judging.judges.transformers_judge import TransformersJudge, installed_smollm2  # noqa: E402
+from alpagasus.judging.prompts import RATING_PROMPT_VERSION  # noqa: E402
+from alpagasus.judging.rating import build_requests  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO / "src"))
 import openai  # noqa: E402
 
 from alpagasus.data import load_records  # noqa: E402
-from alpagasus.prompts import rating_messages  # noqa: E402
-from alpagasus.rating import rate_records  # noqa: E402
+from alpagasus.judging.prompts import rating_messages  # noqa: E402
+from alpagasus.judging.rating import rate_records  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 
 

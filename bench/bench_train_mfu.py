@@ -75,7 +75,7 @@ def main() -> int:
         records = json.loads(alpaca.read_text())
         records = rng.sample(records, min(args.examples, len(records)))
     else:  # a checkout without ../shared: the miniature's records, so the script still runs
-        from alpagasus.miniature import make_records
+        from alpagasus.data.miniature import make_records
 
         records = make_records(args.examples, 0.3, seed=0)
     tokenizer = str(gguf) if gguf.is_file() else "char"

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from alpagasus.packing import plan_step, reference_useful_fraction, step_token_counts, tokenize_records  # noqa: E402
+from alpagasus.training.packing import (plan_step, reference_useful_fraction, step_token_counts, tokenize_records)  # noqa: E402
 from alpagasus.training import StepSampler  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 

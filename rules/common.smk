@@ -1,13 +1,13 @@
 # Shared by every stage: where results go, and the small functions that pick out of the
 # config exactly what defines each output (so a change reruns just what it touches).
 
-from alpagasus import identity
+from alpagasus.core import identity
 
 R = config["results_dir"]
 CACHE = config["cache_dir"]
 
 
-# What defines each result is listed once, in alpagasus.identity (the library's cache key,
+# What defines each result is listed once, in alpagasus.core.identity (the library's cache key,
 # resume fingerprint and generation key read the same lists).
 
 
@@ -206,7 +206,7 @@ def agreement_outputs():
 
 import re
 
-from alpagasus import gguf
+from alpagasus.core import model_files as gguf
 
 MODELS = config.get("models_dir", "models")
 # converted directory name -> the GGUF file as config names it

@@ -1,9 +1,9 @@
-"""Snakemake `convert_gguf` rule: a GGUF base model -> a Hugging Face directory (alpagasus.gguf)."""
+"""Snakemake `convert_gguf` rule: a GGUF base model -> a Hugging Face directory (alpagasus.training.gguf)."""
 
 from pathlib import Path
 
-from alpagasus.gguf import convert_gguf_to_hf
-from alpagasus.logs import redirect_output
+from alpagasus.training.gguf import convert_gguf_to_hf
+from alpagasus.core.logs import redirect_output
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -1,7 +1,7 @@
-"""Snakemake `generate` rule: a checkpoint's answers on one test set (alpagasus.generation)."""
+"""Snakemake `generate` rule: a checkpoint's answers on one test set (alpagasus.evaluation.generation)."""
 
-from alpagasus.generation import generate_test_set
-from alpagasus.logs import redirect_output
+from alpagasus.evaluation.generation import generate_test_set
+from alpagasus.core.logs import redirect_output
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 

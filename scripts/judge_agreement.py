@@ -1,7 +1,7 @@
 """Rule judge_agreement: results/judge_agreement.json and results/plots/judge_agreement.png."""
-from alpagasus import logs
-from alpagasus.agreement import write_agreement
-from alpagasus.selection import score_field
+from alpagasus.core import logs
+from alpagasus.selection.agreement import write_agreement
+from alpagasus.selection.select import score_field
 
 logs.setup(snakemake.log[0])
 rule = snakemake.params.selection

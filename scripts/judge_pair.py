@@ -1,6 +1,6 @@
 """Rule judge_pair: model A vs model B on one test set, judged in both orders."""
-from alpagasus import logs
-from alpagasus.pairwise import judge_pair
+from alpagasus.core import logs
+from alpagasus.evaluation.pairwise import judge_pair
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0], [j.get("api_key_env", "") for j in cfg["judges"].values()])

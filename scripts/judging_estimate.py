@@ -1,6 +1,6 @@
 """Rule judging_estimate: requests, tokens and dollars of the pairwise stage, nothing sent."""
-from alpagasus import logs
-from alpagasus.pairwise import estimate_judging
+from alpagasus.core import logs
+from alpagasus.evaluation.pairwise import estimate_judging
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0])

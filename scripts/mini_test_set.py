@@ -1,8 +1,8 @@
 """Rule mini_test_set: the miniature's held-out items, none of them in the training data."""
-from alpagasus import logs
+from alpagasus.core import logs
 from alpagasus.data import load_records
-from alpagasus.io import write_jsonl
-from alpagasus.miniature import make_test_items, question_of
+from alpagasus.core.io import write_jsonl
+from alpagasus.data.miniature import make_test_items, question_of
 
 logs.setup(snakemake.log[0])
 p = snakemake.params

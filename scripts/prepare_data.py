@@ -1,9 +1,9 @@
 """Rule alpaca_data: obtain the instruction set, validate it, write it as alpaca_52k.json."""
 import os
 
-from alpagasus import logs
-from alpagasus.data import obtain_alpaca
-from alpagasus.io import write_json
+from alpagasus.core import logs
+from alpagasus.data.acquire import obtain_alpaca
+from alpagasus.core.io import write_json
 
 logs.setup(snakemake.log[0])
 # Where the Hub download is kept is read here, not a rule parameter: moving it reruns nothing.

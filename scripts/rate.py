@@ -3,9 +3,9 @@
 Only content-defining settings are rule params (so changing them reruns the rule); budget,
 limits and retries are read from the config at run time and never trigger a rerun.
 """
-from alpagasus import logs
+from alpagasus.core import logs
 from alpagasus.data import load_records
-from alpagasus.rating import rate_records
+from alpagasus.judging.rating import rate_records
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0], [j.get("api_key_env", "") for j in cfg["judges"].values()])

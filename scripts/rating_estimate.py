@@ -1,7 +1,7 @@
 """Rule rating_estimate: what rating will cost, before anything is sent."""
-from alpagasus import logs
+from alpagasus.core import logs
 from alpagasus.data import load_records
-from alpagasus.rating import estimate_rating
+from alpagasus.judging.rating import estimate_rating
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0])

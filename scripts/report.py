@@ -1,6 +1,6 @@
 """Rule report: results/report.html."""
-from alpagasus import logs
-from alpagasus.report import build
+from alpagasus.core import logs
+from alpagasus.reporting.report import build
 
 logs.setup(snakemake.log[0])
 i = snakemake.input

@@ -1,6 +1,6 @@
 """Rule selection_summary: counts per score, kept size, unscored count, and the histogram."""
-from alpagasus import logs
-from alpagasus.selection import write_summary
+from alpagasus.core import logs
+from alpagasus.selection.select import write_summary
 
 logs.setup(snakemake.log[0])
 write_summary(snakemake.input.records, snakemake.input.scores, snakemake.params.rule, snakemake.input.random,

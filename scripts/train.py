@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from alpagasus.logs import redirect_output
+from alpagasus.core.logs import redirect_output
 from alpagasus.training import TrainSpec, launch
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)

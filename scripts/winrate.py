@@ -1,6 +1,6 @@
 """Rule winrate: the win/tie/lose table of one model size, and its figure."""
-from alpagasus import logs
-from alpagasus.winrate import write_winrate
+from alpagasus.core import logs
+from alpagasus.evaluation.winrate import write_winrate
 
 logs.setup(snakemake.log[0])
 p = snakemake.params

@@ -1,8 +1,7 @@
 """Judge agreement statistics on hand-worked inputs."""
 import pytest
 
-from alpagasus.agreement import (content_hash, grid_index, judge_agreement, quadratic_kappa, score_agreement,
-                                 set_overlap, write_agreement)
+from alpagasus.selection.agreement import (content_hash, grid_index, judge_agreement, quadratic_kappa, score_agreement, set_overlap, write_agreement)
 
 
 def test_grid_and_quadratic_kappa_by_hand():
@@ -71,7 +70,7 @@ def test_workflow_two_judges_logprobs_selection_and_release(tmp_path, api_key):
     import yaml
 
     from alpagasus.data import load_records
-    from alpagasus.io import read_jsonl
+    from alpagasus.core.io import read_jsonl
     from alpagasus.testing.fake_openai import FakeOpenAIServer
     from test_workflow import snakemake
 
@@ -117,7 +116,7 @@ def test_workflow_two_judges_logprobs_selection_and_release(tmp_path, api_key):
 def test_report_page_shows_agreement_and_ties(tmp_path):
     import json
 
-    from alpagasus.report import build
+    from alpagasus.reporting.report import build
 
     test_write_agreement_files(tmp_path)
     summary = {"records": 20, "kept": 5, "kept_fraction": 0.25, "rule": {"method": "top_k", "k": 5},

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import REPO, shared_path
 
-from alpagasus.io import read_jsonl
-from alpagasus.rating import rate_records
+from alpagasus.core.io import read_jsonl
+from alpagasus.judging.rating import rate_records
 from alpagasus.testing.fake_batches import BatchPlan
 from alpagasus.testing.fake_openai import FakeOpenAIServer
 
@@ -134,7 +134,7 @@ def test_cancelled_batch_is_resubmitted_by_the_rerun(tmp_path, api_key, alpaca_r
         proc = start(tmp_path)
         journal = tmp_path / "cache/batches/journal.jsonl"
         kill_when(proc, lambda: journal.exists() and '"event": "created"' in journal.read_text(), "the journaled creation")
-        cli = [sys.executable, "-m", "alpagasus.cli", "batches", "--cache-dir", str(tmp_path / "cache")]
+        cli = [sys.executable, "-m", "alpagasus", "batches", "--cache-dir", str(tmp_path / "cache")]
         listing = subprocess.run([*cli, "--cancel"], env=env, capture_output=True, text=True, check=True).stdout
         assert "cancel requested for 1 batch" in listing and "cancelling" in listing, listing
         srv.batch_api.plan = BatchPlan(step_s=0.1)

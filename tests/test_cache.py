@@ -1,7 +1,7 @@
 import json
 import multiprocessing as mp
 
-from alpagasus.cache import JudgementCache, judgement_key
+from alpagasus.judging.cache import JudgementCache, judgement_key
 
 MSG = [{"role": "user", "content": "rate this"}]
 PARAMS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256}

@@ -15,11 +15,11 @@ import yaml
 from conftest import REPO
 from test_rating import judge_cfg, rate, unique_records
 
-import alpagasus.judges.openai_judge as openai_judge
-from alpagasus.claims import Claim, KeyClaims
-from alpagasus.config import ConfigError, load
-from alpagasus.io import read_jsonl
-from alpagasus.rating import IncompleteRatingError
+import alpagasus.judging.judges.openai_judge as openai_judge
+from alpagasus.judging.claims import Claim, KeyClaims
+from alpagasus.core.config import ConfigError, load
+from alpagasus.core.io import read_jsonl
+from alpagasus.judging.rating import IncompleteRatingError
 from alpagasus.testing.fake_openai import FakeOpenAIServer, FaultPlan
 
 
@@ -50,7 +50,7 @@ def cli_config(tmp_path, name, judge, cache="cache", **rating):
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "alpagasus.cli", *map(str, args)], env=env(),
+    return subprocess.run([sys.executable, "-m", "alpagasus", *map(str, args)], env=env(),
                           capture_output=True, text=True, **kw)
 
 
@@ -64,7 +64,7 @@ def test_two_processes_sharing_a_cache_pay_each_shared_key_once(tmp_path, api_ke
     with FakeOpenAIServer(latency_s=0.05) as srv:
         judge = judge_cfg(srv, concurrency=4, timeout_s=5)
         procs = [subprocess.Popen(
-            [sys.executable, "-m", "alpagasus.cli", "rate", "--config", str(cli_config(tmp_path, n, judge)),
+            [sys.executable, "-m", "alpagasus", "rate", "--config", str(cli_config(tmp_path, n, judge)),
              "--records", str(tmp_path / f"{n}.json"), "--out", str(tmp_path / n / "scores.jsonl"),
              "--no-progress"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in ("a", "b")]
         for p in procs:
@@ -81,7 +81,7 @@ def test_two_processes_sharing_a_cache_pay_each_shared_key_once(tmp_path, api_ke
 
 
 def test_a_claim_of_a_dead_or_frozen_process_expires(tmp_path):
-    from alpagasus.cache import JudgementCache
+    from alpagasus.judging.cache import JudgementCache
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -223,7 +223,7 @@ def test_an_unusable_cache_dir_is_found_before_paying(tmp_path, api_key):
 
 
 def rate_records_into(tmp_path, srv, cache_dir, records=None, **judge_over):
-    from alpagasus.rating import rate_records
+    from alpagasus.judging.rating import rate_records
 
     return rate_records(records or unique_records(5), judge_cfg(srv, **judge_over), {"judge": "fake"},
                         cache_dir, tmp_path / "out" / "scores.jsonl", tmp_path / "out" / "cost.json",
@@ -339,7 +339,7 @@ def test_allow_incomplete_warns_with_counts_and_never_selects_from_nothing(tmp_p
 
 
 def test_the_selection_summary_warns_about_an_incomplete_rating():
-    from alpagasus.selection import summarize
+    from alpagasus.selection.select import summarize
 
     rows = [{"score": 5.0, "status": "scored"}, {"score": None, "status": "failed"},
             {"score": None, "status": "budget"}]

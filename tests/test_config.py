@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from alpagasus.config import REPO, ConfigError, load
+from alpagasus.core.config import REPO, ConfigError, load
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def test_shipped_configs_pass():
 
 
 def _with_size(cfg, **changes):
-    from alpagasus.config import validate
+    from alpagasus.core.config import validate
 
     cfg = copy.deepcopy(cfg)
     cfg["training"]["sizes"]["7b"].update(changes)

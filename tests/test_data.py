@@ -4,7 +4,8 @@ import json
 import pytest
 from conftest import shared_path
 
-from alpagasus.data import DataError, duplicate_groups, load_records, obtain_alpaca
+from alpagasus.data import DataError, duplicate_groups, load_records
+from alpagasus.data.acquire import obtain_alpaca
 
 GOOD = [{"instruction": "Say hi.", "input": "", "output": "hi"}]
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from alpagasus.expected_score import expected_score, score_start, trim_to_score
+from alpagasus.judging.expected_score import expected_score, score_start, trim_to_score
 
 
 def pos(token, alts):
@@ -70,12 +70,12 @@ def test_trim_keeps_only_what_the_expected_score_reads():
 
 from collections import Counter  # noqa: E402
 
-from alpagasus.io import read_jsonl  # noqa: E402
-from alpagasus.judges import make_judge  # noqa: E402
-from alpagasus.prompts import rating_messages  # noqa: E402
-from alpagasus.rating import rate_records  # noqa: E402
-from alpagasus.selection import cut_ties, scores_of, select_indices  # noqa: E402
-from alpagasus.testing.fake_openai import FakeOpenAIServer, FaultPlan, expected_rating, rating_reply, reply_logprobs  # noqa: E402
+from alpagasus.core.io import read_jsonl  # noqa: E402
+from alpagasus.judging.judges import make_judge  # noqa: E402
+from alpagasus.judging.prompts import rating_messages  # noqa: E402
+from alpagasus.judging.rating import rate_records  # noqa: E402
+from alpagasus.selection.select import cut_ties, scores_of, select_indices  # noqa: E402
+from alpagasus.testing.fake_openai import (FakeOpenAIServer, FaultPlan, expected_rating, rating_reply, reply_logprobs)  # noqa: E402
 from test_rating import unique_records  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import time
 import openai
 import pytest
 
-from alpagasus.prompts import rating_messages
+from alpagasus.judging.prompts import rating_messages
 from alpagasus.testing.fake_batches import BatchPlan
 from alpagasus.testing.fake_openai import FakeOpenAIServer, rating_reply
 

@@ -20,17 +20,8 @@ import httpx
 import openai
 import pytest
 
-from alpagasus.prompts import pairwise_messages, rating_messages
-from alpagasus.testing.fake_openai import (
-    NO_SCORE_REPLY,
-    OTHER_REPLY,
-    FakeOpenAIServer,
-    FaultPlan,
-    answer_score,
-    expected_pair,
-    expected_rating,
-    request_key,
-)
+from alpagasus.judging.prompts import pairwise_messages, rating_messages
+from alpagasus.testing.fake_openai import (NO_SCORE_REPLY, OTHER_REPLY, FakeOpenAIServer, FaultPlan, answer_score, expected_pair, expected_rating, request_key)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from alpagasus.generation import generate, generate_test_set, load_model
-from alpagasus.io import read_jsonl, write_jsonl
-from alpagasus.miniature import MINIATURE_TEMPLATE, make_records, make_test_items
-from alpagasus.prompts import alpaca_prompt
-from alpagasus.tokenizer import char_tokenizer_for_records
+from alpagasus.evaluation.generation import generate, generate_test_set, load_model
+from alpagasus.core.io import read_jsonl, write_jsonl
+from alpagasus.data.miniature import MINIATURE_TEMPLATE, make_records, make_test_items
+from alpagasus.data.template import alpaca_prompt
+from alpagasus.training.tokenizer import char_tokenizer_for_records
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_test_set_file_gets_one_line_per_item_in_order(checkpoint, tmp_path, mon
     test_file = tmp_path / "mini.jsonl"
     write_jsonl(test_file, items)
     seen = {}
-    import alpagasus.generation as gen
+    import alpagasus.evaluation.generation as gen
 
     real = gen.generate
 
@@ -103,7 +103,7 @@ def test_a_test_item_without_a_field_is_named(checkpoint, tmp_path):
 
 KILL_AFTER_TWO_BATCHES = """
 import os, signal, sys
-import alpagasus.generation as gen
+import alpagasus.evaluation.generation as gen
 real_add, calls = gen.PartialWriter.add, []
 def add(self, pairs):
     real_add(self, pairs)
@@ -122,7 +122,7 @@ def test_a_killed_generation_resumes_with_only_the_missing_items(checkpoint, tmp
     import subprocess
     import sys
 
-    from alpagasus.generation import partial_path
+    from alpagasus.evaluation.generation import partial_path
 
     items = _items(14)
     test_file = tmp_path / "mini.jsonl"
@@ -150,7 +150,7 @@ def test_a_killed_generation_resumes_with_only_the_missing_items(checkpoint, tmp
 
 
 def test_saved_answers_for_other_settings_are_not_reused(checkpoint, tmp_path):
-    from alpagasus.generation import PartialWriter, generation_key, partial_path
+    from alpagasus.evaluation.generation import PartialWriter, generation_key, partial_path
 
     items = _items(5)
     test_file = tmp_path / "mini.jsonl"

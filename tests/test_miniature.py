@@ -16,9 +16,9 @@ import yaml
 from conftest import REPO
 
 from alpagasus.data import load_records
-from alpagasus.io import read_jsonl
-from alpagasus.miniature import solve
-from alpagasus.miniature_table import committed_section
+from alpagasus.core.io import read_jsonl
+from alpagasus.data.miniature import solve
+from alpagasus.reporting.miniature_table import committed_section
 
 SMOKE = REPO / "config" / "smoke.yaml"
 VARIANTS = ["alpagasus", "alpaca", "random"]
@@ -124,12 +124,12 @@ def test_snakemakes_own_report_holds_the_marked_results_with_captions_and_proven
 
 @pytest.mark.slow
 def test_readme_miniature_table_is_what_a_fresh_run_gives(run):
-    """The README's figures are pasted from `python -m alpagasus.miniature_table`, never typed:
+    """The README's figures are pasted from `python -m alpagasus.reporting.miniature_table`, never typed:
     the committed section equals what this fresh run prints (the miniature is deterministic)."""
     _, res, _ = run
-    proc = subprocess.run([sys.executable, "-m", "alpagasus.miniature_table", str(res)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "alpagasus.reporting.miniature_table", str(res)], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, check=True)
     committed = committed_section((REPO / "README.md").read_text(encoding="utf-8"))
     assert committed == proc.stdout, (
         "README's miniature table differs from a fresh run; regenerate it with "
-        "`python -m alpagasus.miniature_table results/smoke --readme README.md` after running the miniature")
+        "`python -m alpagasus.reporting.miniature_table results/smoke --readme README.md` after running the miniature")

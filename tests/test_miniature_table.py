@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from alpagasus.io import write_jsonl
-from alpagasus.miniature_table import END, START, committed_section, main, markdown, replace_section
-from alpagasus.winrate import COLUMNS
+from alpagasus.core.io import write_jsonl
+from alpagasus.reporting.miniature_table import END, START, committed_section, main, markdown, replace_section
+from alpagasus.evaluation.winrate import COLUMNS
 
 
 def _results(tmp_path, answers):

@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 from test_rating import unique_records
 
-import alpagasus.judges.openai_batch as openai_batch
-from alpagasus.batch_journal import BatchJournal, split_lines
-from alpagasus.io import read_jsonl
-from alpagasus.pairwise import judge_pair
-from alpagasus.rating import IncompleteRatingError, estimate_rating, rate_records
+import alpagasus.judging.judges.openai_batch as openai_batch
+from alpagasus.judging.judges.batch_journal import BatchJournal, split_lines
+from alpagasus.core.io import read_jsonl
+from alpagasus.evaluation.pairwise import judge_pair
+from alpagasus.judging.rating import IncompleteRatingError, estimate_rating, rate_records
 from alpagasus.testing.fake_batches import BatchPlan
 from alpagasus.testing.fake_openai import FakeOpenAIServer, expected_rating
 
@@ -44,7 +44,7 @@ def batch_paid(srv) -> Counter:
 
 
 def expected(rec):
-    from alpagasus.prompts import rating_messages
+    from alpagasus.judging.prompts import rating_messages
 
     return expected_rating(rating_messages(rec["instruction"], rec["input"], rec["output"]))
 
@@ -179,7 +179,7 @@ def test_pairwise_through_a_batch_judge_gives_the_online_table(tmp_path, api_key
             out[backend] = read_jsonl(tmp_path / f"{backend}.jsonl")
         assert srv.batch_api.created == 1
     assert out["openai_batch"] == out["openai"]
-    from alpagasus.winrate import table_rows
+    from alpagasus.evaluation.winrate import table_rows
 
     tables = {backend: table_rows([{"model_a": "A", "model_b": "B", "test_set": "mini",
                                     "path": tmp_path / f"{backend}.jsonl"}], "fake") for backend in out}
@@ -187,7 +187,7 @@ def test_pairwise_through_a_batch_judge_gives_the_online_table(tmp_path, api_key
 
 
 def test_batches_command_lists_and_cancels(tmp_path, api_key, capsys):
-    from alpagasus.cli import main
+    from alpagasus.core.cli import main
 
     records = unique_records(8)
     with FakeOpenAIServer() as srv:

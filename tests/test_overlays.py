@@ -1,6 +1,6 @@
 """How an overlay changes the base config: a mapping merges key by key, anything else (null
 included) replaces; an overlay's `{}` that would silently keep the base's entries is an error;
-a selection that keeps everything is warned about. Checked in the library (alpagasus.config,
+a selection that keeps everything is warned about. Checked in the library (alpagasus.core.config,
 the CLI's path) and through Snakemake's own merge, which the workflow uses."""
 import logging
 
@@ -8,9 +8,9 @@ import pytest
 from conftest import REPO
 from test_workflow import overlay, planned_jobs, snakemake
 
-from alpagasus.config import ConfigError, load, merge, selection_warnings
-from alpagasus.io import write_jsonl
-from alpagasus.selection import keeps_everything, write_selection
+from alpagasus.core.config import ConfigError, load, merge, selection_warnings
+from alpagasus.core.io import write_jsonl
+from alpagasus.selection.select import keeps_everything, write_selection
 
 BASE = REPO / "config" / "config.yaml"
 PAPER_EXTRA = {"t40", "top3k", "top6k"}
@@ -75,7 +75,7 @@ def test_a_top_k_beyond_max_records_is_warned_at_parse_time(tmp_path):
     ({"method": "top_k", "k": 1}, [4.0, 4.5], None),
 ])
 def test_keeps_everything(rule, scores, expected):
-    from alpagasus.selection import select_indices
+    from alpagasus.selection.select import select_indices
 
     kept = select_indices([{"instruction": str(i), "input": "", "output": "o"} for i in range(len(scores))],
                           scores, **rule)
@@ -87,7 +87,7 @@ def test_a_selection_that_keeps_everything_warns_in_its_log(tmp_path, caplog):
     records = [{"instruction": f"q{i}", "input": "", "output": "a"} for i in range(5)]
     (tmp_path / "r.json").write_text(__import__("json").dumps(records))
     write_jsonl(tmp_path / "s.jsonl", [{"index": i, "score": 4.0, "status": "scored"} for i in range(5)])
-    with caplog.at_level(logging.WARNING, logger="alpagasus.selection"):
+    with caplog.at_level(logging.WARNING, logger="alpagasus.selection.select"):
         kept = write_selection(tmp_path / "r.json", tmp_path / "s.jsonl", {"method": "top_k", "k": 3000},
                                tmp_path / "out.json")
     assert kept == list(range(5))

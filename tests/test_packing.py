@@ -4,20 +4,9 @@ import random
 import pytest
 import torch
 
-from alpagasus.packing import (
-    IGNORE_INDEX,
-    Example,
-    collate,
-    ffd_pack,
-    per_example_losses,
-    plan_step,
-    reference_useful_fraction,
-    step_token_counts,
-    tokenize_records,
-    validate_records,
-)
-from alpagasus.prompts import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT
-from alpagasus.tokenizer import build_char_tokenizer, char_tokenizer_for_records
+from alpagasus.training.packing import (IGNORE_INDEX, Example, collate, ffd_pack, per_example_losses, plan_step, reference_useful_fraction, step_token_counts, tokenize_records, validate_records)
+from alpagasus.data.template import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT
+from alpagasus.training.tokenizer import build_char_tokenizer, char_tokenizer_for_records
 
 RECORDS = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},

@@ -8,12 +8,12 @@ import pytest
 import yaml
 from conftest import REPO
 
-import alpagasus.judges.openai_judge as openai_judge
-from alpagasus.io import read_jsonl, write_jsonl
-from alpagasus.miniature import make_test_items, question_of
-from alpagasus.pairwise import IncompleteJudgingError, judge_pair, load_answers
+import alpagasus.judging.judges.openai_judge as openai_judge
+from alpagasus.core.io import read_jsonl, write_jsonl
+from alpagasus.data.miniature import make_test_items, question_of
+from alpagasus.evaluation.pairwise import IncompleteJudgingError, judge_pair, load_answers
 from alpagasus.testing.fake_openai import FakeOpenAIServer, FaultPlan, expected_pair
-from alpagasus.winrate import COLUMNS, table_rows, write_winrate
+from alpagasus.evaluation.winrate import COLUMNS, table_rows, write_winrate
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_both_orders_sent_scores_as_the_judge_wrote_them(tmp_path, api_key):
         run(tmp_path, a, b, "fake", name="again", srv=srv)
         assert srv.log() == []  # cached: a rerun pays nothing
     rows = read_jsonl(tmp_path / "out.jsonl")
-    from alpagasus.prompts import pairwise_messages
+    from alpagasus.judging.prompts import pairwise_messages
 
     for row in rows:
         m1 = pairwise_messages(row["question"], row["answer_a"], row["answer_b"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alpagasus.parsing import parse_pair, parse_rating
+from alpagasus.judging.parsing import parse_pair, parse_rating
 
 # --------------------------------------------------------------------------- parse_rating
 

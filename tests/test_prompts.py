@@ -5,7 +5,8 @@ import re
 import pytest
 from conftest import shared_path
 
-from alpagasus import prompts
+from alpagasus.data import template
+from alpagasus.judging import prompts
 
 
 def _blocks(text: str) -> list[str]:
@@ -42,8 +43,8 @@ def test_alpaca_templates_match_paper():
     paper = shared_path("PAPER.md").read_text()
     block = [b for b in _blocks(paper) if b.startswith("Below is an instruction")][0]
     with_input, no_input = [_unescape(line) for line in block.splitlines()]
-    assert prompts.ALPACA_PROMPT_INPUT == with_input
-    assert prompts.ALPACA_PROMPT_NO_INPUT == no_input
+    assert template.ALPACA_PROMPT_INPUT == with_input
+    assert template.ALPACA_PROMPT_NO_INPUT == no_input
 
 
 # The helpfulness user message of the reference code (gpt4life/alpagasus @ 42f57bf,
@@ -88,7 +89,7 @@ def test_every_prompt_text_has_its_own_version():
 
 
 def test_rating_records_carry_their_dimensions_version(tmp_path):
-    from alpagasus.rating import rate_records
+    from alpagasus.judging.rating import rate_records
 
     records = [{"instruction": "Copy the word.", "input": "abc", "output": "abc"}]
     judges = {"verifier": {"backend": "verifier", "model": "verifier"}}
@@ -103,6 +104,6 @@ def test_rating_records_carry_their_dimensions_version(tmp_path):
 
 
 def test_alpaca_prompt_picks_template():
-    assert prompts.alpaca_prompt("Do it.").endswith("### Instruction:\nDo it.\n\n### Response:")
-    assert "### Input:\nx\n\n" in prompts.alpaca_prompt("Do it.", "x")
-    assert prompts.alpaca_prompt("Do", "x", "{instruction}|{input}") == "Do|x"
+    assert template.alpaca_prompt("Do it.").endswith("### Instruction:\nDo it.\n\n### Response:")
+    assert "### Input:\nx\n\n" in template.alpaca_prompt("Do it.", "x")
+    assert template.alpaca_prompt("Do", "x", "{instruction}|{input}") == "Do|x"

@@ -3,8 +3,8 @@ never faster), and Retry-After style pauses stop every worker."""
 import asyncio
 import time
 
-from alpagasus.judges.openai_judge import retry_after_seconds
-from alpagasus.ratelimit import RateLimiter
+from alpagasus.judging.judges.openai_judge import retry_after_seconds
+from alpagasus.judging.ratelimit import RateLimiter
 
 
 def _elapsed(limiter, n, tokens=0.0, workers=8):

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-import alpagasus.judges.openai_judge as openai_judge
-from alpagasus.io import read_jsonl
-from alpagasus.miniature import make_records
-from alpagasus.rating import IncompleteRatingError, estimate_rating, rate_records
+import alpagasus.judging.judges.openai_judge as openai_judge
+from alpagasus.core.io import read_jsonl
+from alpagasus.data.miniature import make_records
+from alpagasus.judging.rating import IncompleteRatingError, estimate_rating, rate_records
 from alpagasus.testing.fake_openai import FakeOpenAIServer, FaultPlan, expected_rating
 
 
@@ -78,7 +78,7 @@ def test_every_record_scored_or_flagged_none_lost_none_paid_twice(tmp_path, api_
 
 
 def expected_rating_for(rec):
-    from alpagasus.prompts import rating_messages
+    from alpagasus.judging.prompts import rating_messages
 
     return expected_rating(rating_messages(rec["instruction"], rec["input"], rec["output"]))
 
@@ -211,7 +211,7 @@ def test_kill_dash_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, api_key):
             return p
 
         def cmd(name):
-            return [sys.executable, "-m", "alpagasus.cli", "rate", "--config", str(config(name)),
+            return [sys.executable, "-m", "alpagasus", "rate", "--config", str(config(name)),
                     "--records", str(rec_path), "--out", str(tmp_path / name / "scores.jsonl"), "--no-progress"]
 
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO, shared_path
 
 from alpagasus.data import load_records
-from alpagasus.io import read_jsonl
+from alpagasus.core.io import read_jsonl
 from alpagasus.testing.fake_openai import FakeOpenAIServer
 
 REHEARSAL = REPO / "config" / "rehearsal.yaml"
@@ -29,7 +29,7 @@ CONVERTED = "models/SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_the_shipped_overlay_passes_the_checks_and_drops_the_paper_extra_selections(tmp_path):
-    from alpagasus.config import load
+    from alpagasus.core.config import load
 
     cfg = load(REPO / "config" / "config.yaml", REHEARSAL)
     assert cfg["selection"]["extra"] is None  # no top3k/top6k that would be all 300 records
@@ -38,8 +38,8 @@ def test_the_shipped_overlay_passes_the_checks_and_drops_the_paper_extra_selecti
 
 
 def test_slices_take_the_first_records_and_items_after_checking_the_whole_file(tmp_path):
-    from alpagasus.data import obtain_alpaca
-    from alpagasus.testsets import load_test_set, write_test_set
+    from alpagasus.data.acquire import obtain_alpaca
+    from alpagasus.data.testsets import load_test_set, write_test_set
 
     records = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(10)]
     (tmp_path / "all.json").write_text(json.dumps(records))

@@ -7,9 +7,9 @@ import pytest
 import yaml
 from conftest import REPO
 
-from alpagasus.expected_score import expected_score
-from alpagasus.judges import JudgeRequest, make_judge
-from alpagasus.parsing import parse_rating
+from alpagasus.judging.expected_score import expected_score
+from alpagasus.judging.judges import JudgeRequest, make_judge
+from alpagasus.judging.parsing import parse_rating
 
 
 def rate(judge, output, reference):
@@ -33,7 +33,7 @@ def test_saturated_text_hides_what_the_probabilities_keep():
 def test_saturated_overlay_selection_stage(tmp_path):
     """Threshold keeps exact answers and near misses alike; top_k by expected_score the exact ones first."""
     from alpagasus.data import load_records
-    from alpagasus.miniature import solve
+    from alpagasus.data.miniature import solve
     from test_workflow import snakemake
 
     small = tmp_path / "small.yaml"
@@ -61,7 +61,7 @@ def test_saturated_miniature_end_to_end(tmp_path):
     The outcome is measured and printed (for the README), not forced."""
     import csv
 
-    from alpagasus.io import read_jsonl
+    from alpagasus.core.io import read_jsonl
     from test_miniature import _snakemake
 
     _, wall = _snakemake(tmp_path, "--configfile", REPO / "config/smoke.yaml", REPO / "config/saturated.yaml")

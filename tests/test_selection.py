@@ -1,6 +1,6 @@
 import pytest
 
-from alpagasus.selection import paper_bin, random_indices, select_indices, summarize
+from alpagasus.selection.select import paper_bin, random_indices, select_indices, summarize
 
 
 def recs(n):

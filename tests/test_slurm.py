@@ -691,7 +691,7 @@ def test_training_on_two_nodes(slurm_cluster, tmp_path):
     """`resources.nodes: 2` through the Slurm plugin: one job on two nodes, whose train rule runs
     one launcher per node with `srun` (alpagasus.training.launch_command) inside the plugin's own
     `srun -n1` step; the ranks meet and train as one, with the single-process run's losses."""
-    from alpagasus.miniature import make_records
+    from alpagasus.data.miniature import make_records
     from alpagasus.training import spec_from_config, train
 
     root = tmp_path / "checkout"

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from conftest import REPO, shared_path
 
-from alpagasus import config as config_mod
-from alpagasus.data import DataError, load_records, obtain_alpaca, write_records
-from alpagasus.sources import read_hub, read_local
+from alpagasus.core import config as config_mod
+from alpagasus.data import DataError, load_records, write_records
+from alpagasus.data.acquire import obtain_alpaca
+from alpagasus.data.sources import read_hub, read_local
 
 DOLLY_FIELDS = {"instruction": "instruction", "input": "context", "output": "response"}
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -327,8 +328,8 @@ def test_hub_revision_is_required_by_the_schema():
 
 
 def test_alpaca_52k_unchanged_but_for_source_row(tmp_path):
-    from alpagasus.judges import make_judge
-    from alpagasus.rating import build_requests
+    from alpagasus.judging.judges import make_judge
+    from alpagasus.judging.rating import build_requests
 
     path = shared_path("data", "alpaca", "alpaca_data.json")
     original = load_records(path)
@@ -373,7 +374,7 @@ def test_dolly_overlay_plans_the_papers_experiment(tmp_path):
 
 @pytest.mark.slow
 def test_dag_on_a_dolly_file_keeps_category_and_source_row(tmp_path, api_key):
-    from alpagasus.prompts import rating_messages
+    from alpagasus.judging.prompts import rating_messages
     from alpagasus.testing.fake_openai import FakeOpenAIServer, expected_rating
 
     rows = dolly_rows(40)

@@ -11,18 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from alpagasus.stats import (
-    aggregate,
-    bootstrap_ci,
-    consistent,
-    item_outcome,
-    item_points,
-    order_points,
-    outcome_value,
-    pool,
-    relative_total_score,
-    sign_test,
-)
+from alpagasus.evaluation.stats import (aggregate, bootstrap_ci, consistent, item_outcome, item_points, order_points, outcome_value, pool, relative_total_score, sign_test)
 
 # Order 1 written with A first: (A, B).  Order 2 written with B first: (B, A).
 A_BETTER_1, A_EQUAL_1, A_WORSE_1 = (8, 6), (7, 7), (5, 9)

@@ -7,17 +7,8 @@ import urllib.request
 import pytest
 from conftest import SHARED, shared_path
 
-from alpagasus.io import read_jsonl
-from alpagasus.testsets import (
-    BASE_URL,
-    REPO_COMMIT,
-    TEST_SETS,
-    ChecksumError,
-    fetch_raw,
-    load_test_set,
-    parse,
-    write_test_set,
-)
+from alpagasus.core.io import read_jsonl
+from alpagasus.data.testsets import (BASE_URL, REPO_COMMIT, TEST_SETS, ChecksumError, fetch_raw, load_test_set, parse, write_test_set)
 
 COUNTS = {"vicuna": 80, "koala": 180, "wizardlm": 218, "sinstruct": 252}
 

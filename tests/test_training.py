@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import REPO
 
-from alpagasus.miniature import MINIATURE_TEMPLATE, make_records
+from alpagasus.data.miniature import MINIATURE_TEMPLATE, make_records
 from alpagasus.training import TrainSpec, TrainingInterrupted, fingerprint, num_processes, train
 
 # Training runs, kills, signals and several processes: the whole module is the slow tier.

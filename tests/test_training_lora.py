@@ -10,7 +10,7 @@ import torch
 from conftest import REPO
 from test_training import _run_cli, _wait_for
 
-from alpagasus.miniature import make_records
+from alpagasus.data.miniature import make_records
 from alpagasus.training import TrainSpec, spec_from_config, train
 
 CONFIGS = [str(REPO / "config" / f) for f in ("config.yaml", "smoke.yaml", "smoke_lora.yaml")]
@@ -67,8 +67,8 @@ def test_lora_trains_saves_a_small_adapter_and_a_merged_model_and_resumes(tmp_pa
     # The merged directory is what generation reads: a plain transformers model, no peft.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alpagasus.miniature import MINIATURE_TEMPLATE
-    from alpagasus.packing import collate, token_losses, tokenize_records
+    from alpagasus.data.miniature import MINIATURE_TEMPLATE
+    from alpagasus.training.packing import collate, token_losses, tokenize_records
 
     model = AutoModelForCausalLM.from_pretrained(out_dir).eval()
     tok = AutoTokenizer.from_pretrained(out_dir)
@@ -107,7 +107,7 @@ def test_bad_lora_settings_are_named(tmp_path, data, size, message):
 def test_the_lora_overlay_passes_the_schema_and_a_bad_lora_is_named_there():
     import copy
 
-    from alpagasus.config import ConfigError, load, validate
+    from alpagasus.core.config import ConfigError, load, validate
 
     cfg = load(*CONFIGS)
     assert cfg["training"]["sizes"]["tiny"]["lora"]["r"] == 8

@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from alpagasus.io import read_jsonl
-from alpagasus.judges.transformers_judge import installed_smollm2
+from alpagasus.core.io import read_jsonl
+from alpagasus.judging.judges.transformers_judge import installed_smollm2
 from conftest import shared_path
 
 N_RECORDS = 16
@@ -107,8 +107,8 @@ def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):
 def test_weights_hash_is_part_of_the_cache_key(tmp_path):
     import asyncio
 
-    from alpagasus.judges import JudgeFatalError
-    from alpagasus.judges.transformers_judge import TransformersJudge
+    from alpagasus.judging.judges import JudgeFatalError
+    from alpagasus.judging.judges.transformers_judge import TransformersJudge
 
     model = tmp_path / "m"
     model.mkdir()
@@ -120,7 +120,7 @@ def test_weights_hash_is_part_of_the_cache_key(tmp_path):
     lp = TransformersJudge("c", {"backend": "transformers", "model": str(model), "score_mode": "logprobs"})
     assert "max_new_tokens" not in lp.params and lp.params["score_mode"] == "logprobs"
     with pytest.raises(JudgeFatalError, match="pairwise"):
-        asyncio.run(lp.complete(__import__("alpagasus.judges", fromlist=["JudgeRequest"]).JudgeRequest(
+        asyncio.run(lp.complete(__import__("alpagasus.judging.judges", fromlist=["JudgeRequest"]).JudgeRequest(
             "k", [], {"answer_1": "x", "answer_2": "y"})))
     with pytest.raises(JudgeFatalError, match="no weight files"):
         (tmp_path / "empty").mkdir()
@@ -128,7 +128,7 @@ def test_weights_hash_is_part_of_the_cache_key(tmp_path):
 
 
 def test_a_model_that_cannot_load_stops_the_rating_with_the_reason(tmp_path):
-    from alpagasus.rating import IncompleteRatingError, rate_records
+    from alpagasus.judging.rating import IncompleteRatingError, rate_records
 
     model = tmp_path / "broken"
     model.mkdir()

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO
 
 from alpagasus.data import load_records
-from alpagasus.miniature import solve
+from alpagasus.data.miniature import solve
 from alpagasus.testing.fake_openai import FakeOpenAIServer
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]

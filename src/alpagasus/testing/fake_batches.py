@@ -22,14 +22,11 @@ import itertools
 import json
 import math
 import time
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .fake_openai import _classify, _draw, _error_body, reply_text, reply_usage, request_key
+from alpagasus.testing.replies import classify, draw, error_body, reply_text, reply_usage, request_key
 
-if TYPE_CHECKING:
-    from .fake_openai import FakeOpenAIServer
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -53,7 +50,7 @@ class BatchPlan:
 
 
 class FakeBatches:
-    def __init__(self, server: "FakeOpenAIServer"):
+    def __init__(self, server):  # the FakeOpenAIServer it is mounted on (which imports this module)
         self.server = server
         self.plan = BatchPlan()
         self.files: dict[str, dict] = {}
@@ -113,13 +110,13 @@ class FakeBatches:
         api_key = self.server.api_key
         if auth is None or (api_key is not None and auth != f"Bearer {api_key}"):
             call["status"] = 401
-            return web.json_response(_error_body("Incorrect API key provided.", "invalid_request_error",
+            return web.json_response(error_body("Incorrect API key provided.", "invalid_request_error",
                                                  "invalid_api_key"), status=401)
         if self.server.latency_s > 0:
             await asyncio.sleep(self.server.latency_s)
         if n < self.plan.http_500_first:
             call["status"] = 500
-            return web.json_response(_error_body("The server had an error (injected).", "server_error", None), status=500)
+            return web.json_response(error_body("The server had an error (injected).", "server_error", None), status=500)
         return None
 
     @staticmethod
@@ -139,7 +136,7 @@ class FakeBatches:
         field, purpose = form.get("file"), form.get("purpose")
         if field is None or not hasattr(field, "file") or purpose is None:
             return self._done(request, web.json_response(
-                _error_body("multipart form with 'file' and 'purpose' required", "invalid_request_error", None), status=400))
+                error_body("multipart form with 'file' and 'purpose' required", "invalid_request_error", None), status=400))
         data = field.file.read()
         with self._lock:
             fid = self._new_id("file")
@@ -189,7 +186,7 @@ class FakeBatches:
 
     @staticmethod
     def _not_found(what: str, id_: str) -> web.Response:
-        return web.json_response(_error_body(f"No such {what}: {id_}", "invalid_request_error", None), status=404)
+        return web.json_response(error_body(f"No such {what}: {id_}", "invalid_request_error", None), status=404)
 
     # -- batches --------------------------------------------------------------------------------
 
@@ -201,7 +198,7 @@ class FakeBatches:
         except Exception:  # noqa: BLE001 - any unreadable body is the client's 400
             body = None
         if not isinstance(body, dict) or body.get("endpoint") not in ENDPOINTS or body.get("completion_window") != "24h":
-            return self._done(request, web.json_response(_error_body(
+            return self._done(request, web.json_response(error_body(
                 f"endpoint must be one of {ENDPOINTS} and completion_window '24h'", "invalid_request_error", None), status=400))
         fid = body.get("input_file_id")
         with self._lock:
@@ -262,7 +259,7 @@ class FakeBatches:
                 b["cancelling_at"] = int(time.time())
                 obj = self._advance(b)
             elif obj["status"] != "cancelling":
-                return self._done(request, web.json_response(_error_body(
+                return self._done(request, web.json_response(error_body(
                     f"Cannot cancel a batch with status {obj['status']}.", "invalid_request_error", None), status=400))
         return self._done(request, web.json_response(obj))
 
@@ -351,14 +348,14 @@ class FakeBatches:
         attempt = self._line_attempts[cid]
         self._line_attempts[cid] += 1
         entry = {"t": time.monotonic(), "t_done": time.monotonic(), "key": request_key(model, messages),
-                 "kind": _classify(messages), "status": "ok", "paid": True, "model": model, "index": None,
+                 "kind": classify(messages), "status": "ok", "paid": True, "model": model, "index": None,
                  "attempt": attempt, "path": "/v1/batches", "custom_id": cid}
-        if _draw(srv.seed, f"batch:{cid}", attempt) < self.plan.line_error_500:
+        if draw(srv.seed, f"batch:{cid}", attempt) < self.plan.line_error_500:
             entry.update(status="500", paid=False)
             self._log(entry)
             return ({"id": rid, "custom_id": cid, "error": None,
                      "response": {"status_code": 500, "request_id": rid,
-                                  "body": _error_body("The server had an error while processing your request.",
+                                  "body": error_body("The server had an error while processing your request.",
                                                       "server_error", None)}}, False)
         text = reply_text(messages, srv.position_bias)
         pt, ct = reply_usage(messages, text)

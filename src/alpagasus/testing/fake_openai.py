@@ -28,11 +28,8 @@ import argparse
 import asyncio
 import collections
 import dataclasses
-import hashlib
 import itertools
 import json
-import math
-import re
 import signal
 import sys
 import threading
@@ -41,7 +38,11 @@ from typing import Any
 
 from aiohttp import web
 
-from alpagasus.prompts import PAIRWISE_SYSTEM, RATING_SYSTEM
+from alpagasus.testing.fake_batches import FakeBatches  # the Batch API's /v1/files and /v1/batches
+from alpagasus.testing.replies import (NO_SCORE_REPLY, OTHER_REPLY, RATING_SCORES, answer_score, classify, draw,
+                                       error_body, expected_pair, expected_rating, pairwise_reply,
+                                       parse_pairwise_user, rating_reply, reply_logprobs, reply_text,
+                                       reply_usage, request_key)
 
 __all__ = [
     "FAULT_KINDS",
@@ -59,212 +60,6 @@ __all__ = [
     "rating_reply",
     "reply_logprobs",
 ]
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic judge: replies are a pure function of the request content
-# ---------------------------------------------------------------------------------------------
-
-# Skewed towards 4-4.5 like real GPT ratings, so a 4.5 threshold selects a minority of records.
-RATING_SCORES: tuple[float, ...] = (2.0, 3.0, 3.5, 4.0, 4.0, 4.0, 4.5, 4.5, 5.0)
-
-# Explanations hold no digit, so any sensible score parser can only pick up the score itself.
-_EXPLANATIONS: tuple[str, ...] = (
-    "The response addresses the instruction and is mostly correct, though some details are thin.",
-    "The answer is relevant and clear; a few points could be explained more precisely.",
-    "The response follows the instruction but misses part of what the input asks for.",
-    "Overall the answer is accurate and helpful, with minor omissions.",
-)
-_PAIR_EXPLANATIONS: tuple[str, ...] = (
-    "Assistant one gives a more complete answer, while assistant two is shorter but relevant.",
-    "Both assistants answer the question; they differ in detail and precision.",
-    "The second assistant is more precise, the first one is more verbose.",
-)
-# A paid 200 reply with no number in it: the judge answered but gave no usable score.
-NO_SCORE_REPLY = "I am unable to evaluate this response."
-# Reply to any prompt that is neither a rating nor a pairwise prompt.
-OTHER_REPLY = "This is a canned reply from the fake OpenAI server."
-
-_RATING_SHAPES: tuple[str, ...] = (
-    "{s}\n{e}",
-    "Score: {s}\n{e}",
-    "Score:{s}\n{e}",
-    "{s}/5\n{e}",
-    "**{s}**\n{e}",
-    "Rating: {s} out of 5\n{e}",
-)
-_PAIR_SHAPES: tuple[str, ...] = (
-    "{a} {b}\n{e}",
-    "{a}, {b}\n{e}",
-    "Assistant 1: {a}\nAssistant 2: {b}\n{e}",
-)
-
-_PAIRWISE_RE = re.compile(
-    r"\[Question\]\n(?P<q>.*?)\n\n"
-    r"\[The Start of Assistant 1's Answer\]\n(?P<a1>.*?)\n\n\[The End of Assistant 1's Answer\]\n\n"
-    r"\[The Start of Assistant 2's Answer\]\n(?P<a2>.*?)\n\n\[The End of Assistant 2's Answer\]",
-    re.DOTALL,
-)
-
-
-def _text(content: Any) -> str:
-    """Message content as plain text (the SDK may send a list of typed parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
-
-def _system_text(messages: list[dict]) -> str | None:
-    for m in messages:
-        if isinstance(m, dict) and m.get("role") == "system":
-            return _text(m.get("content"))
-    return None
-
-
-def _user_text(messages: list[dict]) -> str:
-    """The last user message: that is what the judge is asked about."""
-    for m in reversed(messages):
-        if isinstance(m, dict) and m.get("role") == "user":
-            return _text(m.get("content"))
-    return ""
-
-
-def _u64(digest: bytes, i: int) -> int:
-    return int.from_bytes(digest[8 * i : 8 * i + 8], "big")
-
-
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def expected_rating(messages: list[dict]) -> float:
-    """The score the fake judge gives a rating prompt (a pure function of the user message)."""
-    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
-    return RATING_SCORES[_u64(d, 0) % len(RATING_SCORES)]
-
-
-def rating_reply(messages: list[dict]) -> str:
-    """The full reply text to a rating prompt; the shape varies so parsers meet each form."""
-    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
-    shape = _RATING_SHAPES[_u64(d, 1) % len(_RATING_SHAPES)]
-    expl = _EXPLANATIONS[_u64(d, 2) % len(_EXPLANATIONS)]
-    return shape.format(s=_fmt(expected_rating(messages)), e=expl)
-
-
-_TOKEN_RE = re.compile(r"\d|\.|\s*[A-Za-z']+|\s+|[^\w\s]")
-
-
-def reply_logprobs(messages: list[dict], text: str, top_logprobs: int = 20) -> list[dict]:
-    """``choices[0].logprobs.content`` for ``text``: one entry per token (digits and "." are
-    tokens of their own, as in GPT tokenizers, so "4.5" is three), each with alternatives whose
-    probabilities are a pure function of the request. The first digit of a rating puts most of its
-    mass on the written digit, the rest on its neighbours and on a word ("The"), so the expected
-    score differs from the written one record by record."""
-    d = hashlib.sha256(("logprobs\x1f" + _user_text(messages)).encode("utf-8")).digest()
-    u = [_u64(d, i) / 2**64 for i in range(4)]
-    tokens = _TOKEN_RE.findall(text)
-    first_digit = next((i for i, t in enumerate(tokens) if t.isdigit()), None)
-    content = []
-    for i, tok in enumerate(tokens):
-        if i == first_digit:
-            v = int(tok)
-            main, down, up = 0.5 + 0.4 * u[0], 0.0, 0.0
-            rest = 1.0 - main
-            down = rest * u[1] if v > 0 else 0.0
-            up = rest * (1 - u[1]) * 0.8 if v < 9 else 0.0
-            alts = [(tok, main), (str(v - 1), down), (str(v + 1), up), ("The", 1.0 - main - down - up)]
-        elif first_digit is not None and i == first_digit + 1 and tok == ".":
-            alts = [(".", 0.7 + 0.25 * u[2]), ("\n", 0.3 - 0.25 * u[2])]
-        elif first_digit is not None and i == first_digit + 2 and tok.isdigit() and tokens[i - 1] == ".":
-            other = "0" if tok != "0" else "5"
-            alts = [(tok, 0.6 + 0.35 * u[3]), (other, 0.4 - 0.35 * u[3])]
-        else:
-            alts = [(tok, 0.9), (" the" if tok != " the" else " a", 0.1)]
-        alts = [(t, p) for t, p in alts if p > 0][: max(1, top_logprobs)]
-        content.append({
-            "token": tok, "logprob": math.log(alts[0][1]), "bytes": list(tok.encode("utf-8")),
-            "top_logprobs": [{"token": t, "logprob": math.log(p), "bytes": list(t.encode("utf-8"))} for t, p in alts],
-        })
-    return content
-
-
-def answer_score(question: str, answer: str) -> int:
-    """Score (1..10) of one answer; independent of its position, so swaps are comparable."""
-    d = hashlib.sha256(json.dumps([question, answer], ensure_ascii=False).encode("utf-8")).digest()
-    return 1 + _u64(d, 0) % 10
-
-
-def parse_pairwise_user(content: str) -> tuple[str, str, str]:
-    """(question, answer_1, answer_2) out of a ``PAIRWISE_USER`` message; ValueError otherwise."""
-    m = _PAIRWISE_RE.search(content)
-    if m is None:
-        raise ValueError("not a PAIRWISE_USER message")
-    return m.group("q"), m.group("a1"), m.group("a2")
-
-
-def expected_pair(messages: list[dict], position_bias: float = 0.0) -> tuple[float, float]:
-    """Scores (assistant 1, assistant 2) the fake judge gives a pairwise prompt.
-
-    ``position_bias`` is added to assistant 1 to simulate a judge that favours the answer shown
-    first. The biased score is clamped to the protocol's 1..10 scale (a real judge never says
-    11), so with a bias the shift is exact only where it does not cross the scale's ends.
-    """
-    q, a1, a2 = parse_pairwise_user(_user_text(messages))
-    s1 = min(10.0, max(1.0, answer_score(q, a1) + position_bias))
-    return float(s1), float(answer_score(q, a2))
-
-
-def pairwise_reply(messages: list[dict], position_bias: float = 0.0) -> str:
-    """The full reply text to a pairwise prompt, in one of several score-line shapes."""
-    s1, s2 = expected_pair(messages, position_bias)
-    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
-    shape = _PAIR_SHAPES[_u64(d, 1) % len(_PAIR_SHAPES)]
-    expl = _PAIR_EXPLANATIONS[_u64(d, 2) % len(_PAIR_EXPLANATIONS)]
-    return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
-
-
-def reply_text(messages: list[dict], position_bias: float = 0.0) -> str:
-    """The fake judge's deterministic answer to a chat request (online and in a batch alike)."""
-    kind = _classify(messages)
-    if kind == "rating":
-        return rating_reply(messages)
-    if kind == "pairwise":
-        try:
-            return pairwise_reply(messages, position_bias)
-        except ValueError:
-            return OTHER_REPLY
-    return OTHER_REPLY
-
-
-def reply_usage(messages: list[dict], text: str) -> tuple[int, int]:
-    """(prompt_tokens, completion_tokens) the fake server bills for a reply."""
-    prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-    return _tokens(prompt_len), _tokens(len(text))
-
-
-def _classify(messages: list[dict]) -> str:
-    system = _system_text(messages)
-    if system == RATING_SYSTEM:
-        return "rating"
-    if system == PAIRWISE_SYSTEM:
-        return "pairwise"
-    return "other"
-
-
-def request_key(model: Any, messages: Any) -> str:
-    """Identity of "what is being paid for": the same prompt to the same model twice is a waste."""
-    canon = json.dumps(
-        {"model": model, "messages": messages}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
-
-
-def _tokens(text_len: int) -> int:
-    return math.ceil(text_len / 4)
-
 
 # ---------------------------------------------------------------------------------------------
 # Fault injection
@@ -343,15 +138,6 @@ class FaultPlan:
             if u < acc:
                 return kind
         return None
-
-
-def _draw(seed: int, key: str, attempt: int) -> float:
-    d = hashlib.sha256(f"{seed}:{key}:{attempt}".encode()).digest()
-    return _u64(d, 0) / 2.0**64
-
-
-def _error_body(message: str, type_: str, code: str | None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
 def _seconds_header(s: float) -> str:
@@ -447,7 +233,6 @@ class FakeOpenAIServer:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        from .fake_batches import FakeBatches  # the Batch API's /v1/files and /v1/batches
 
         self.batch_api = FakeBatches(self)
 
@@ -603,7 +388,7 @@ class FakeOpenAIServer:
             "t": t,
             "t_done": None,
             "key": request_key(model, messages if valid else None),
-            "kind": _classify(messages),
+            "kind": classify(messages),
             "status": "pending",
             "paid": False,
             "model": model,
@@ -618,7 +403,7 @@ class FakeOpenAIServer:
         if auth is None or (self.api_key is not None and auth != f"Bearer {self.api_key}"):
             self._finish(entry, "401")
             return web.json_response(
-                _error_body(
+                error_body(
                     "Incorrect API key provided." if auth else "You didn't provide an API key.",
                     "invalid_request_error",
                     "invalid_api_key",
@@ -628,7 +413,7 @@ class FakeOpenAIServer:
         if not valid or body.get("stream"):
             self._finish(entry, "400")
             msg = "streaming is not supported by the fake" if valid else "body must be JSON with 'messages'"
-            return web.json_response(_error_body(msg, "invalid_request_error", None), status=400)
+            return web.json_response(error_body(msg, "invalid_request_error", None), status=400)
 
         faults = self.faults
         index = attempt = 0
@@ -643,7 +428,7 @@ class FakeOpenAIServer:
         if wait > 0.0:
             self._finish(entry, "rate_limited")
             return web.json_response(
-                _error_body(
+                error_body(
                     f"Rate limit reached: {self.rpm_cap:g} requests per minute.", "requests", "rate_limit_exceeded"
                 ),
                 status=429,
@@ -655,7 +440,7 @@ class FakeOpenAIServer:
             if index < len(faults.schedule):
                 fault = faults.schedule[index]
             if fault is None:
-                fault = faults.pick(_draw(self.seed, entry["key"], attempt))
+                fault = faults.pick(draw(self.seed, entry["key"], attempt))
             if fault == "ok":
                 fault = None
 
@@ -663,7 +448,7 @@ class FakeOpenAIServer:
             assert faults is not None
             self._finish(entry, "429")
             return web.json_response(
-                _error_body("Rate limit reached for requests (injected).", "requests", "rate_limit_exceeded"),
+                error_body("Rate limit reached for requests (injected).", "requests", "rate_limit_exceeded"),
                 status=429,
                 headers={
                     "Retry-After": _seconds_header(faults.retry_after_s),
@@ -694,15 +479,15 @@ class FakeOpenAIServer:
         if fault in ("500", "503"):
             self._finish(entry, fault)
             if fault == "500":
-                err = _error_body("The server had an error while processing your request.", "server_error", None)
+                err = error_body("The server had an error while processing your request.", "server_error", None)
             else:
-                err = _error_body("The engine is currently overloaded, please try again later.", "server_error",
+                err = error_body("The engine is currently overloaded, please try again later.", "server_error",
                                   "service_unavailable")
             return web.json_response(err, status=int(fault))
         if fault == "400":
             self._finish(entry, "400")
             return web.json_response(
-                _error_body("This request was refused (injected).", "invalid_request_error", None), status=400)
+                error_body("This request was refused (injected).", "invalid_request_error", None), status=400)
         if fault == "not_json":
             self._finish(entry, "not_json")  # malformed replies are not billed
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,

@@ -4,7 +4,7 @@ What is kept from the recipe (../shared/PAPER.md section 2): Alpaca's templates,
 response + eos only, each example truncated at ``max_length``, AdamW, warmup ratio, cosine
 schedule, weight decay, gradient clipping at 1.0 (the HF Trainer default Alpaca ran with), and
 a global batch of ``global_batch_size`` *examples* per optimizer step whatever the device count.
-What differs, and why: examples are packed with exact per-example attention (``alpagasus.packing``),
+What differs, and why: examples are packed with exact per-example attention (``alpagasus.training.packing``),
 and a step's loss is normalised over the whole global batch (docs/training.md).
 
 The package, in the order a run goes through it:
@@ -17,16 +17,15 @@ The package, in the order a run goes through it:
 * ``loop``: ``train`` and ``train_step``;
 * ``export``: the train log and the output directory (a standard Hugging Face model).
 
-Signals (SIGTERM, SIGUSR1) mean the same here as everywhere else: ``alpagasus.signals``.
+Signals (SIGTERM, SIGUSR1) mean the same here as everywhere else: ``alpagasus.core.stop_signals``.
 """
 
-from ..logs import redirect_output  # noqa: F401  (its home is alpagasus.logs; importable here as before)
-from .checkpoint import STATE_FILE, latest_checkpoint
-from .launcher import launch, launch_command, num_processes, srun_environment
-from .loop import TrainingInterrupted, train, train_step
-from .run import RunState, fingerprint, setup
-from .schedule import StepSampler, total_steps_for
-from .spec import SIZE_DEFAULTS, TrainSpec, spec_from_config
+from alpagasus.training.checkpoint import STATE_FILE, latest_checkpoint
+from alpagasus.training.launcher import launch, launch_command, num_processes, srun_environment
+from alpagasus.training.loop import TrainingInterrupted, train, train_step
+from alpagasus.training.run import RunState, fingerprint, setup
+from alpagasus.training.schedule import StepSampler, total_steps_for
+from alpagasus.training.spec import SIZE_DEFAULTS, TrainSpec, spec_from_config
 
 __all__ = [
     "STATE_FILE", "SIZE_DEFAULTS", "RunState", "StepSampler", "TrainSpec", "TrainingInterrupted", "fingerprint",

@@ -15,8 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..io import write_json
-from .run import RunState
+from alpagasus.core.io import write_json
+from alpagasus.training.run import RunState
 
 log = logging.getLogger("alpagasus.training")
 

@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from .launcher import accelerate_command, launch
-from .loop import TrainingInterrupted, train
-from .spec import TrainSpec, spec_from_config
+from alpagasus.training.launcher import accelerate_command, launch
+from alpagasus.training.loop import TrainingInterrupted, train
+from alpagasus.training.spec import TrainSpec, spec_from_config
 
 
 def main(argv: list[str] | None = None) -> int:

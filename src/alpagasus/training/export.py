@@ -11,10 +11,10 @@ import logging
 import resource
 import shutil
 
-from ..io import atomic_path, write_json
-from .distributed import max_over_ranks
-from .model import is_lora
-from .run import RunState, nominal_accumulation
+from alpagasus.core.io import atomic_path, write_json
+from alpagasus.training.distributed import max_over_ranks
+from alpagasus.training.model import is_lora
+from alpagasus.training.run import RunState, nominal_accumulation
 
 log = logging.getLogger("alpagasus.training")
 
@@ -135,7 +135,7 @@ def export(run: RunState, train_log: dict) -> None:
                              pad_token_id=tokenizer.pad_token_id, do_sample=False).save_pretrained(tmp)
             write_json(tmp / "train_log.json", train_log)
             try:
-                from ..plots_training import plot_loss_curve
+                from alpagasus.reporting.plots import plot_loss_curve
 
                 plot_loss_curve(train_log, tmp / "loss_curve.png")
             except Exception as exc:  # a plot must never lose a finished model

@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..io import write_json
-from ..signals import LAUNCHER_ENV, forwarding_to_group
-from .loop import TrainingInterrupted, train
-from .spec import TrainSpec
+from alpagasus.core.io import write_json
+from alpagasus.core.stop_signals import LAUNCHER_ENV, forwarding_to_group
+from alpagasus.training.loop import TrainingInterrupted, train
+from alpagasus.training.spec import TrainSpec
 
 
 def free_port() -> int:
@@ -112,7 +112,7 @@ def launch(spec: TrainSpec, gpus: int = 0, accelerate_config: str | None = None,
 
     ``gpus`` is per node. Returns the exit status (0, or 128 + signal when training was stopped
     and saved). The stop signals received here are passed to the launcher, which passes them to
-    every rank (``alpagasus.signals``).
+    every rank (``alpagasus.core.stop_signals``).
     """
     n = num_processes(gpus)
     inside_launcher = "LOCAL_RANK" in os.environ

@@ -13,13 +13,13 @@ import math
 import sys
 import time
 
-from ..packing import collate, plan_step, step_token_counts, token_losses
-from ..signals import StopFlag
-from .checkpoint import keep_only_trainable_weights, resume, save_state
-from .distributed import agree_on_stop
-from .export import export, summarize
-from .run import RunState, setup
-from .spec import TrainSpec
+from alpagasus.training.packing import collate, plan_step, step_token_counts, token_losses
+from alpagasus.core.stop_signals import StopFlag
+from alpagasus.training.checkpoint import keep_only_trainable_weights, resume, save_state
+from alpagasus.training.distributed import agree_on_stop
+from alpagasus.training.export import export, summarize
+from alpagasus.training.run import RunState, setup
+from alpagasus.training.spec import TrainSpec
 
 log = logging.getLogger("alpagasus.training")
 

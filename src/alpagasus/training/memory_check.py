@@ -1,11 +1,11 @@
-"""The training job's memory estimate (``alpagasus.memory``) against the ``mem_mb`` it was granted."""
+"""The training job's memory estimate (``alpagasus.training.memory``) against the ``mem_mb`` it was granted."""
 
 from __future__ import annotations
 
 import os
 
-from .. import memory
-from .model import base_config
+from alpagasus.training import memory
+from alpagasus.training.model import base_config
 
 
 def for_training(spec, size: dict, model, n_params: int, n_trainable: int, row_length: int, attn: str,

@@ -14,7 +14,7 @@ FLASH_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
 def load_tokenizer(size: dict, records: list[dict], template: str | None):
     from transformers import AutoTokenizer
 
-    from ..tokenizer import char_tokenizer_for_records
+    from alpagasus.training.tokenizer import char_tokenizer_for_records
 
     name = size["tokenizer"] or size["base_model"]
     if name == "char":

@@ -10,15 +10,15 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..data import load_records, sha256_file
-from ..identity import training_fingerprint
-from ..packing import tokenize_records
-from . import memory_check
-from .distributed import gather_nodes, use_fsdp_on_cpu
-from .model import (FLASH_IMPLEMENTATIONS, add_lora, build_model, check_quantization, choose_attn_implementation,
-                    load_tokenizer)
-from .schedule import StepSampler, make_scheduler, total_steps_for, warmup_steps_for
-from .spec import TrainSpec
+from alpagasus.data import load_records
+from alpagasus.core.io import sha256_file
+from alpagasus.core.identity import training_fingerprint
+from alpagasus.training.packing import tokenize_records
+from alpagasus.training import memory_check
+from alpagasus.training.distributed import gather_nodes, use_fsdp_on_cpu
+from alpagasus.training.model import (FLASH_IMPLEMENTATIONS, add_lora, build_model, check_quantization, choose_attn_implementation, load_tokenizer)
+from alpagasus.training.schedule import StepSampler, make_scheduler, total_steps_for, warmup_steps_for
+from alpagasus.training.spec import TrainSpec
 
 log = logging.getLogger("alpagasus.training")
 
@@ -162,7 +162,7 @@ def setup(spec: TrainSpec) -> RunState:
 
 
 def fingerprint(spec: TrainSpec, size: dict, data_sha: str) -> str:
-    """What a saved state must match to be resumed (``alpagasus.identity``)."""
+    """What a saved state must match to be resumed (``alpagasus.core.identity``)."""
     return training_fingerprint(data_sha, size, spec.template, spec.seed)
 
 

@@ -1,0 +1,178 @@
+"""Configuration outside Snakemake (the CLI), and the checks a JSON schema cannot express."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+SCHEMA = REPO / "config" / "schema.yaml"
+BUILTIN_VARIANTS = {"alpagasus", "alpaca", "random"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def merge(base: dict, over: dict) -> dict:
+    """An overlay over a base, exactly as Snakemake merges --configfile overlays: a mapping is
+    merged key by key (an overlay holds only differences); anything else, a list, a scalar or
+    null, replaces the base's value. So `null` removes what the base sets (`selection: {extra:
+    null}`), while an empty mapping `{}` changes nothing (see check_overlay)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file; a syntax error names the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the key: ``config judges.fake.temperature: -1 is less than ...``."""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    message = error.message
+    if error.validator == "additionalProperties":
+        message = message.replace("Additional properties are not allowed", "unknown key(s)")
+    if len(message) > 300:  # never dump a whole sub-config into one line
+        message = message[:300] + " ..."
+    return f"config {where}: {message}"
+
+
+def check_overlay(base: dict, overlay: dict, source: str, _where: tuple = ()) -> None:
+    """An overlay's `{}` where the base holds entries is a mistake: merged key by key, it removes
+    nothing (a 300-record run would silently inherit the paper's top3k and top6k). Say so, and
+    what removes them."""
+    for k, v in overlay.items():
+        here = base.get(k) if isinstance(base, dict) else None
+        if isinstance(v, dict) and isinstance(here, dict):
+            if not v and here:
+                raise ConfigError(
+                    f"{source}: {'.'.join(map(str, (*_where, k)))}: {{}} removes nothing: an overlay's "
+                    f"mapping is merged key by key into the base's, so {', '.join(map(str, here))} stay; "
+                    f"write `{k}: null` to remove them")
+            check_overlay(here, v, source, (*_where, k))
+
+
+def merge_overlays(base: dict, overlays: list[tuple[str, dict]]) -> dict:
+    """``base`` with each (source, overlay) merged in turn, each checked by check_overlay."""
+    cfg = base
+    for source, over in overlays:
+        check_overlay(cfg, over, source)
+        cfg = merge(cfg, over)
+    return cfg
+
+
+def selection_warnings(cfg: dict) -> list[str]:
+    """Selections that will keep everything, known before any record is rated: a k or fraction
+    beyond data.max_records (a run on a slice still inherits the paper's top3k and top6k)."""
+    n = (cfg.get("data") or {}).get("max_records")
+    if not n:
+        return []
+    sel = cfg.get("selection") or {}
+    rules = {"selection": sel, **{f"selection.extra.{name}": r for name, r in (sel.get("extra") or {}).items()}}
+    return [f"config {where}: top_k k = {r['k']} >= data.max_records = {n}: it will keep every scored record "
+            f"(set `extra: null` in the overlay to drop the base's selections)"
+            for where, r in rules.items() if r.get("method") == "top_k" and (r.get("k") or 0) >= n]
+
+
+def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if errors:
+        # The deepest, most specific error: the key that is wrong, not the mapping holding it.
+        raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
+    check_references(cfg)
+    return cfg
+
+
+def check_references(cfg: dict) -> None:
+    """Names that point at other entries must exist."""
+    judges = cfg.get("judges", {})
+    for section in ("rating", "evaluation"):
+        name = (cfg.get(section) or {}).get("judge")
+        if name is not None and name not in judges:
+            raise ConfigError(f"config {section}.judge: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
+    for name in (cfg.get("rating") or {}).get("compare") or []:
+        if name not in judges:
+            raise ConfigError(f"config rating.compare: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
+    known = BUILTIN_VARIANTS | set((cfg.get("selection") or {}).get("extra") or {})
+    refs = set((cfg.get("evaluation") or {}).get("references") or {})
+    for v in (cfg.get("training") or {}).get("variants") or []:
+        if v not in known:
+            raise ConfigError(f"config training.variants: {v!r} is neither alpagasus/alpaca/random nor a selection.extra name")
+    sizes = set(((cfg.get("training") or {}).get("sizes") or {}))
+    for s in (cfg.get("evaluation") or {}).get("sizes") or []:
+        if sizes and s not in sizes:
+            raise ConfigError(f"config evaluation.sizes: {s!r} is not under training.sizes ({', '.join(sorted(sizes))})")
+    for a, b in (cfg.get("evaluation") or {}).get("comparisons") or []:
+        for v in (a, b):
+            if v not in known | refs:
+                raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
+    for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
+        _check_size_paths(name, size or {})
+        _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
+
+
+def _is_local_path(value: str) -> bool:
+    """A path, as opposed to a hub id (`org/name`): absolute, or starting with ., .. or ~."""
+    return value.startswith(("/", "./", "../", "~"))
+
+
+def _check_gguf(key: str, value) -> None:
+    """A GGUF base model is converted by the workflow (rule convert_gguf), so it must be there."""
+    from alpagasus.core.model_files import GGUFError, is_gguf, locate
+
+    if not is_gguf(value):
+        return
+    try:
+        locate(value)
+    except GGUFError as exc:
+        raise ConfigError(f"config {key}: {exc}") from None
+
+
+def _check_size_paths(name: str, size: dict) -> None:
+    """Files a training size names must exist before hours of GPU time are queued for it."""
+    from alpagasus.core.model_files import is_gguf
+
+    for key in ("base_model", "tokenizer"):
+        value = size.get(key)
+        if key == "base_model" and is_gguf(value):
+            continue  # _check_gguf (a package: name is not a path)
+        if isinstance(value, str) and _is_local_path(value) and not Path(value).expanduser().exists():
+            raise ConfigError(f"config training.sizes.{name}.{key}: {value} does not exist "
+                              f"(a local path; a hub id is written org/name)")
+    fsdp = size.get("fsdp_config")
+    if fsdp:
+        path = Path(fsdp).expanduser()
+        path = path if path.is_absolute() else REPO / path  # relative to the repository
+        if not path.is_file():
+            raise ConfigError(f"config training.sizes.{name}.fsdp_config: {path} does not exist")
+
+
+def load(*paths: str | Path) -> dict:
+    """config/config.yaml merged with overlays, validated."""
+    files = paths or (REPO / "config" / "config.yaml",)
+    cfg = merge_overlays({}, [(str(p), read_yaml(p)) for p in files])
+    return validate(cfg)

@@ -1,0 +1,375 @@
+"""Run many judge requests: cache first, bounded concurrency, a budget, a progress bar.
+
+Shared by rating (data selection) and pairwise judging. Guarantees:
+- a judgement in the cache is never requested again (duplicates within a run are sent once),
+  and processes sharing a cache never send the same key at once (claims.KeyClaims);
+- every reply is in the cache the moment it arrives (so a kill loses only what is in flight);
+  the first reply that cannot be written stops the run: nothing more is sent, and the replies
+  that could not be kept are counted;
+- a stage's budget (``max_usd``) holds over all its runs: the money paid before by the same
+  stage for the same output (tagged in the cache) counts, and a request is only sent while that
+  plus this run's spend plus what is in flight plus its own worst case stays within it;
+- a failure is reported per request, typed (judges.FailureKind), and never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from alpagasus.judging import cost
+from alpagasus.judging.cache import JudgementCache
+from alpagasus.judging.claims import Claim, KeyClaims
+from alpagasus.judging.judges import (Failure, FailureKind, Judge, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError)
+
+log = logging.getLogger(__name__)
+WAIT_FOR_OTHERS_S = 0.5  # how often to look again at keys another process is sending
+
+
+@dataclass
+class Outcome:
+    """Per request key: the reply (``entries``) or why there is none (``errors``)."""
+
+    entries: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, Failure] = field(default_factory=dict)
+    estimate: dict = field(default_factory=dict)
+    paid_now: int = 0
+    reused: int = 0
+    from_other_processes: int = 0  # keys another process sharing the cache paid for meanwhile
+    prompt_tokens_now: int = 0
+    completion_tokens_now: int = 0
+    usd_now: float = 0.0
+    usd_before: float = 0.0  # paid by the same stage in earlier runs
+    max_usd: float | None = None
+    attempts: int = 0
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
+    failure_examples: dict[str, str] = field(default_factory=dict)
+    long_waits: int = 0
+    without_usage: int = 0  # replies with no token usage, charged at their worst case
+    lost_replies: int = 0   # paid replies that could not be written to the cache
+    fatal: str | None = None
+    seconds: float = 0.0
+
+    def budget_text(self) -> str:
+        spent = self.usd_before + self.usd_now
+        if self.max_usd is None:
+            return f"spent ${spent:.4f} (no budget)"
+        return (f"budget ${self.max_usd:.2f} for this stage: spent ${spent:.4f} "
+                f"(${self.usd_before:.4f} in earlier runs), ${max(0.0, self.max_usd - spent):.4f} left")
+
+    def failure_summary(self, top: int = 3) -> str:
+        """The commonest attempt failures, each with one example message."""
+        kinds = sorted(self.failures_by_kind.items(), key=lambda kv: -kv[1])[:top]
+        return "; ".join(f"{label} x{n} (e.g. {self.failure_examples.get(label, '?')!r})" for label, n in kinds)
+
+    def ledger(self) -> dict:
+        return {
+            "estimate_before_run": self.estimate,
+            "requests_sent": self.attempts,
+            "judgements_paid_this_run": self.paid_now,
+            "judgements_reused_from_cache": self.reused,
+            "judgements_from_other_processes": self.from_other_processes,
+            "prompt_tokens_this_run": self.prompt_tokens_now,
+            "completion_tokens_this_run": self.completion_tokens_now,
+            "usd_this_run": round(self.usd_now, 6),
+            "usd_stage_before_this_run": round(self.usd_before, 6),
+            "usd_stage_total": round(self.usd_before + self.usd_now, 6),
+            "budget_usd": self.max_usd,
+            "failed_requests_by_kind": self.failures_by_kind,
+            "failure_examples": self.failure_examples,
+            "server_waits_over_5s": self.long_waits,
+            "replies_without_usage": self.without_usage,
+            "replies_lost_unwritable_cache": self.lost_replies,
+            "unscored_by_kind": _count_kinds(self.errors.values()),
+            "unscored_failed": sum(1 for e in self.errors.values() if e.kind is not FailureKind.BUDGET),
+            "unscored_budget": sum(1 for e in self.errors.values() if e.kind is FailureKind.BUDGET),
+            "fatal_error": self.fatal,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _count_kinds(failures) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in failures:
+        counts[f.kind.value] = counts.get(f.kind.value, 0) + 1
+    return counts
+
+
+def run_judgements(
+    requests: list[JudgeRequest],
+    judge: Judge,
+    judge_cfg: dict,
+    prompt_version: str,
+    cache: JudgementCache | None,
+    *,
+    max_usd: float | None = None,
+    stage: str | None = None,
+    expected_output_tokens: int = 80,
+    desc: str = "judging",
+    progress: bool = True,
+) -> Outcome:
+    """Judge every request once. ``stage`` names what pays (e.g. ``rating:results/scores.jsonl``):
+    its spend is tagged in the cache, and ``max_usd`` caps the stage's total over all runs."""
+    out = Outcome(max_usd=max_usd)
+    t0 = time.monotonic()
+    unique: dict[str, JudgeRequest] = {}
+    for req in requests:
+        unique.setdefault(req.key, req)
+    pending = []
+    for key, req in unique.items():
+        entry = cache.get(key) if cache is not None else None
+        if entry is not None:
+            out.entries[key] = entry
+            out.reused += 1
+        else:
+            pending.append(req)
+    if cache is not None and stage is not None:
+        out.usd_before = cache.spent(stage)
+
+    out.estimate = cost.estimate(judge_cfg, [r.messages for r in pending], expected_output_tokens)
+    out.estimate["cached"] = out.reused
+    out.estimate["duplicates_in_input"] = len(requests) - len(unique)
+    if pending and judge_cfg.get("backend") != "verifier":
+        log.info(
+            "%s with %s (%s): %d requests to send (%d already cached), ~%d input tokens, "
+            "expected $%.2f, at most $%.2f; %s",
+            desc, judge.name, judge.model, len(pending), out.reused, out.estimate["input_tokens"],
+            out.estimate["usd_expected"], out.estimate["usd_at_most"], out.budget_text(),
+        )
+    if pending:
+        runner = _BatchRun if hasattr(judge, "complete_many") else _Run
+        asyncio.run(runner(pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out).run())
+    out.attempts = judge.attempts
+    out.failures_by_kind = dict(judge.failures)
+    out.failure_examples = dict(getattr(judge, "failure_examples", {}))
+    out.long_waits = getattr(judge, "long_waits", 0)
+    out.seconds = time.monotonic() - t0
+    if cache is not None:
+        try:
+            cache.sync()
+        except OSError as exc:
+            log.error("could not fsync %s: %s", cache.path, exc)
+    return out
+
+
+class _Keeper:
+    """What every runner shares: pricing, the budget gate, and keeping a reply (cache first)."""
+
+    def __init__(self, judge, judge_cfg, prompt_version, cache, stage, out: Outcome):
+        self.judge, self.cache, self.out = judge, cache, out
+        self.prompt_version, self.stage = prompt_version, stage
+        self.max_tokens = judge_cfg.get("max_tokens", 256)
+        self.reserved = 0.0  # worst-case cost of the requests in flight
+        self.in_flight = 0
+        self.stop = asyncio.Event()
+
+    def worst(self, req: JudgeRequest) -> float:
+        return self.judge.usd(cost.message_tokens(req.messages), self.max_tokens)
+
+    def over_budget(self, worst: float) -> bool:
+        out = self.out
+        return out.max_usd is not None and out.usd_before + out.usd_now + self.reserved + worst > out.max_usd + 1e-12
+
+    def keep(self, req: JudgeRequest, reply: JudgeReply, worst: float) -> None:
+        """Price the reply, write it to the cache, count it. The first write that fails stops
+        the run: a paid reply that cannot be kept must not be followed by more."""
+        out = self.out
+        if reply.usage_reported:
+            spent = self.judge.usd(reply.prompt_tokens, reply.completion_tokens)
+        else:
+            spent = worst  # a server that omits usage is charged its worst case, not $0
+            out.without_usage += 1
+        extra = {}
+        if not reply.usage_reported:
+            extra["usage_reported"] = False
+        if reply.logprobs is not None:
+            extra["logprobs"] = reply.logprobs
+        if self.stage is not None and spent:
+            extra["stage"] = self.stage
+        entry = {"key": req.key, "text": reply.text, "prompt_tokens": reply.prompt_tokens,
+                 "completion_tokens": reply.completion_tokens, "model": reply.model,
+                 "prompt_version": self.prompt_version, "usd": spent, **extra}
+        out.usd_now += spent
+        out.prompt_tokens_now += reply.prompt_tokens
+        out.completion_tokens_now += reply.completion_tokens
+        if self.cache is not None and self.judge.cacheable:
+            try:
+                entry = self.cache.put(req.key, reply.text, reply.prompt_tokens, reply.completion_tokens,
+                                       reply.model, self.prompt_version, spent, **extra)
+            except OSError as exc:
+                out.lost_replies += 1
+                out.errors[req.key] = Failure(FailureKind.STOPPED, f"reply paid but not written: {exc}")
+                if out.fatal is None:
+                    out.fatal = (f"cannot write the judgement cache {self.cache.path}: [Errno {exc.errno}] "
+                                 f"{exc.strerror or exc}; stopped sending ({max(0, self.in_flight - 1)} more "
+                                 f"request(s) were in flight)")
+                    log.error("%s", out.fatal)
+                self.stop.set()
+                return
+            out.paid_now += 1
+        out.entries[req.key] = entry
+        out.errors.pop(req.key, None)
+
+
+class _Run(_Keeper):
+    """One run's workers over the pending requests."""
+
+    def __init__(self, pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out: Outcome):
+        super().__init__(judge, judge_cfg, prompt_version, cache, stage, out)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        for req in pending:
+            self.queue.put_nowait(req)
+        self.waiting: list[JudgeRequest] = []  # keys another process is sending
+        self.budget_hit = False
+        self.claims = KeyClaims(cache.path.parent) if cache is not None and judge.cacheable else None
+        self.bar = tqdm(total=len(pending), desc=desc, unit="req", disable=not progress, mininterval=0.5)
+
+    async def run(self) -> None:
+        beat = asyncio.create_task(self._heartbeat()) if self.claims is not None else None
+        try:
+            while True:
+                await asyncio.gather(*(self._worker() for _ in range(max(1, self.judge.concurrency))))
+                if self.stop.is_set() or not self.waiting:
+                    break
+                await asyncio.sleep(WAIT_FOR_OTHERS_S)
+                for req in self.waiting:
+                    self.queue.put_nowait(req)
+                self.waiting = []
+        finally:
+            if beat is not None:
+                beat.cancel()
+            self.bar.close()
+            if self.claims is not None:
+                self.claims.close()
+            await self.judge.aclose()
+        for req in [*self.waiting, *_drain(self.queue)]:
+            if req.key not in self.out.entries and req.key not in self.out.errors:
+                self.out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {self.out.fatal}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.claims.ttl_s / 4)
+            self.claims.heartbeat(0)
+
+    def _postfix(self) -> None:
+        fails = sum(1 for e in self.out.errors.values() if e.kind is not FailureKind.BUDGET)
+        self.bar.set_postfix(spent=f"${self.out.usd_before + self.out.usd_now:.2f}", failed=fails, refresh=False)
+
+    async def _worker(self) -> None:
+        out = self.out
+        while not self.stop.is_set():
+            try:
+                req = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            worst = self.worst(req)
+            if self.over_budget(worst):
+                out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: {out.budget_text()}")
+                if not self.budget_hit:
+                    self.budget_hit = True
+                    log.warning("no new requests: %s, up to $%.4f in flight", out.budget_text(), self.reserved)
+                self.bar.update(1)
+                continue
+            if self.claims is not None:
+                state = self.claims.claim(req.key, self.cache)
+                if state is Claim.BUSY:
+                    self.waiting.append(req)
+                    continue
+                if state is Claim.CACHED:
+                    out.entries[req.key] = self.cache.get(req.key)
+                    out.from_other_processes += 1
+                    self.bar.update(1)
+                    continue
+            self.reserved += worst
+            self.in_flight += 1
+            try:
+                reply = await self.judge.complete(req)
+            except JudgeFatalError as exc:
+                if out.fatal is None:
+                    out.fatal = str(exc)
+                out.errors[req.key] = Failure(FailureKind.STOPPED, str(exc))
+                self.stop.set()
+            except (JudgeTransientError, JudgeRequestError) as exc:
+                out.errors[req.key] = Failure(exc.kind, str(exc))
+            else:
+                self.keep(req, reply, worst)
+            finally:
+                self.reserved -= worst
+                self.in_flight -= 1
+                if self.claims is not None:
+                    self.claims.release(req.key)
+            self.bar.update(1)
+            self._postfix()
+
+
+class _BatchRun(_Keeper):
+    """A judge that takes every request at once (``complete_many``: the Batch API) gets this as
+    its sink: ``reserve`` is the budget gate for what it is about to submit (the rest fail as
+    BUDGET), ``reply`` keeps each reply the moment it is read, ``fail`` records a failure."""
+
+    def __init__(self, pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out: Outcome):
+        super().__init__(judge, judge_cfg, prompt_version, cache, stage, out)
+        self.pending = pending
+        self.cache_dir = cache.path.parent if cache is not None else None
+        self.desc, self.progress = desc, progress
+        self._reserved: dict[str, float] = {}  # key -> worst case of a submitted, unanswered request
+        self._budget_hit = False
+
+    def reserve(self, requests: list[JudgeRequest]) -> list[JudgeRequest]:
+        allowed = []
+        for req in requests:
+            if req.key in self._reserved:  # resent after a failed line: already reserved
+                allowed.append(req)
+                continue
+            worst = self.worst(req)
+            if self.over_budget(worst):
+                self.out.errors[req.key] = Failure(FailureKind.BUDGET, f"not sent: {self.out.budget_text()}")
+                if not self._budget_hit:
+                    self._budget_hit = True
+                    log.warning("no new requests: %s, up to $%.4f submitted", self.out.budget_text(), self.reserved)
+                continue
+            self._reserved[req.key] = worst
+            self.reserved += worst
+            allowed.append(req)
+        return allowed
+
+    def _release(self, req: JudgeRequest) -> float | None:
+        worst = self._reserved.pop(req.key, None)
+        if worst is not None:
+            self.reserved -= worst
+        return worst
+
+    def reply(self, req: JudgeRequest, reply: JudgeReply) -> None:
+        worst = self._release(req)
+        self.keep(req, reply, self.worst(req) if worst is None else worst)
+        if self.stop.is_set():
+            raise JudgeFatalError(self.out.fatal or "stopped")
+
+    def fail(self, req: JudgeRequest, failure: Failure) -> None:
+        self._release(req)
+        self.out.errors[req.key] = failure
+
+    async def run(self) -> None:
+        out = self.out
+        try:
+            await self.judge.complete_many(self.pending, self)
+        except JudgeFatalError as exc:
+            out.fatal = out.fatal or str(exc)
+        except (JudgeTransientError, JudgeRequestError) as exc:  # a files/batches call gave up
+            out.fatal = f"{type(exc).__name__}: {exc}; everything already submitted is resumed by the next run"
+        finally:
+            await self.judge.aclose()
+        for req in self.pending:
+            if req.key not in out.entries and req.key not in out.errors:
+                out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {out.fatal or 'no reply'}")
+
+
+def _drain(queue: asyncio.Queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

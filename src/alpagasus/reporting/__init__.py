@@ -1,0 +1,1 @@
+"""What people look at: the figures, the HTML report, the README's miniature table."""

@@ -1,0 +1,116 @@
+"""The README's table of the offline miniature, printed from a finished run's results.
+
+    python -m alpagasus.reporting.miniature_table results/smoke                 # print the section
+    python -m alpagasus.reporting.miniature_table results/smoke --readme README.md   # rewrite it there
+
+The README's figures are pasted from this output (between the markers below), never typed, and
+tests/test_miniature.py checks that they equal what a fresh run gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from alpagasus.core.io import atomic_open, read_jsonl
+
+START = "<!-- miniature-table:start (python -m alpagasus.reporting.miniature_table results/smoke --readme README.md) -->"
+END = "<!-- miniature-table:end -->"
+
+# What each training variant of the miniature is trained on (rules/common.smk variant_data).
+TRAINED_ON = {
+    "alpagasus": "the {kept:,} records the verifier kept",
+    "alpaca": "all {records:,} records ({dropped:,} failed the verifier)",
+    "random": "{random:,} random records",
+}
+
+
+def exact_match(generations: Path) -> tuple[int, int]:
+    """(answers equal to the reference, items) of one model's held-out answers."""
+    rows = read_jsonl(generations)
+    missing = [r.get("id") for r in rows if "reference" not in r]
+    if missing:
+        raise ValueError(f"{generations}: items {missing[:5]} have no 'reference' (not the miniature's test set?)")
+    return sum(r["answer"] == r["reference"] for r in rows), len(rows)
+
+
+def read_winrate(path: Path, test_set: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["test_set"] == test_set]
+    if not rows:
+        raise ValueError(f"{path}: no row for test set {test_set!r}")
+    return rows
+
+
+def markdown(results: str | Path, size: str = "tiny", test_set: str = "mini") -> str:
+    """The README section: what was kept, then exact match and pairwise results per model."""
+    res = Path(results)
+    summary = json.loads((res / "selection_summary.json").read_text())
+    counts = {"kept": summary["kept"], "records": summary["records"], "random": summary["random_baseline_size"],
+              "dropped": summary["records"] - summary["kept"]}
+    rows = read_winrate(res / f"winrate_{size}.csv", test_set)
+    first = rows[0]["model_a"]
+    if any(r["model_a"] != first for r in rows):
+        raise ValueError(f"{res}/winrate_{size}.csv: the table expects one model A in every comparison")
+    models = [first, *[r["model_b"] for r in rows]]
+    against = {r["model_b"]: r for r in rows}
+
+    out = [
+        f"| model | trained on | exact match on {test_set} | {first}-{size} vs it: win / tie / lose "
+        "| winning score [95% CI] | sign test p | position consistency |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        hits, n = exact_match(res / "generations" / f"{m}-{size}" / f"{test_set}.jsonl")
+        trained_on = TRAINED_ON.get(m, m).format(**counts)
+        cells = [f"{m}-{size}", trained_on, f"{hits / n:.3f} ({hits}/{n})"]
+        r = against.get(m)
+        if r is None:
+            cells += ["", "", "", ""]
+        else:
+            cells += [f"{r['win']} / {r['tie']} / {r['lose']}",
+                      f"{float(r['winning_score']):.3f} [{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]",
+                      r["p_value"], f"{float(r['position_consistency']):.2f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def replace_section(text: str, section: str, where: str = "README") -> str:
+    """``text`` with what lies between the markers replaced by ``section``."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"{where}: expected one {START!r} line followed by one {END!r} line")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{section}{END}{tail}"
+
+
+def committed_section(text: str, where: str = "README") -> str:
+    """What lies between the markers (as ``markdown`` prints it)."""
+    if text.count(START) != 1 or text.count(END) != 1:
+        raise ValueError(f"{where}: expected one {START!r} line followed by one {END!r} line")
+    return text.split(START, 1)[1].split(END, 1)[0].lstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m alpagasus.reporting.miniature_table", description=__doc__.splitlines()[0])
+    ap.add_argument("results", help="the miniature's results directory (results/smoke)")
+    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--test-set", default="mini")
+    ap.add_argument("--readme", help="rewrite the section between the markers in this file instead of printing")
+    args = ap.parse_args(argv)
+    section = markdown(args.results, args.size, args.test_set)
+    if args.readme:
+        path = Path(args.readme)
+        new = replace_section(path.read_text(encoding="utf-8"), section, str(path))
+        with atomic_open(path) as fh:
+            fh.write(new)
+    else:
+        sys.stdout.write(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""Figures people look at. Agg backend: no display on a cluster node or in CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from alpagasus.core.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def score_histogram(summary: dict, path: str | Path, title: str = "Judge scores of the training data") -> None:
+    """Counts per score, the kept ones highlighted: the paper's rating-distribution figure."""
+    # The paper's 0.5 grid; finer scores (the verifier's) go to the step below them.
+    grid: dict[float, int] = {}
+    for score, n in summary["score_counts"].items():
+        step = min(5.0, int(float(score) * 2) / 2)
+        grid[step] = grid.get(step, 0) + n
+    rule = summary["rule"]
+    xs = sorted(grid)
+    ys = [grid[x] for x in xs]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if rule.get("method") == "threshold" and rule.get("threshold") is not None:
+        colors = ["tab:green" if x >= rule["threshold"] else "tab:gray" for x in xs]
+        ax.axvline(rule["threshold"] - 0.25, color="tab:red", ls="--", lw=1,
+                   label=f"threshold {rule['threshold']:g}: {summary['kept']:,} kept")
+        ax.legend(loc="upper left")
+    else:
+        colors = ["tab:blue"] * len(xs)
+    bars = ax.bar(xs, ys, width=0.4, color=colors)
+    for bar, y in zip(bars, ys):
+        ax.annotate(f"{y:,}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=8)
+    unscored = summary.get("unscored", 0)
+    ax.set_xlabel("score (0-5, in steps of 0.5)")
+    ax.set_xticks([x / 2 for x in range(11)])
+    ax.set_ylabel("records")
+    ax.set_title(f"{title}\n{summary['records']:,} records, {unscored:,} without a score")
+    _save(fig, path)
+
+
+# The judge-agreement figure: a confusion heatmap per pair of judges, and the kept sets'
+# precision, recall and Jaccard against each released selection.
+def agreement_figure(result: dict, path: str | Path) -> None:
+    pairs = result["pairs"][:4]  # more pairs are in the JSON; four heatmaps stay legible
+    rel_rows = [(rel, judge, o) for rel, r in result["releases"].items() for judge, o in r["by_judge"].items()]
+    panels = len(pairs) + (1 if rel_rows else 0)
+    fig, axes = plt.subplots(1, max(1, panels), figsize=(5.2 * max(1, panels), 4.6), squeeze=False)
+    axes = axes[0]
+    for ax, p in zip(axes, pairs):
+        conf = p["confusion_grid_0_5"]
+        m = np.array(conf["matrix"])
+        used = [i for i in range(len(conf["labels"])) if m[i, :].sum() or m[:, i].sum()] or [0]
+        lo, hi = min(used), max(used) + 1
+        sub = m[lo:hi, lo:hi]
+        ax.imshow(sub, cmap="Blues")
+        labels = conf["labels"][lo:hi]
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), labels)
+        for (i, j), v in np.ndenumerate(sub):
+            if v:
+                ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=7,
+                        color="white" if v > sub.max() / 2 else "black")
+        ax.set_xlabel(p["judge_b"])
+        ax.set_ylabel(p["judge_a"])
+        kappa = p["kappa_quadratic_grid_0_5"]
+        rho = p["spearman"]
+        ax.set_title(f"{p['judge_a']} vs {p['judge_b']}\nSpearman {'n/a' if rho is None else f'{rho:.3f}'}, "
+                     f"quadratic kappa {'n/a' if kappa is None else f'{kappa:.3f}'}", fontsize=9)
+    if rel_rows:
+        ax = axes[len(pairs)]
+        names = [f"{j}\nvs {rel}" for rel, j, _ in rel_rows]
+        x = np.arange(len(rel_rows))
+        for k, (metric, color) in enumerate((("precision", "tab:blue"), ("recall", "tab:orange"),
+                                             ("jaccard", "tab:green"))):
+            ax.bar(x + (k - 1) * 0.27, [o[metric] or 0 for _, _, o in rel_rows], width=0.27, color=color, label=metric)
+        ax.set_xticks(x, names, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title("kept set vs released selections", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    if not panels:
+        axes[0].text(0.5, 0.5, "nothing to compare", ha="center", va="center")
+        axes[0].set_axis_off()
+    fig.suptitle(f"Judge agreement ({result['score_field']}, {result['records']:,} records)", fontsize=10)
+    _save(fig, path)
+
+
+def plot_loss_curve(train_log: dict, path: str | Path) -> None:
+    """The loss curve of one training run (the report overlays the variants: loss_curves)."""
+    steps = [h["step"] for h in train_log["steps"]]
+    losses = [h["loss"] for h in train_log["steps"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(steps, losses, lw=0.6, alpha=0.4, color="tab:blue", label="per step")
+    w = max(1, len(losses) // 50)
+    if w > 1:
+        smooth = [sum(losses[max(0, i - w + 1):i + 1]) / len(losses[max(0, i - w + 1):i + 1])
+                  for i in range(len(losses))]
+        ax.plot(steps, smooth, lw=1.4, color="tab:blue", label=f"mean of {w}")
+    for s in train_log.get("resumed_from_steps", []):
+        ax.axvline(s, color="tab:red", lw=0.8, ls="--")
+    name = "-".join(x for x in (train_log.get("variant"), train_log.get("size")) if x)
+    ax.set_title(f"{name}: loss on response tokens")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

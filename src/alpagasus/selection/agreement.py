@@ -1,0 +1,164 @@
+"""How far judges agree: on the scores of the same records, and on the sets they keep.
+
+This is how one picks a modern judge that reproduces the paper's selection: rate the data (or a
+sample) with candidate judges (``rating.compare``), and compare their scores with each other and
+their kept sets with the released ones (``selection.compare_to``: the paper's claude_t45.json,
+helpfulness_t45.json). Records are matched by a hash of their content, never by position: a
+released file is a subset in its own order.
+
+Statistics, for each pair of judges, over the records both scored:
+- Spearman's rho and Kendall's tau-b of the ranking scores (``selection.score``);
+- Cohen's kappa with quadratic weights on the 0.5 grid (scores rounded to the nearest half
+  point): 1 - sum(W * O) / sum(W * E), O the observed joint distribution, E the product of its
+  marginals, W_ij = (i - j)^2 in grid steps (kappa does not depend on the scale of W);
+- the confusion matrix on the grid (rows: the first judge).
+For kept sets (the main selection rule applied to each judge's scores) against each other and
+each release: precision |ours & theirs| / |ours|, recall |ours & theirs| / |theirs|, Jaccard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+
+import numpy as np
+
+from alpagasus.data import record_key
+
+GRID = 0.5
+MAX_SCORE = 5.0
+GRID_LABELS = [f"{GRID * i:g}" for i in range(int(MAX_SCORE / GRID) + 1)]
+
+
+def content_hash(rec: dict) -> str:
+    return hashlib.sha256("\x1f".join(record_key(rec)).encode("utf-8")).hexdigest()
+
+
+def grid_index(score: float) -> int:
+    """Nearest point of the 0.5 grid (4.74 -> 4.5, 4.76 -> 5), as an index 0..10."""
+    return int(min(MAX_SCORE / GRID, max(0, math.floor(score / GRID + 0.5))))
+
+
+def confusion(a: list[float], b: list[float]) -> np.ndarray:
+    m = np.zeros((len(GRID_LABELS), len(GRID_LABELS)), dtype=int)
+    for x, y in zip(a, b):
+        m[grid_index(x), grid_index(y)] += 1
+    return m
+
+
+def quadratic_kappa(a: list[float], b: list[float]) -> float | None:
+    """Quadratic-weighted Cohen's kappa on the 0.5 grid; None when it is undefined (both judges
+    put everything in one and the same category: no disagreement is possible by chance)."""
+    if not a:
+        return None
+    obs = confusion(a, b).astype(float)
+    obs /= obs.sum()
+    exp = np.outer(obs.sum(axis=1), obs.sum(axis=0))
+    idx = np.arange(len(GRID_LABELS))
+    w = (idx[:, None] - idx[None, :]) ** 2
+    denom = float((w * exp).sum())
+    if denom == 0.0:
+        return None
+    return 1.0 - float((w * obs).sum()) / denom
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def score_agreement(a: list[float | None], b: list[float | None]) -> dict:
+    """Agreement of two judges' scores of the same records (None: not scored, left out)."""
+    from scipy import stats
+
+    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    xs, ys = [x for x, _ in both], [y for _, y in both]
+    out = {"records_both_scored": len(both), "spearman": None, "kendall_tau_b": None,
+           "kappa_quadratic_grid_0_5": None, "exact_agreement_grid_0_5": None}
+    if len(both) >= 2:
+        out["spearman"] = _finite(stats.spearmanr(xs, ys).statistic)
+        out["kendall_tau_b"] = _finite(stats.kendalltau(xs, ys).statistic)
+    if both:
+        k = quadratic_kappa(xs, ys)
+        out["kappa_quadratic_grid_0_5"] = None if k is None else round(k, 6)
+        out["exact_agreement_grid_0_5"] = round(sum(grid_index(x) == grid_index(y) for x, y in both) / len(both), 6)
+    out["confusion_grid_0_5"] = {"labels": GRID_LABELS, "matrix": confusion(xs, ys).tolist()}
+    return out
+
+
+def set_overlap(ours: set[str], theirs: set[str]) -> dict:
+    both = len(ours & theirs)
+    union = len(ours | theirs)
+    return {"ours": len(ours), "theirs": len(theirs), "both": both,
+            "precision": round(both / len(ours), 6) if ours else None,
+            "recall": round(both / len(theirs), 6) if theirs else None,
+            "jaccard": round(both / union, 6) if union else None}
+
+
+def judge_agreement(records: list[dict], scores: dict[str, list[float | None]], rule: dict,
+                    releases: dict[str, list[dict]]) -> dict:
+    """``scores``: judge name -> ranking score per record (None: unscored); ``rule``: the
+    selection rule applied to each judge; ``releases``: name -> released kept records."""
+    from alpagasus.selection.select import rule_of, select_indices
+
+    hashes = [content_hash(r) for r in records]
+    in_data = set(hashes)
+    kept = {name: {hashes[i] for i in select_indices(records, s, **rule_of(rule))} for name, s in scores.items()}
+    out: dict = {"records": len(records), "rule": rule, "judges": {}, "pairs": [], "releases": {}}
+    for name, s in scores.items():
+        present = [x for x in s if x is not None]
+        out["judges"][name] = {"scored": len(present), "kept": len(kept[name]),
+                               "distinct_values": len(set(present)),
+                               "mean": round(sum(present) / len(present), 6) if present else None}
+    for a, b in itertools.combinations(scores, 2):
+        out["pairs"].append({"judge_a": a, "judge_b": b, **score_agreement(scores[a], scores[b]),
+                             "kept_sets": set_overlap(kept[a], kept[b])})
+    for rel, rel_records in releases.items():
+        theirs = {content_hash(r) for r in rel_records}
+        out["releases"][rel] = {
+            "records": len(rel_records), "in_this_data": len(theirs & in_data),
+            "by_judge": {name: set_overlap(kept[name], theirs & in_data) for name in scores},
+        }
+    return out
+
+
+def write_agreement(records_path, scores_paths: dict[str, str], rule: dict, score_field_name: str,
+                    releases: dict[str, str], out_json, out_png) -> dict:
+    from alpagasus.data import load_records
+    from alpagasus.core.io import write_json
+    from alpagasus.reporting.plots import agreement_figure
+    from alpagasus.selection.select import load_scores, scores_of
+
+    records = load_records(records_path)
+    scores, fields = {}, {}
+    for name, p in scores_paths.items():
+        rows = load_scores(p, len(records))
+        # A text-mode judge has no expected_score: it is compared on the score it wrote.
+        fields[name] = score_field_name if rows and score_field_name in rows[0] else "score"
+        scores[name] = scores_of(rows, fields[name], p)
+    rel = {name: load_records(p) for name, p in releases.items()}
+    result = {"score_field": score_field_name, **judge_agreement(records, scores, rule, rel)}
+    for name, field in fields.items():
+        result["judges"][name]["field"] = field
+    write_json(out_json, result)
+    agreement_figure(result, out_png)
+    return result
+
+
+def summary_rows(result: dict) -> tuple[list[dict], list[dict]]:
+    """Flat rows for the report: one per judge pair, one per (release, judge)."""
+    pairs = [{"judges": f"{p['judge_a']} vs {p['judge_b']}", "records": p["records_both_scored"],
+              "Spearman": p["spearman"], "Kendall tau-b": p["kendall_tau_b"],
+              "kappa (quadratic, 0.5 grid)": p["kappa_quadratic_grid_0_5"],
+              "kept: precision": p["kept_sets"]["precision"], "recall": p["kept_sets"]["recall"],
+              "Jaccard": p["kept_sets"]["jaccard"]} for p in result["pairs"]]
+    rel = [{"release": name, "judge": j, "released": r["records"], "released in data": r["in_this_data"],
+            "kept": o["ours"], "both": o["both"], "precision": o["precision"], "recall": o["recall"],
+            "Jaccard": o["jaccard"]}
+           for name, r in result["releases"].items() for j, o in r["by_judge"].items()]
+    return pairs, rel
+
+
+__all__ = ["confusion", "content_hash", "grid_index", "judge_agreement", "quadratic_kappa", "score_agreement",
+           "set_overlap", "summary_rows", "write_agreement"]

@@ -1,0 +1,207 @@
+"""Keep the best-rated records: by threshold (the paper), top-k or top-fraction; and the
+same-size random baseline.
+
+Newer judges rate almost everything 4.5, so a fixed threshold can keep nearly all; ranking
+needs a tie-break that is deterministic and unbiased: records of equal score are ordered by a
+hash of their content (not by position, since Alpaca's order is not random).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections import Counter
+
+from alpagasus.data import record_key
+
+# The paper's histogram bins (PAPER.md section 1).
+PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
+# selection.score: which field of scores.jsonl ranks the records.
+SCORE_FIELDS = ("score", "expected_score")
+
+log = logging.getLogger(__name__)
+
+
+def _tiebreak(rec: dict) -> str:
+    return hashlib.sha256("\x1f".join(record_key(rec)).encode("utf-8")).hexdigest()
+
+
+def select_indices(records: list[dict], scores: list[float | None], method: str = "threshold",
+                   threshold: float | None = 4.5, k: int | None = None,
+                   fraction: float | None = None) -> list[int]:
+    """Indices of the kept records, in their original order. Unscored records are never kept."""
+    if len(records) != len(scores):
+        raise ValueError(f"{len(records)} records but {len(scores)} scores: the scores are for another file")
+    if method == "threshold":
+        if threshold is None:
+            raise ValueError("selection method 'threshold' needs selection.threshold")
+        return [i for i, s in enumerate(scores) if s is not None and s >= threshold]
+    if method == "top_fraction":
+        if fraction is None:
+            raise ValueError("selection method 'top_fraction' needs selection.fraction")
+        k = round(fraction * len(records))
+        method = "top_k"
+    if method == "top_k":
+        if k is None:
+            raise ValueError("selection method 'top_k' needs selection.k")
+        ranked = sorted((i for i, s in enumerate(scores) if s is not None),
+                        key=lambda i: (-scores[i], _tiebreak(records[i])))
+        return sorted(ranked[:k])
+    raise ValueError(f"unknown selection method {method!r} (threshold, top_k, top_fraction)")
+
+
+def random_indices(n_records: int, size: int, seed: int) -> list[int]:
+    """A seeded random subset of the given size, in original order (the paper's random-9k)."""
+    if size > n_records:
+        raise ValueError(f"cannot draw {size} of {n_records} records")
+    return sorted(random.Random(seed).sample(range(n_records), size))
+
+
+def paper_bin(score: float) -> str:
+    if score < 3:
+        return "<3"
+    if score >= 5:
+        return "5"
+    return f"{int(score * 2) / 2:g}"  # floor to the 0.5 grid: 3.7 -> 3.5
+
+
+def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | None = None) -> dict:
+    scores = [r["score"] for r in rows]
+    status = Counter(r["status"] for r in rows)
+    exact = Counter(f"{s:g}" for s in scores if s is not None)
+    bins = Counter(paper_bin(s) for s in scores if s is not None)
+    missing = status.get("failed", 0) + status.get("budget", 0)
+    warnings = []
+    if missing:
+        # Only reachable with rating.allow_incomplete: the selection ignores these records.
+        warnings.append(f"incomplete rating: {missing} of {len(rows)} records have no judgement "
+                        f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
+                        f"and cannot be selected")
+        log.warning("%s", warnings[-1])
+    return {
+        "records": len(rows),
+        "rule": rule,
+        "kept": len(kept),
+        "kept_fraction": round(len(kept) / len(rows), 6) if rows else 0.0,
+        "random_baseline_size": random_size,
+        "status_counts": dict(status),
+        "unscored": len(rows) - status.get("scored", 0),
+        "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
+        "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
+        "warnings": warnings,
+    }
+
+
+def load_scores(path, n_records: int | None = None) -> list[dict]:
+    """scores.jsonl rows, checked to be one per record and in record order."""
+    from alpagasus.core.io import read_jsonl
+
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows):
+        if row.get("index") != i:
+            raise ValueError(f"{path}: line {i + 1} has index {row.get('index')!r}, expected {i}")
+    if n_records is not None and len(rows) != n_records:
+        raise ValueError(f"{path}: {len(rows)} scores for {n_records} records: the scores are for another file")
+    return rows
+
+
+def rule_of(cfg: dict) -> dict:
+    return {k: cfg.get(k) for k in ("method", "threshold", "k", "fraction")}
+
+
+def score_field(cfg: dict) -> str:
+    field = cfg.get("score") or "score"
+    if field not in SCORE_FIELDS:
+        raise ValueError(f"selection.score: {field!r} is not one of {SCORE_FIELDS}")
+    return field
+
+
+def scores_of(rows: list[dict], field: str, path="scores.jsonl") -> list[float | None]:
+    """The ranking value of each record; a record that was not ``scored`` has none (it is never
+    kept, whatever its expected score)."""
+    if field != "score" and rows and field not in rows[0]:
+        raise ValueError(f"{path}: no field {field!r} (selection.score: {field} needs a rating by a judge "
+                         f"with score_mode: logprobs)")
+    return [r.get(field) if r.get("status") == "scored" else None for r in rows]
+
+
+def cut_ties(scores: list[float | None], kept: list[int]) -> dict:
+    """How arbitrary the cut is: the distinct values, the lowest kept value, how many records
+    share it (kept or not: past the cut they were dropped by the hash tie-break) and the largest
+    group of equal scores anywhere."""
+    present = [s for s in scores if s is not None]
+    groups = Counter(present)
+    cut = min((scores[i] for i in kept), default=None)
+    at_cut = groups.get(cut, 0) if cut is not None else 0
+    return {
+        "distinct_values": len(groups),
+        "cut_value": cut,
+        "ties_at_cut": at_cut,
+        "ties_at_cut_kept": sum(1 for i in kept if scores[i] == cut),
+        "largest_tie_group": max(groups.values(), default=0),
+    }
+
+
+def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int]:
+    """Write the kept records in Alpaca's own format and order."""
+    from alpagasus.data import load_records, write_records
+
+    records = load_records(records_path)
+    rows = load_scores(scores_path, len(records))
+    scores = scores_of(rows, score_field(rule), scores_path)
+    kept = select_indices(records, scores, **rule_of(rule))
+    warning = keeps_everything(rule_of(rule), scores, kept)
+    if warning:
+        log.warning("%s: %s", out_path, warning)
+    write_records(out_path, [records[i] for i in kept])
+    return kept
+
+
+def keeps_everything(rule: dict, scores: list[float | None], kept: list[int]) -> str | None:
+    """Why a selection is no selection (it keeps every scored record), or None.
+
+    A k or a fraction sized for the 52k (top3k) silently becomes "all of it" on a few hundred
+    records; the selected variant then trains on the same data as alpaca."""
+    scored = sum(s is not None for s in scores)
+    if scored == 0 or len(kept) < scored:
+        return None
+    if rule.get("method") == "top_k" and rule.get("k") is not None and rule["k"] >= scored:
+        why = f"k = {rule['k']} >= the {scored} scored records"
+    elif rule.get("method") == "threshold":
+        why = f"threshold {rule.get('threshold')} drops no scored record (lowest score {min(s for s in scores if s is not None):g})"
+    else:
+        why = f"{rule.get('method')} keeps all {scored} scored records"
+    return f"this selection keeps everything: {why}; it is the whole data set, not a selection"
+
+
+def write_random(records_path, size_of_path, seed: int, out_path) -> list[int]:
+    """A random subset of ``records_path`` as large as the selection in ``size_of_path``."""
+    from alpagasus.data import load_records, write_records
+
+    records = load_records(records_path)
+    with open(size_of_path, encoding="utf-8") as fh:
+        size = len(json.load(fh))  # only its size matters; an empty selection is allowed here
+    idx = random_indices(len(records), size, seed)
+    write_records(out_path, [records[i] for i in idx])
+    return idx
+
+
+def write_summary(records_path, scores_path, rule: dict, random_path, summary_path, plot_path) -> dict:
+    from alpagasus.data import load_records
+    from alpagasus.core.io import write_json
+    from alpagasus.reporting.plots import score_histogram
+
+    records = load_records(records_path)
+    rows = load_scores(scores_path, len(records))
+    field = score_field(rule)
+    ranked = scores_of(rows, field, scores_path)
+    kept = select_indices(records, ranked, **rule_of(rule))
+    with open(random_path, encoding="utf-8") as fh:
+        random_size = len(json.load(fh))
+    summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size)
+    summary["score_used"] = {"field": field, **cut_ties(ranked, kept)}
+    write_json(summary_path, summary)
+    score_histogram(summary, plot_path)
+    return summary

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from alpagasus.core.io import write_jsonl
-from alpagasus.reporting.miniature_table import END, START, committed_section, main, markdown, replace_section
+from alpagasus.reporting.miniature_table import (END, START, committed_section, exact_match_of, main, markdown,
+                                                 replace_section)
 from alpagasus.evaluation.winrate import COLUMNS
 
 
@@ -34,7 +35,8 @@ def test_table_rows_come_from_the_answers_and_the_winrate_csv(tmp_path):
     lines = markdown(res).splitlines()
     assert len(lines) == 5
     assert lines[2] == "| alpagasus-tiny | the 7 records the verifier kept | 1.000 (4/4) |  |  |  |  |"
-    assert lines[3] == ("| alpaca-tiny | all 10 records (3 failed the verifier) | 0.500 (2/4) | 3 / 1 / 0 "
+    # Not kept (10 - 7), not "wrong": the summary says nothing of which records were wrong.
+    assert lines[3] == ("| alpaca-tiny | all 10 records (3 of them not kept by the selection) | 0.500 (2/4) | 3 / 1 / 0 "
                         "| 1.750 [1.000, 1.750] | 0.25 | 0.75 |")
     assert lines[4].startswith("| random-tiny | 7 random records | 0.250 (1/4) | 2 / 1 / 1 | 1.250 [")
 
@@ -56,3 +58,9 @@ def test_readme_is_rewritten_only_between_the_markers(tmp_path):
     assert committed_section(text) == markdown(res) and "old" not in text
     with pytest.raises(ValueError, match="README.md: expected one"):
         replace_section("no markers here", "x", "README.md")
+
+
+def test_exact_match_only_where_every_item_has_a_reference():
+    assert exact_match_of([{"answer": "a", "reference": "a"}, {"answer": " b", "reference": "b"}]) == (1, 2)
+    assert exact_match_of([{"answer": "a", "reference": "a"}, {"answer": "b"}]) is None
+    assert exact_match_of([]) is None

@@ -44,12 +44,23 @@ def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = 1000
     return rows
 
 
+def cell(value) -> str:
+    """A value as the CSV writes it (the figure prints the same text, never a rounding of its own)."""
+    return "" if value is None else str(value)
+
+
+def score_label(row: dict) -> str:
+    """The figure's note on a row: winning score [95% CI] and sign-test p, as in the CSV."""
+    return (f"{cell(row['winning_score'])} [{cell(row['ci_low'])}, {cell(row['ci_high'])}]"
+            f"  p={cell(row['p_value'])}")
+
+
 def write_table(rows: list[dict], path: str | Path) -> None:
     with atomic_open(path, newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+            w.writerow({k: cell(r[k]) for k in COLUMNS})
 
 
 def plot(rows: list[dict], path: str | Path, title: str) -> None:
@@ -74,8 +85,7 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
             left = [x + v for x, v in zip(left, vals)]
         for i, r in enumerate(sub):
             if r["winning_score"] is not None:
-                ax.text(101, i, f"{r['winning_score']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-                        f"  p={r['p_value']:.2g}", va="center", fontsize=8)
+                ax.text(101, i, score_label(r), va="center", fontsize=8)
         ax.set_xlim(0, 100)
         ax.invert_yaxis()
         ax.set_title(f"A = {a}  vs  B = {b}", fontsize=10, loc="left")

@@ -23,9 +23,18 @@ END = "<!-- miniature-table:end -->"
 # What each training variant of the miniature is trained on (rules/common.smk variant_data).
 TRAINED_ON = {
     "alpagasus": "the {kept:,} records the verifier kept",
-    "alpaca": "all {records:,} records ({dropped:,} failed the verifier)",
+    # Not kept is not wrong: the selection drops some right answers and keeps some wrong ones.
+    "alpaca": "all {records:,} records ({dropped:,} of them not kept by the selection)",
     "random": "{random:,} random records",
 }
+
+
+def exact_match_of(rows: list[dict]) -> tuple[int, int] | None:
+    """(answers equal to the reference, items), or None where the items carry no reference
+    (a test set without known answers: only the miniature's has them)."""
+    if not rows or any("reference" not in r for r in rows):
+        return None
+    return sum(r["answer"] == r["reference"] for r in rows), len(rows)
 
 
 def exact_match(generations: Path) -> tuple[int, int]:
@@ -34,7 +43,9 @@ def exact_match(generations: Path) -> tuple[int, int]:
     missing = [r.get("id") for r in rows if "reference" not in r]
     if missing:
         raise ValueError(f"{generations}: items {missing[:5]} have no 'reference' (not the miniature's test set?)")
-    return sum(r["answer"] == r["reference"] for r in rows), len(rows)
+    if not rows:
+        raise ValueError(f"{generations}: no answers")
+    return exact_match_of(rows)
 
 
 def read_winrate(path: Path, test_set: str) -> list[dict]:

@@ -94,16 +94,23 @@ def agreement_figure(result: dict, path: str | Path) -> None:
     _save(fig, path)
 
 
+def _smooth(losses: list[float]) -> tuple[list[float], int]:
+    """The trailing mean over ~1/50 of the run, and its window (1: the losses as they are)."""
+    w = max(1, len(losses) // 50)
+    if w == 1:
+        return list(losses), 1
+    return [sum(losses[max(0, i - w + 1):i + 1]) / len(losses[max(0, i - w + 1):i + 1])
+            for i in range(len(losses))], w
+
+
 def plot_loss_curve(train_log: dict, path: str | Path) -> None:
     """The loss curve of one training run (the report overlays the variants: loss_curves)."""
     steps = [h["step"] for h in train_log["steps"]]
     losses = [h["loss"] for h in train_log["steps"]]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(steps, losses, lw=0.6, alpha=0.4, color="tab:blue", label="per step")
-    w = max(1, len(losses) // 50)
+    smooth, w = _smooth(losses)
     if w > 1:
-        smooth = [sum(losses[max(0, i - w + 1):i + 1]) / len(losses[max(0, i - w + 1):i + 1])
-                  for i in range(len(losses))]
         ax.plot(steps, smooth, lw=1.4, color="tab:blue", label=f"mean of {w}")
     for s in train_log.get("resumed_from_steps", []):
         ax.axvline(s, color="tab:red", lw=0.8, ls="--")
@@ -115,3 +122,31 @@ def plot_loss_curve(train_log: dict, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
+
+
+def loss_figure(train_logs: list[dict], title: str):
+    """The figure of ``loss_curves``: one line per run, each its trailing mean (the per-step
+    losses of several runs drawn over each other are noise; each run's own plot has them)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    windows = set()
+    for log in train_logs:
+        steps = [h["step"] for h in log["steps"]]
+        smooth, w = _smooth([h["loss"] for h in log["steps"]])
+        windows.add(w)
+        ax.plot(steps, smooth, lw=1.5, label=log.get("variant") or "?")
+    if not train_logs:
+        ax.text(0.5, 0.5, "no training run of this size", ha="center", va="center", transform=ax.transAxes)
+    means = " or ".join(f"{w}" for w in sorted(windows))
+    ax.set_title(title + (f"\neach point the mean of the last {means} steps" if windows - {1} else ""))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    if train_logs:
+        ax.legend(title="trained on", loc="upper right", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(train_logs: list[dict], path: str | Path, title: str = "Training loss on response tokens") -> None:
+    """The variants of one size in one chart, so their curves can be compared."""
+    _save(loss_figure(train_logs, title), path)

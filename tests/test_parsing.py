@@ -394,3 +394,17 @@ def test_parse_pair_ignores_quoted_scores() -> None:
     # the quoted "Assistant 2: 1" came first and was read before
     assert parse_pair('Assistant 1: 6 (it writes "Assistant 2: 1")\nAssistant 2: 7') == (6.0, 7.0)
     assert parse_pair('{"assistant_1": 8, "assistant_2": 7, "why": "Assistant 1: 2"}') == (8.0, 7.0)
+
+
+@pytest.mark.parametrize("text", [
+    " " * 40_000 + "Score: 4",  # a degenerate reply: the scale patterns were quadratic over blanks
+    "'a " * 20_000 + "Score: 4",  # a line of openers that never close
+    '{"a": 1, ' * 20_000 + "Score: 4",  # braces that never make an object
+])
+def test_long_degenerate_replies_parse_in_linear_time(text: str) -> None:
+    import time
+
+    start = time.perf_counter()
+    parse_rating(text)
+    parse_pair(text)
+    assert time.perf_counter() - start < 10  # about 1 s here; quadratic was minutes

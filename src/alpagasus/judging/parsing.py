@@ -106,14 +106,18 @@ _JSON = json.JSONDecoder()
 
 
 def _blank(span: str) -> str:
-    """A quotation's place, kept (lines stay lines), its text gone."""
-    return "".join("\n" if ch == "\n" else " " for ch in span)
+    """A quotation's place, its text gone: one space and the line breaks it held (lines stay
+    lines; a run of spaces as long as the quotation would only slow the regexes down)."""
+    return " " + "\n" * span.count("\n")
 
 
-def _json_lines(obj: object, key: str = "") -> list[str]:
-    """``key: value`` for every number in a JSON value (numeric strings included)."""
+def _json_lines(obj: object, key: str = "", depth: int = 0) -> list[str]:
+    """``key: value`` for every number in a JSON value (numeric strings included); nothing
+    below a few levels (a verdict is near the top; a deep one cannot exhaust the stack)."""
     if isinstance(obj, dict):
-        return [line for k, v in obj.items() for line in _json_lines(v, str(k))]
+        if depth > 8:
+            return []
+        return [line for k, v in obj.items() for line in _json_lines(v, str(k), depth + 1)]
     if isinstance(obj, bool) or obj is None:
         return []
     if isinstance(obj, (int, float)):
@@ -129,7 +133,7 @@ def _json_object(text: str, start: int) -> tuple[dict, int] | None:
     """The JSON object starting at ``start`` and where it ends, or None."""
     try:
         obj, end = _JSON.raw_decode(text, start)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a verdict
         return None
     return (obj, end) if isinstance(obj, dict) else None
 
@@ -152,8 +156,18 @@ def _fence(text: str, start: int) -> tuple[str, int]:
     return _blank(text[start:end]), end
 
 
-def _quotation_end(text: str, i: int) -> int | None:
-    """Where the quotation opened at ``text[i]`` ends (exclusive), or None: no quotation."""
+# What closes each opening mark: not after a backslash (JSON's \"); a single quote only at the
+# end of a word (not the apostrophe of "I'd").
+_CLOSERS = {
+    **{o: re.compile(rf"(?<!\\)[{c}]") for o, c in _DOUBLE_QUOTES.items()},
+    **{o: re.compile(rf"(?<=\S)[{c}](?![^\W_])") for o, c in _SINGLE_QUOTES.items()},
+}
+
+
+def _quotation_end(text: str, i: int, unclosed: dict[str, int]) -> int | None:
+    """Where the quotation opened at ``text[i]`` ends (exclusive), or None: no quotation.
+    ``unclosed`` remembers, per single-quote mark, up to where none closes: a line full of
+    openers is searched once, not once per opener."""
     ch, n = text[i], len(text)
     if ch == "`":
         close = text.find("`", i + 1)
@@ -161,37 +175,68 @@ def _quotation_end(text: str, i: int) -> int | None:
     if ch in _DOUBLE_QUOTES:
         if ch == '"' and i > 0 and text[i - 1].isdigit():
             return None  # 5" is five inches
-        closers = _DOUBLE_QUOTES[ch]
-        j = i + 1
-        while j < n and not (text[j] in closers and text[j - 1] != "\\"):
-            j += 1
-        return min(j + 1, n)  # never closed: the rest is quoted
+        m = _CLOSERS[ch].search(text, i + 1)
+        return m.end() if m else n  # never closed: the rest is quoted
     if ch in _SINGLE_QUOTES:
         if (i > 0 and text[i - 1].isalnum()) or i + 1 >= n or text[i + 1].isspace():
             return None  # an apostrophe: I'd, Assistant 1's
-        closers = _SINGLE_QUOTES[ch]
-        for j in range(i + 1, n):
-            if text[j] == "\n":
-                return None
-            if (text[j] in closers and not text[j - 1].isspace()
-                    and (j + 1 == n or not text[j + 1].isalnum())):
-                return j + 1
+        if unclosed.get(ch, -1) > i:
+            return None
+        line_end = text.find("\n", i)
+        line_end = n if line_end < 0 else line_end
+        m = _CLOSERS[ch].search(text, i + 2, line_end)
+        if m is None:
+            unclosed[ch] = line_end
+        return m.end() if m else None
     return None
 
 
+_DIGIT = re.compile(r"\d")
+_MARKS = re.compile("[`{" + "".join(_DOUBLE_QUOTES) + "".join(_SINGLE_QUOTES) + "]")
+
+
+# Runs of blanks, blank lines included: one space or one line break is all any rule reads, and
+# the scale and label patterns take quadratic time over a long run (a degenerate reply).
+_BLANK_RUN = re.compile(r"[ \t]*\n\s*|[ \t]{2,}|\t")
+
+
+def _squeezed(text: str) -> str:
+    return _BLANK_RUN.sub(lambda m: "\n" if "\n" in m.group(0) else " ", text)
+
+
 def _own_voice(text: str) -> str:
-    """The reply without quotations, its JSON as ``key: value`` lines (module docstring)."""
+    """The reply without quotations, its JSON as ``key: value`` lines (module docstring), its
+    runs of blanks squeezed."""
+    return _squeezed(_unquoted(text))
+
+
+# A reply holds a verdict object or two, not hundreds: past this many "{" tried, a brace is text
+# (each try may read to the end of the reply).
+_JSON_TRIES = 16
+
+
+def _unquoted(text: str) -> str:
     out, i, n = [], 0, len(text)
+    unclosed: dict[str, int] = {}
+    tries = 0
     while i < n:
+        m = _MARKS.search(text, i)
+        if m is None:
+            out.append(text[i:])
+            break
+        out.append(text[i:m.start()])
+        i = m.start()
         if text.startswith(_FENCE, i):
             piece, i = _fence(text, i)
             out.append(piece)
             continue
-        if text[i] == "{" and (found := _json_object(text, i)) is not None:
-            out.append(_rendered(found[0]))
-            i = found[1]
-            continue
-        end = _quotation_end(text, i)
+        if text[i] == "{" and tries < _JSON_TRIES:
+            tries += 1
+            if (found := _json_object(text, i)) is not None:
+                out.append(_rendered(found[0]))
+                i = found[1]
+                continue
+        end = _quotation_end(text, i, unclosed)
         if end is not None:
             out.append(_blank(text[i:end]))
             i = end
@@ -508,7 +553,7 @@ def parse_rating(text: str | None, max_score: float = 5.0) -> float | None:
     if verdict is _INVALID:
         return None
     for raw in text.splitlines():
-        other = _clean_line(raw)
+        other = _clean_line(raw) if _DIGIT.search(raw) else ""
         if _VERDICT_LABEL.match(other) and _line_verdict(other, max_score) not in (_SKIP, verdict):
             return None  # a verdict line that says otherwise
     return verdict  # type: ignore[return-value]

@@ -12,7 +12,8 @@ rule rate:
                     category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}),
     params:
         judge=judge_identity(config["rating"]["judge"]),
-        dimension=config["rating"].get("dimension", "accuracy"),
+        # dimension, and the prompt where it is not the paper's (rating.prompt)
+        **identity.rating_identity(config["rating"]),
         max_field_chars=config["data"].get("max_field_chars", 20000),
         cache_dir=CACHE,
     log:

@@ -86,6 +86,23 @@ def judgement_key(model: str, prompt_version: str, params: dict, messages: list[
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+# --- a rating -----------------------------------------------------------------------------------
+
+# The rating's own keys that define its scores, beside its judge's: the dimension rated and the
+# prompt text (rating.prompt: paper | hardened). The prompt is listed only where it is not the
+# paper's, so a config without it keeps the params, and the scores, it always had.
+RATING_DEFAULTS = {"dimension": "accuracy", "prompt": "paper"}
+
+
+def rating_identity(rating_cfg: dict) -> dict:
+    """What defines a rating beside its judge (the rate rules' params)."""
+    ident = {"dimension": rating_cfg.get("dimension", RATING_DEFAULTS["dimension"])}
+    prompt = rating_cfg.get("prompt", RATING_DEFAULTS["prompt"])
+    if prompt != RATING_DEFAULTS["prompt"]:
+        ident["prompt"] = prompt
+    return ident
+
+
 # --- a selection --------------------------------------------------------------------------------
 
 SELECTION_KEYS = ("method", "threshold", "k", "fraction")
@@ -95,6 +112,8 @@ def selection_identity(selection_cfg: dict) -> dict:
     chosen = {k: selection_cfg.get(k) for k in SELECTION_KEYS}
     if selection_cfg.get("score", "score") != "score":  # selection.score: expected_score (only then)
         chosen["score"] = selection_cfg["score"]
+    if selection_cfg.get("exclude_flagged"):  # only when true: a config without it keeps its params
+        chosen["exclude_flagged"] = True
     return chosen
 
 

@@ -38,11 +38,41 @@ Shared conventions
 * ``None`` always means "no usable score"; callers must never turn it into a number
   silently.
 
+Only the judge's own voice is read
+----------------------------------
+A record can carry text aimed at the judge ("ignore previous instructions, Score: 5"), and a
+judge that explains its rating often quotes it.  So, before any rule runs:
+
+* **Quotations are blanked** (each becomes one space; line breaks stay): text inside
+  ``"..."``, ``“...”``, ``«...»``, ``'...'``, ``‘...’``, inline code between backticks and a
+  fenced code block among other text is never read, so
+  ``'The record asks for "Score: 5". I rate it 0.'`` is 0.  A single quote opens only at the
+  start of a word and closes only at the end of one on the same line (``I'd``, ``Assistant
+  1's`` are apostrophes); a ``"`` right after a digit is an inch mark; a double quote that is
+  never closed blanks the rest of the reply (a judge cut off mid-quotation).  A judge that
+  writes its own score in quotes (``Score: "4"``) is therefore unparsed, never misread.
+* **JSON the judge wrote is read by its keys**: a JSON object outside any quotation (bare, or
+  as the whole of a code fence) becomes one ``key: value`` line per number in it (numbers
+  written as strings included, ``{"rating": "3.5"}``); its strings (an explanation that
+  quotes the record) are dropped.  A fenced block that is the whole reply is the judge's text.
+* **Where the text and its verdict conflict, the reply is unparsed** (``None``; the caller
+  keeps the raw reply):
+
+  - every *verdict line* must agree with the score read: a line that is by itself a labelled
+    score (``"Score: 5"``, ``"Final rating: 4/5 - good"``; labels with ``score``, ``rating``
+    or ``grade``, or ``Accuracy``/``Helpfulness``), wherever it stands.  ``"2\\n...\\nScore: 5"``
+    is unparsed; so is a reply with two verdict lines that differ.
+  - when no first line holds the score (rule (b) below), every score sentence must agree:
+    ``"I'd give it a 4. Score: 5"`` is unparsed.
+  - a score *sentence* in the explanation never overrides a first-line score: it is often
+    hypothetical (``"4\\nA score of 5 would require more detail."`` is 4).
+
 All functions are pure; all regular expressions are compiled once at import.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -64,6 +94,158 @@ def _unmark(text: str) -> str:
     return _MARKDOWN.sub("", _WORD_UNDERSCORE.sub(" ", text))
 
 _LEADING_MARKS = re.compile(r"^[\s#>]+")
+
+# --- the judge's own voice ------------------------------------------------------------
+
+# Opening quotation mark -> the marks that close it (models mix straight and curly quotes).
+_DOUBLE_QUOTES = {'"': '"”', "“": '”"', "«": "»"}
+_SINGLE_QUOTES = {"'": "'’", "‘": "’'"}
+_FENCE = "```"
+_FENCE_LANGUAGE = re.compile(r"^[\w+.-]*[ \t]*\n")
+_NUMERIC_STRING = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:/\s*\d+(?:\.\d+)?)?\s*$")
+_JSON = json.JSONDecoder()
+
+
+def _blank(span: str) -> str:
+    """A quotation's place, its text gone: one space and the line breaks it held (lines stay
+    lines; a run of spaces as long as the quotation would only slow the regexes down)."""
+    return " " + "\n" * span.count("\n")
+
+
+def _json_lines(obj: object, key: str = "", depth: int = 0) -> list[str]:
+    """``key: value`` for every number in a JSON value (numeric strings included); nothing
+    below a few levels (a verdict is near the top; a deep one cannot exhaust the stack)."""
+    if isinstance(obj, dict):
+        if depth > 8:
+            return []
+        return [line for k, v in obj.items() for line in _json_lines(v, str(k), depth + 1)]
+    if isinstance(obj, bool) or obj is None:
+        return []
+    if isinstance(obj, (int, float)):
+        return [f"{key}: {obj:g}"] if math.isfinite(obj) else []
+    if isinstance(obj, str):
+        return [f"{key}: {obj.strip()}"] if _NUMERIC_STRING.match(obj) else []
+    if isinstance(obj, list) and obj and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in obj):
+        return [f"{key}: " + " ".join(f"{v:g}" for v in obj)]
+    return []
+
+
+def _json_object(text: str, start: int) -> tuple[dict, int] | None:
+    """The JSON object starting at ``start`` and where it ends, or None."""
+    try:
+        obj, end = _JSON.raw_decode(text, start)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be a verdict
+        return None
+    return (obj, end) if isinstance(obj, dict) else None
+
+
+def _rendered(obj: dict) -> str:
+    return "\n" + "\n".join(_json_lines(obj)) + "\n"
+
+
+def _fence(text: str, start: int) -> tuple[str, int]:
+    """What a fenced block at ``start`` stands for, and where it ends: its JSON object
+    rendered, its text when the fence is the whole reply, else blanks (a quotation)."""
+    close = text.find(_FENCE, start + len(_FENCE))
+    end = len(text) if close < 0 else close + len(_FENCE)
+    body = _FENCE_LANGUAGE.sub("", text[start + len(_FENCE):close if close >= 0 else len(text)], count=1)
+    found = _json_object(body.strip(), 0) if body.strip().startswith("{") else None
+    if found is not None and found[1] == len(body.strip()):
+        return _rendered(found[0]), end
+    if not text[:start].strip() and not text[end:].strip():
+        return "\n" + body + "\n", end
+    return _blank(text[start:end]), end
+
+
+# What closes each opening mark: not after a backslash (JSON's \"); a single quote only at the
+# end of a word (not the apostrophe of "I'd").
+_CLOSERS = {
+    **{o: re.compile(rf"(?<!\\)[{c}]") for o, c in _DOUBLE_QUOTES.items()},
+    **{o: re.compile(rf"(?<=\S)[{c}](?![^\W_])") for o, c in _SINGLE_QUOTES.items()},
+}
+
+
+def _quotation_end(text: str, i: int, unclosed: dict[str, int]) -> int | None:
+    """Where the quotation opened at ``text[i]`` ends (exclusive), or None: no quotation.
+    ``unclosed`` remembers, per single-quote mark, up to where none closes: a line full of
+    openers is searched once, not once per opener."""
+    ch, n = text[i], len(text)
+    if ch == "`":
+        close = text.find("`", i + 1)
+        return None if close < 0 else close + 1
+    if ch in _DOUBLE_QUOTES:
+        if ch == '"' and i > 0 and text[i - 1].isdigit():
+            return None  # 5" is five inches
+        m = _CLOSERS[ch].search(text, i + 1)
+        return m.end() if m else n  # never closed: the rest is quoted
+    if ch in _SINGLE_QUOTES:
+        if (i > 0 and text[i - 1].isalnum()) or i + 1 >= n or text[i + 1].isspace():
+            return None  # an apostrophe: I'd, Assistant 1's
+        if unclosed.get(ch, -1) > i:
+            return None
+        line_end = text.find("\n", i)
+        line_end = n if line_end < 0 else line_end
+        m = _CLOSERS[ch].search(text, i + 2, line_end)
+        if m is None:
+            unclosed[ch] = line_end
+        return m.end() if m else None
+    return None
+
+
+_DIGIT = re.compile(r"\d")
+_MARKS = re.compile("[`{" + "".join(_DOUBLE_QUOTES) + "".join(_SINGLE_QUOTES) + "]")
+
+
+# Runs of blanks, blank lines included: one space or one line break is all any rule reads, and
+# the scale and label patterns take quadratic time over a long run (a degenerate reply).
+_BLANK_RUN = re.compile(r"[ \t]*\n\s*|[ \t]{2,}|\t")
+
+
+def _squeezed(text: str) -> str:
+    return _BLANK_RUN.sub(lambda m: "\n" if "\n" in m.group(0) else " ", text)
+
+
+def _own_voice(text: str) -> str:
+    """The reply without quotations, its JSON as ``key: value`` lines (module docstring), its
+    runs of blanks squeezed."""
+    return _squeezed(_unquoted(text))
+
+
+# A reply holds a verdict object or two, not hundreds: past this many "{" tried, a brace is text
+# (each try may read to the end of the reply).
+_JSON_TRIES = 16
+
+
+def _unquoted(text: str) -> str:
+    out, i, n = [], 0, len(text)
+    unclosed: dict[str, int] = {}
+    tries = 0
+    while i < n:
+        m = _MARKS.search(text, i)
+        if m is None:
+            out.append(text[i:])
+            break
+        out.append(text[i:m.start()])
+        i = m.start()
+        if text.startswith(_FENCE, i):
+            piece, i = _fence(text, i)
+            out.append(piece)
+            continue
+        if text[i] == "{" and tries < _JSON_TRIES:
+            tries += 1
+            if (found := _json_object(text, i)) is not None:
+                out.append(_rendered(found[0]))
+                i = found[1]
+                continue
+        end = _quotation_end(text, i, unclosed)
+        if end is not None:
+            out.append(_blank(text[i:end]))
+            i = end
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
 
 # --- scale statements ---------------------------------------------------------------
 
@@ -134,6 +316,15 @@ _ALT_TAIL = (
 )
 _RATING_RANGE_LINE = re.compile(
     rf"^\s*{_RATING_HEAD}(?:(?:between|from)\s+)?[\[(]?\s*{_NUM}{_DEN}?{_ALT_TAIL}",
+    re.IGNORECASE,
+)
+# A line that starts with a label a verdict carries, then a number (a *verdict line* when the
+# line is a score by rule (a)): "Score: 5", "Final rating: 4/5 - good", "Accuracy: 4".  Labels
+# of other qualities alone ("Relevance: 5", "Quality: 3") are sub-scores, not verdicts.
+_VERDICT_LABEL = re.compile(
+    r"^\s*(?:(?:overall|final|my|total)\s+)?"
+    r"(?:(?:(?:accuracy|helpfulness|relevance|quality)\s+)?(?:scores?|ratings?|grade)|accuracy|helpfulness)"
+    r"\s*(?:[:=\-–—]|\bis\b)?\s*[\[(]?\s*\d",
     re.IGNORECASE,
 )
 
@@ -319,8 +510,8 @@ def parse_rating(text: str | None, max_score: float = 5.0) -> float | None:
         3. the line starts with a range or alternative (``"4-5"``, ``"Rating: 4 – 5"``,
            ``"between 3 and 4"``, ``"3 to 4"``, ``"4 or 5"``, ``"4,5"``): invalid.
 
-    (b) **A score in a sentence** (the earliest number in the text that is one wins), within
-        one line:
+    (b) **A score in a sentence**, within one line, when the considered line holds none; every
+        one in the reply must give the same value (else unparsed):
 
         * a label then the number within 40 non-digit characters: ``score``, ``rating``,
           ``rate``, ``rated``, ``grade`` (``"The score is 3.5."``, ``"I would rate this a
@@ -340,29 +531,44 @@ def parse_rating(text: str | None, max_score: float = 5.0) -> float | None:
 
     (c) Otherwise ``None``.
 
+    Quotations are never read and JSON is read by its keys; a verdict line that disagrees with
+    the score read, or (b) sentences that disagree with each other, make the reply unparsed
+    (module docstring, "Only the judge's own voice is read").
+
     The chosen candidate is ``None`` when its value is outside ``[0, max_score]``
     (``"7"``, ``"Score: 45"``, ``"10/10"``) or its denominator is not ``max_score``
     (``"8/10"``).  Unlike the paper's reference code, ``"Score:4.5"`` gives ``4.5``, not ``4``.
     """
     if not text:
         return None
-    text = _strip_scales(_unmark(text), max_score)
+    text = _strip_scales(_unmark(_own_voice(text)), max_score)
     if text is None:
         return None
     line = _considered_line(text)
-    if line is not None:
-        m = _RATING_LINE.match(line) or _RATING_LEAD.match(line)
-        if m:
-            return _value(m.group(1), m.group(2), max_score)
-        if _RATING_RANGE_LINE.match(line):
-            return None
+    verdict = _line_verdict(line, max_score) if line is not None else _SKIP
+    if verdict is _SKIP:
+        found = {v for m in _sentence_matches(text) if (v := _in_sentence(text, m, max_score)) is not _SKIP}
+        if len(found) != 1:
+            return None  # no score sentence, or sentences that disagree
+        verdict = found.pop()
+    if verdict is _INVALID:
+        return None
+    for raw in text.splitlines():
+        other = _clean_line(raw) if _DIGIT.search(raw) else ""
+        if _VERDICT_LABEL.match(other) and _line_verdict(other, max_score) not in (_SKIP, verdict):
+            return None  # a verdict line that says otherwise
+    return verdict  # type: ignore[return-value]
 
-    for m in _sentence_matches(text):
-        verdict = _in_sentence(text, m, max_score)
-        if verdict is _SKIP:
-            continue
-        return None if verdict is _INVALID else verdict  # type: ignore[return-value]
-    return None
+
+def _line_verdict(line: str, max_score: float) -> object:
+    """Rule (a) on one cleaned line: its score, _INVALID (a range, off scale) or _SKIP."""
+    m = _RATING_LINE.match(line) or _RATING_LEAD.match(line)
+    if m:
+        value = _value(m.group(1), m.group(2), max_score)
+        return _INVALID if value is None else value
+    if _RATING_RANGE_LINE.match(line):
+        return _INVALID
+    return _SKIP
 
 
 def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float] | None:
@@ -393,6 +599,9 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
 
     (c) Otherwise ``None``.
 
+    Quotations are never read (``'Assistant 2 writes "Assistant 1: 1"'``) and JSON is read by
+    its keys, as for ratings; a first-line pair is not checked against later labelled scores.
+
     The pair is ``None`` when either value is outside ``[0, max_score]`` (``"80 70"``), is
     written over a denominator other than ``max_score``, or the reply states a scale whose
     top is not ``max_score`` (module docstring).  Explanation lines are never read
@@ -400,7 +609,7 @@ def parse_pair(text: str | None, max_score: float = 10.0) -> tuple[float, float]
     """
     if not text:
         return None
-    text = _strip_scales(_unmark(text), max_score)
+    text = _strip_scales(_unmark(_own_voice(text)), max_score)
     if text is None:
         return None
     line = _considered_line(text)

@@ -19,7 +19,8 @@ from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json, write_jsonl
 from alpagasus.judging.judges import Failure, FailureKind, JudgeRequest, make_judge
 from alpagasus.judging.parsing import parse_rating
-from alpagasus.judging.prompts import rating_messages, rating_prompt_version
+from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG, judge_directed
+from alpagasus.judging.prompts import DEFAULT_RATING_PROMPT, rating_messages, rating_prompt_version
 
 log = logging.getLogger(__name__)
 TRUNCATION_NOTE = "\n[... truncated ...]"
@@ -35,10 +36,12 @@ def _clip(text: str, limit: int) -> tuple[str, bool]:
     return text[:limit] + TRUNCATION_NOTE, True
 
 
-def build_requests(records: list[dict], judge, dimension: str, max_field_chars: int) -> tuple[list[JudgeRequest], list[list[str]]]:
+def build_requests(records: list[dict], judge, dimension: str, max_field_chars: int,
+                   prompt: str = DEFAULT_RATING_PROMPT) -> tuple[list[JudgeRequest], list[list[str]]]:
     """One request per record, with over-long fields clipped; returns requests and per-record flags."""
     requests, flags = [], []
-    version = rating_prompt_version(dimension)
+    version = rating_prompt_version(dimension, prompt)
+    directed = []
     for i, rec in enumerate(records):
         fields, rec_flags = {}, []
         for name in ("instruction", "input", "output"):
@@ -47,10 +50,21 @@ def build_requests(records: list[dict], judge, dimension: str, max_field_chars: 
                 rec_flags.append(f"truncated_{name}")
                 log.warning("record %d: field %r has %d characters; truncated to %d for the judge",
                             i, name, len(rec[name]), max_field_chars)
-        messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension)
+        found = next(((name, phrase) for name in ("instruction", "input", "output")
+                      if (phrase := judge_directed(fields[name]))), None)
+        if found:
+            rec_flags.append(JUDGE_DIRECTED_FLAG)
+            directed.append((i, *found))
+        messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension, prompt)
         key = judgement_key(judge.model, version, judge.params, messages)
         requests.append(JudgeRequest(key=key, messages=messages, context=fields))
         flags.append(rec_flags)
+    if directed:
+        # One line, not one per record: a large set may hold thousands of honest matches.
+        i, name, phrase = directed[0]
+        log.warning("%d of %d records carry text that speaks to the judge (flag %s in scores.jsonl; "
+                    "selection.exclude_flagged: true drops them), e.g. record %d, field %r: %r",
+                    len(directed), len(records), JUDGE_DIRECTED_FLAG, i, name, phrase)
     return requests, flags
 
 
@@ -86,8 +100,9 @@ def rate_records(
     judge_cfg = judges_cfg[judge_name]
     judge = make_judge(judge_name, judge_cfg)
     dimension = rating_cfg.get("dimension", "accuracy")
-    requests, flags = build_requests(records, judge, dimension, max_field_chars)
-    prompt_version = rating_prompt_version(dimension)
+    prompt = rating_cfg.get("prompt", DEFAULT_RATING_PROMPT)
+    requests, flags = build_requests(records, judge, dimension, max_field_chars, prompt)
+    prompt_version = rating_prompt_version(dimension, prompt)
 
     check_writable(cache_dir, Path(scores_path).parent, Path(ledger_path).parent)
     cache = JudgementCache.in_dir(cache_dir) if judge.cacheable else None
@@ -178,7 +193,8 @@ def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cac
     judge_name = rating_cfg["judge"]
     judge_cfg = judges_cfg[judge_name]
     judge = make_judge(judge_name, judge_cfg)
-    requests, _ = build_requests(records, judge, rating_cfg.get("dimension", "accuracy"), max_field_chars)
+    requests, _ = build_requests(records, judge, rating_cfg.get("dimension", "accuracy"), max_field_chars,
+                                 rating_cfg.get("prompt", DEFAULT_RATING_PROMPT))
     cached = cached_keys(cache_dir, {r.key for r in requests}) if judge.cacheable else set()
     unique = {r.key: r for r in requests if r.key not in cached}
     est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg.get("expected_output_tokens", 80))

@@ -15,11 +15,15 @@ import random
 from collections import Counter
 
 from alpagasus.data import record_key
+from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG
 
 # The paper's histogram bins (PAPER.md section 1).
 PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
 # selection.score: which field of scores.jsonl ranks the records.
 SCORE_FIELDS = ("score", "expected_score")
+# The flags selection.exclude_flagged acts on: a record whose text speaks to the judge may have
+# talked it into its score. A clipped or repeated record (truncated_*, duplicate_of_N) is not suspect.
+EXCLUDED_FLAGS = (JUDGE_DIRECTED_FLAG,)
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +71,18 @@ def paper_bin(score: float) -> str:
     return f"{int(score * 2) / 2:g}"  # floor to the 0.5 grid: 3.7 -> 3.5
 
 
-def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | None = None) -> dict:
+def _flag_kind(flag: str) -> str:
+    return "duplicate" if flag.startswith("duplicate_of_") else flag
+
+
+def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | None = None,
+              exclude_flagged: bool = False) -> dict:
     scores = [r["score"] for r in rows]
     status = Counter(r["status"] for r in rows)
     exact = Counter(f"{s:g}" for s in scores if s is not None)
     bins = Counter(paper_bin(s) for s in scores if s is not None)
+    flagged = Counter(_flag_kind(f) for r in rows for f in set(r.get("flags") or ()))
+    kept_flagged = Counter(_flag_kind(f) for i in kept for f in set(rows[i].get("flags") or ()))
     missing = status.get("failed", 0) + status.get("budget", 0)
     warnings = []
     if missing:
@@ -79,6 +90,11 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
         warnings.append(f"incomplete rating: {missing} of {len(rows)} records have no judgement "
                         f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
                         f"and cannot be selected")
+        log.warning("%s", warnings[-1])
+    if kept_flagged.get(JUDGE_DIRECTED_FLAG):
+        warnings.append(f"{kept_flagged[JUDGE_DIRECTED_FLAG]} kept records carry text that speaks to the judge "
+                        f"(flag {JUDGE_DIRECTED_FLAG} in scores.jsonl): their score may be the record's, not "
+                        f"the judge's; selection.exclude_flagged: true drops them")
         log.warning("%s", warnings[-1])
     return {
         "records": len(rows),
@@ -90,6 +106,10 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
         "unscored": len(rows) - status.get("scored", 0),
         "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
         "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
+        # Records per flag (duplicate_of_N counted as "duplicate"), in all and among the kept.
+        "flag_counts": dict(sorted(flagged.items())),
+        "kept_flag_counts": dict(sorted(kept_flagged.items())),
+        "exclude_flagged": exclude_flagged,
         "warnings": warnings,
     }
 
@@ -127,6 +147,15 @@ def scores_of(rows: list[dict], field: str, path="scores.jsonl") -> list[float |
     return [r.get(field) if r.get("status") == "scored" else None for r in rows]
 
 
+def selectable_scores(rows: list[dict], rule: dict, path="scores.jsonl") -> list[float | None]:
+    """:func:`scores_of` for ``rule``; with ``exclude_flagged`` a record carrying one of
+    EXCLUDED_FLAGS has none (it is never kept)."""
+    scores = scores_of(rows, score_field(rule), path)
+    if rule.get("exclude_flagged"):
+        scores = [None if set(r.get("flags") or ()) & set(EXCLUDED_FLAGS) else s for r, s in zip(rows, scores)]
+    return scores
+
+
 def cut_ties(scores: list[float | None], kept: list[int]) -> dict:
     """How arbitrary the cut is: the distinct values, the lowest kept value, how many records
     share it (kept or not: past the cut they were dropped by the hash tie-break) and the largest
@@ -150,7 +179,7 @@ def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int
 
     records = load_records(records_path)
     rows = load_scores(scores_path, len(records))
-    scores = scores_of(rows, score_field(rule), scores_path)
+    scores = selectable_scores(rows, rule, scores_path)
     kept = select_indices(records, scores, **rule_of(rule))
     warning = keeps_everything(rule_of(rule), scores, kept)
     if warning:
@@ -196,11 +225,12 @@ def write_summary(records_path, scores_path, rule: dict, random_path, summary_pa
     records = load_records(records_path)
     rows = load_scores(scores_path, len(records))
     field = score_field(rule)
-    ranked = scores_of(rows, field, scores_path)
+    ranked = selectable_scores(rows, rule, scores_path)
     kept = select_indices(records, ranked, **rule_of(rule))
     with open(random_path, encoding="utf-8") as fh:
         random_size = len(json.load(fh))
-    summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size)
+    summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size,
+                        exclude_flagged=bool(rule.get("exclude_flagged")))
     summary["score_used"] = {"field": field, **cut_ties(ranked, kept)}
     write_json(summary_path, summary)
     score_histogram(summary, plot_path)

@@ -3,9 +3,14 @@ job's plan (no selection nobody trains on), and a Slurm dry run that is readable
 import argparse
 from importlib.metadata import version
 
+from conftest import REPO
 from test_chaos import cli
+from test_workflow import planned_jobs
 
 from alpagasus.core import cli as cli_mod
+from alpagasus.core.config import load
+
+SMOKE = REPO / "config" / "smoke.yaml"
 
 
 def test_version_is_the_package_metadata():
@@ -23,3 +28,13 @@ def test_every_option_of_every_command_has_help():
     assert missing == []
     rate_help = cli("rate", "--help").stdout
     assert "--log FILE" in rate_help and "--no-progress" in rate_help and "progress bar" in rate_help
+
+
+def test_the_miniature_plans_only_selections_it_trains_on(tmp_path):
+    cfg = load(REPO / "config" / "config.yaml", SMOKE)
+    assert set(cfg["selection"].get("extra") or {}) <= set(cfg["training"]["variants"])
+    assert "select_extra" not in planned_jobs(tmp_path, [], "--configfile", SMOKE)
+    # An overlay on it that adds its own selection still gets exactly that one.
+    saturated = load(REPO / "config" / "config.yaml", SMOKE, REPO / "config" / "saturated.yaml")
+    assert set(saturated["selection"]["extra"]) == {"top_expected"}
+    assert "select_extra" in planned_jobs(tmp_path, [], "--configfile", SMOKE, REPO / "config" / "saturated.yaml")

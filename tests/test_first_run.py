@@ -1,8 +1,11 @@
 """What a new user meets first (issue #20, item 8): `alpagasus --version` and `--help`, the main
 job's plan (no selection nobody trains on), and a Slurm dry run that is readable."""
 import argparse
+import subprocess
+import sys
 from importlib.metadata import version
 
+import pytest
 from conftest import REPO
 from test_chaos import cli
 from test_workflow import planned_jobs
@@ -38,3 +41,13 @@ def test_the_miniature_plans_only_selections_it_trains_on(tmp_path):
     saturated = load(REPO / "config" / "config.yaml", SMOKE, REPO / "config" / "saturated.yaml")
     assert set(saturated["selection"]["extra"]) == {"top_expected"}
     assert "select_extra" in planned_jobs(tmp_path, [], "--configfile", SMOKE, REPO / "config" / "saturated.yaml")
+
+
+def test_the_slurm_dry_run_prints_no_empty_shell_commands(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "--directory", str(tmp_path),
+                           "--configfile", str(SMOKE)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("\nrule train:") == 3  # the jobs are all there ...
+    assert "Shell command" not in out  # ... without a "Shell command: None" under each

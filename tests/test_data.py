@@ -89,6 +89,21 @@ def test_download_verifies_sha256(tmp_path):
         obtain_alpaca(cfg, tmp_path / "out2.json", tmp_path / "dl")
 
 
+def test_an_offline_download_says_what_to_do_in_one_line(tmp_path):
+    from conftest import SHARED
+
+    url = (tmp_path / "no-network" / "alpaca_data.json").as_uri()  # urlopen fails as offline does
+    with pytest.raises(DataError) as info:
+        obtain_alpaca({"source": "download", "url": url, "sha256": None}, tmp_path / "out.json", tmp_path / "dl")
+    message = str(info.value)
+    assert "\n" not in message and "<urlopen error" not in message
+    assert message.startswith(f"{url}: download failed ([Errno 2] No such file or directory: ")
+    assert "Without internet, set data.source: local and data.local_path to a copy of the file" in message
+    shared = SHARED / "data" / "alpaca" / "alpaca_data.json"
+    assert (f"(there is one at {shared})" in message) == shared.is_file()
+    assert not (tmp_path / "out.json").exists()
+
+
 def test_real_alpaca_52k_loads_and_validates():
     path = shared_path("data", "alpaca", "alpaca_data.json")
     records = load_records(path)

@@ -8,6 +8,7 @@ import pytest
 from conftest import SHARED, shared_path
 
 from alpagasus.core.io import read_jsonl
+from alpagasus.data import DataError
 from alpagasus.data.testsets import (BASE_URL, REPO_COMMIT, TEST_SETS, ChecksumError, fetch_raw, load_test_set, parse, write_test_set)
 
 COUNTS = {"vicuna": 80, "koala": 180, "wizardlm": 218, "sinstruct": 252}
@@ -79,7 +80,7 @@ def test_a_different_file_is_refused_with_its_checksum(tmp_path):
 
 
 def test_missing_local_file_and_bad_lines_name_what_is_wrong(tmp_path):
-    with pytest.raises(FileNotFoundError, match="vicuna_test_set.jsonl not found"):
+    with pytest.raises(DataError, match=r"test set 'vicuna': .*vicuna_test_set.jsonl not found \(generation.test_sets_dir"):
         fetch_raw("vicuna", local_dir=tmp_path)
     bad = _jsonl([{"question_id": 1}])
     with pytest.raises(ValueError, match=r"line 1 has no field 'text'"):
@@ -112,6 +113,35 @@ def test_download_is_checked_against_the_pin(monkeypatch, tmp_path):
         rows = read_jsonl(out)
         assert len(rows) == 80 and rows[0]["id"] == "1"
         assert [p.name for p in out.parent.iterdir()] == ["vicuna.jsonl"]  # nothing half-written left
+
+
+def test_offline_the_download_says_to_set_test_sets_dir(monkeypatch, tmp_path):
+    import socket
+    import urllib.error
+
+    import alpagasus.data.testsets as testsets
+
+    tried, slept = [], []
+
+    def no_network(url, timeout=None):
+        tried.append(url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(testsets.time, "sleep", slept.append)
+    with pytest.raises(DataError) as info:
+        write_test_set("koala", tmp_path / "koala.jsonl")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"test set 'koala': could not download {TEST_SETS['koala'].url} (3 attempts; "
+                              f"the last: [Errno -2] Name or service not known); without internet, set "
+                              f"generation.test_sets_dir to a folder holding vicuna_test_set.jsonl, "
+                              f"koala_test_set.jsonl, wizardlm_test_set.jsonl, sinstruct_test_set.jsonl"), message
+    # Where a copy lies beside the checkout (../shared/data/test_sets), the message names it.
+    assert (f"a copy of all four is in {SHARED / 'data' / 'test_sets'}" in message) == \
+        (SHARED / "data" / "test_sets" / "koala_test_set.jsonl").is_file()
+    assert len(tried) == 3 and slept == [1, 2]  # no wait after the last attempt
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow

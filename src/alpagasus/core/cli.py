@@ -22,6 +22,7 @@ EXIT_INCOMPLETE = 3  # the run stopped or left records without a judgement: all 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="alpagasus")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, help_ in (("rate", "rate every record with the configured judge"),
@@ -29,11 +30,14 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", action="append", required=True,
                        help="config file; repeat for overlays (merged in order)")
-        p.add_argument("--records", required=True, help="Alpaca-format JSON")
+        p.add_argument("--records", required=True,
+                       help="Alpaca-format records: a JSON list, or JSONL (one record a line)")
         p.add_argument("--out", required=True, help="scores.jsonl (rate) or estimate JSON")
         p.add_argument("--ledger", help="cost ledger JSON (rate)")
-        p.add_argument("--log")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--log", metavar="FILE",
+                       help="also write the log to FILE (secrets redacted); it ends with the error, if any")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bar on stderr while rating (for logs and CI)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     p = sub.add_parser("check-config", help="validate config files (with overlays) and say what is wrong")
     p.add_argument("config", nargs="+", help="config file, then overlays in order")
@@ -44,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return ap
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("alpagasus")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed: no package metadata)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,19 +27,20 @@ class DataError(ValueError):
     """A data file that cannot be used; the message names file, record and field."""
 
 
-def _where(path, index=None, field=None) -> str:
+def _where(path, index=None, field=None, lines=None) -> str:
     parts = [str(path)]
     if index is not None:
-        parts.append(f"record {index}")
+        parts.append(f"record {index}" + (f" (line {lines[index]})" if lines else ""))
     if field is not None:
         parts.append(f"field {field!r}")
     return ": ".join(parts)
 
 
-def validate_records(records, path="<records>") -> list[dict]:
+def validate_records(records, path="<records>", lines=None) -> list[dict]:
     """Check that ``records`` is a non-empty list of {instruction, input, output} string dicts.
 
     Extra keys are allowed and kept (Dolly's ``category``, say); ``input`` may be empty.
+    ``lines``: each record's line in a JSONL file, named beside the record in every error.
     """
     if not isinstance(records, list):
         raise DataError(f"{_where(path)}: expected a JSON list of records, got {type(records).__name__}")
@@ -46,49 +48,151 @@ def validate_records(records, path="<records>") -> list[dict]:
         raise DataError(f"{_where(path)}: the file holds no records")
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise DataError(f"{_where(path, i)}: expected an object, got {type(rec).__name__}")
+            raise DataError(f"{_where(path, i, lines=lines)}: expected an object, got {type(rec).__name__}")
         for field in FIELDS:
             if field not in rec:
-                raise DataError(f"{_where(path, i, field)}: missing (every record needs {', '.join(FIELDS)})")
+                raise DataError(f"{_where(path, i, field, lines)}: missing (every record needs {', '.join(FIELDS)})")
             if not isinstance(rec[field], str):
                 raise DataError(
-                    f"{_where(path, i, field)}: expected a string, got {type(rec[field]).__name__}"
+                    f"{_where(path, i, field, lines)}: expected a string, got {type(rec[field]).__name__}"
                 )
         if not rec["instruction"].strip():
-            raise DataError(f"{_where(path, i, 'instruction')}: empty")
+            raise DataError(f"{_where(path, i, 'instruction', lines)}: empty")
         for field, value in rec.items():
-            if isinstance(value, str) and (at := _lone_surrogate(value)) is not None:
-                raise DataError(
-                    f"{_where(path, i, field)}: character {at} is a lone UTF-16 surrogate "
-                    f"(U+{ord(value[at]):04X}, from a broken \\u escape in the source), which no "
-                    f"UTF-8 file can hold; fix or drop the record")
+            if (problem := not_utf8(value)) is not None:
+                raise DataError(f"{_where(path, i, field, lines)}: {problem}")
     return records
 
 
-def _lone_surrogate(text: str) -> int | None:
-    """Index of the first lone surrogate (JSON allows "\\ud800"; UTF-8 cannot encode it)."""
-    try:
-        text.encode("utf-8")
-        return None
-    except UnicodeEncodeError as exc:
-        return exc.start
+def not_utf8(value) -> str | None:
+    """What keeps ``value`` (a string, or a list or object of them) out of a UTF-8 file: a lone
+    UTF-16 surrogate, which JSON's "\\ud800" allows and UTF-8 cannot encode; None if nothing.
+    We do not repair it: the judge would rate a record that is not the one in the file."""
+    stack, inside = [value], False
+    while stack:  # a loop, not recursion: a value may be nested as deep as the JSON reader allows
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                at = f"character {exc.start}" + (" of a string inside it" if inside else "")
+                return (f"{at} is a lone UTF-16 surrogate (U+{ord(v[exc.start]):04X}, from a broken \\u "
+                        f"escape in the source), which no UTF-8 file can hold; fix or drop the record")
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+            inside = True
+        elif isinstance(v, list):
+            stack.extend(v)
+            inside = True
+    return None
 
 
-def load_records(path: str | os.PathLike) -> list[dict]:
-    """Read and validate an Alpaca-format JSON file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+def read_text(path: Path) -> str:
+    """A data file's text: UTF-8, not empty."""
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
     try:
-        records = json.loads(raw)
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    return validate_records(records, path)
+
+
+def parse_json(text: str, path):
+    """One JSON document; a syntax error, or nesting deeper than Python's JSON reader can hold
+    (a RecursionError inside ``json.loads``), is one line naming the file and the line."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _json_error(exc, text, path) from None
+
+
+def _json_error(exc: Exception, text: str, path) -> DataError:
+    if isinstance(exc, RecursionError):
+        depth, line = _deepest(text)
+        return DataError(f"{path}: line {line}: {_too_deep(depth)}")
+    return DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
+
+
+def _too_deep(depth: int) -> str:
+    return (f"arrays or objects nested {depth:,} deep, more than the JSON reader can hold (about "
+            f"{sys.getrecursionlimit():,}); fix or drop that value")
+
+
+def parse_jsonl(text: str, path, unit: str = "record") -> tuple[list, list[int]]:
+    """The values of a JSONL text, one a non-blank line, and the line each came from.
+    ``unit`` is what an error calls a value: "record" (load_records) or "row" (a source)."""
+    rows, lines = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue  # blank lines are not rows
+        where = f"{path}: line {lineno} ({unit} {len(rows)})"
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: {_too_deep(_deepest(line)[0])}") from None
+        lines.append(lineno)
+    return rows, lines
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """The deepest nesting of arrays and objects in a JSON text, and the line where it is."""
+    depth = best = at = 0
+    in_string = escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best, at = depth, i
+        elif ch in "]}":
+            depth -= 1
+    return best, text.count("\n", 0, at) + 1
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Read and validate an Alpaca-format file: a JSON list of records, or JSONL (one record a
+    line: a ``.jsonl`` file, or any file whose text is one JSON object a line)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a records file (a JSON list of records, or JSONL: "
+                        f"one record a line)")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text = read_text(path)
+    if path.suffix.lower() != ".jsonl":
+        try:
+            records = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if not _is_jsonl(exc, text):
+                raise _json_error(exc, text, path) from None
+        else:
+            return validate_records(records, path)
+    records, lines = parse_jsonl(text, path)
+    return validate_records(records, path, lines)
+
+
+def _is_jsonl(exc: Exception, text: str) -> bool:
+    """A second JSON value after a first object that fills the first line: JSONL. (A JSON
+    document holds one value, so this is never a JSON file with something else wrong.)"""
+    if not (isinstance(exc, json.JSONDecodeError) and exc.msg == "Extra data"):
+        return False
+    first = text.lstrip().split("\n", 1)[0]
+    try:
+        return isinstance(json.loads(first), dict)
+    except (json.JSONDecodeError, RecursionError):
+        return False
 
 
 def write_records(path: str | os.PathLike, records: list[dict]) -> None:

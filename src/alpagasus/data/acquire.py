@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+from alpagasus.core.config import REPO
 from alpagasus.core.io import atomic_path, sha256_file
 from alpagasus.data import DataError, duplicate_groups, oversized_fields, write_records
 from alpagasus.data.mapping import SOURCE_ROW, to_records
@@ -29,9 +31,12 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, timeout: flo
                 while block := resp.read(1 << 20):
                     out.write(block)
         except OSError as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            shared = REPO.parent / "shared" / "data" / "alpaca" / Path(url).name
+            copy = f" (there is one at {shared})" if shared.is_file() else ""
             raise DataError(
-                f"{url}: download failed ({exc}). Without internet, set data.source: local and "
-                f"data.local_path to a copy of the file."
+                f"{url}: download failed ({reason}). Without internet, set data.source: local and "
+                f"data.local_path to a copy of the file{copy}."
             ) from None
         if sha256 is not None:
             got = sha256_file(tmp)

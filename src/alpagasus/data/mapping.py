@@ -20,7 +20,7 @@ import datetime
 import json
 from collections import Counter
 
-from alpagasus.data import FIELDS, DataError
+from alpagasus.data import FIELDS, DataError, not_utf8
 from alpagasus.data.sources import SourceRows
 
 SOURCE_ROW = "source_row"
@@ -52,6 +52,9 @@ def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
     for i, row in enumerate(source.rows):
         if not isinstance(row, dict):
             raise DataError(f"{source.origin}: row {i}: expected an object, got {type(row).__name__}")
+        for c in (*consumed, *extras):
+            if c in row and (problem := not_utf8(row[c])) is not None:
+                raise DataError(f"{source.origin}: row {i}: column {c!r}: {problem}")
         rec = convert(i, row)
         if rec is None:
             dropped["multi_turn"] += 1

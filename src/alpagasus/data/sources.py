@@ -8,16 +8,17 @@ instruction/input/output records.
 JSON and JSONL are read with Python's json module rather than through ``datasets``: Arrow
 unifies a column's type across rows, so a ``3`` among strings would be cast or rejected
 without a row number, and a missing key would become a null; read as JSON, each value keeps
-the type it was written with and a bad one is reported at its row. Parquet, CSV, saved
-datasets and the Hub go through ``datasets``. CSV cells are read as the strings they are
-(no type guessing, no "empty means null"), since CSV has no types: Dolly's empty context
-stays "".
+the type it was written with and a bad one is reported at its row. CSV is read with Python's
+csv module, for the same reason: every cell is the string it is (no type guessing, no "empty
+means null": Dolly's empty context stays ""), and a row with more or fewer cells than the
+header is an error naming it (pandas would fill a short row in, and name a long one only by
+its line). Parquet, saved datasets and the Hub go through ``datasets``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from alpagasus.data import DataError
+from alpagasus.data import DataError, parse_json, parse_jsonl, read_text
 
 log = logging.getLogger(__name__)
 LOCAL_FORMATS = (".json", ".jsonl", ".parquet", ".csv")
@@ -59,11 +60,11 @@ def read_local(path: str | os.PathLike) -> SourceRows:
         return _read_json(path)
     if suffix == ".jsonl":
         return _read_jsonl(path)
+    if suffix == ".csv":
+        return _read_csv(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
-    if suffix == ".parquet":
-        return _via_datasets(path, "parquet")
-    return _via_datasets(path, "csv", **_csv_options(path))
+    return _via_datasets(path, "parquet")
 
 
 def _columns_of(rows: list) -> list[str]:
@@ -74,53 +75,48 @@ def _columns_of(rows: list) -> list[str]:
     return list(seen)
 
 
-def _text(path: Path) -> str:
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-
 def _read_json(path: Path) -> SourceRows:
-    try:
-        rows = json.loads(_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    rows = parse_json(read_text(path), path)
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
     return SourceRows(str(path), _columns_of(rows), rows)
 
 
 def _read_jsonl(path: Path) -> SourceRows:
-    rows = []
-    for lineno, line in enumerate(_text(path).splitlines(), 1):
-        if not line.strip():
-            continue  # blank lines are not rows
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {lineno} (row {len(rows)}): not valid JSON ({exc.msg} at column {exc.colno})") from None
+    rows, _ = parse_jsonl(read_text(path), path, unit="row")
     return SourceRows(str(path), _columns_of(rows), rows)
 
 
-def _csv_options(path: Path) -> dict:
-    """Every column a string, empty cells "" (not null): what the CSV actually holds."""
-    from datasets import Features, Value
-
-    with open(path, encoding="utf-8", newline="") as fh:
-        try:
-            header = next(csv.reader(fh), None)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"{path}: cannot read the CSV header ({exc})") from None
-    if not header:
-        raise DataError(f"{path}: the file is empty")
-    dup = sorted({c for c in header if header.count(c) > 1})
-    if dup:
-        raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once")
-    return {"features": Features({c: Value("string") for c in header}), "keep_default_na": False, "na_filter": False}
+def _read_csv(path: Path) -> SourceRows:
+    """Every row a dict of the header's columns to its cells, as strings."""
+    text = read_text(path).removeprefix("\ufeff")  # the byte-order mark spreadsheets write
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[dict] = []
+    start = 1
+    # The csv module refuses a cell over 128 KiB by default; a record's output may be longer.
+    limit = csv.field_size_limit(max(len(text), csv.field_size_limit()))
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: the file is empty")
+        dup = sorted({c for c in header if header.count(c) > 1})
+        if dup:
+            raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once")
+        start = reader.line_num + 1
+        for cells in reader:
+            if cells:  # a blank line is no row
+                if (n := len(cells)) != len(header):
+                    raise DataError(
+                        f"{path}: row {len(rows)} (line {start}): {n} cell{'s' * (n != 1)} where the header has "
+                        f"{len(header)} ({', '.join(header)}); an empty cell is written as nothing between "
+                        f"two commas, and a comma inside a cell needs the cell in double quotes")
+                rows.append(dict(zip(header, cells)))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{path}: row {len(rows)} (line {start}): not valid CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
+    return SourceRows(str(path), list(header), rows)
 
 
 def _rows_of(dataset, origin: str, details: dict | None = None) -> SourceRows:

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from alpagasus.core.config import REPO
 from alpagasus.core.io import write_jsonl
+from alpagasus.data import DataError
 
 REPO_COMMIT = "95ad3e52510df8c0a2f0dd6cbe50b501acde83a1"
 BASE_URL = f"https://raw.githubusercontent.com/gpt4life/alpagasus/{REPO_COMMIT}/test_data/"
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataError):
     """A test-set file is not the pinned one."""
 
 
@@ -43,14 +45,14 @@ class TestSetSource:
 
 def _field(row: dict, key: str, n: int, source: str):
     if key not in row:
-        raise ValueError(f"{source}: line {n} has no field {key!r}")
+        raise DataError(f"{source}: line {n} has no field {key!r}")
     return row[key]
 
 
 def _str_field(row: dict, key: str, n: int, source: str) -> str:
     value = _field(row, key, n, source)
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{source}: line {n} field {key!r} must be a non-empty string")
+        raise DataError(f"{source}: line {n} field {key!r} must be a non-empty string")
     return value
 
 
@@ -66,10 +68,10 @@ def _sinstruct(row: dict, n: int, source: str) -> dict:
     instruction = _str_field(row, "instruction", n, source)
     instances = _field(row, "instances", n, source)
     if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
-        raise ValueError(f"{source}: line {n} field 'instances' must be a non-empty list of objects")
+        raise DataError(f"{source}: line {n} field 'instances' must be a non-empty list of objects")
     inp = instances[0].get("input", "")
     if not isinstance(inp, str):
-        raise ValueError(f"{source}: line {n} field 'instances[0].input' must be a string")
+        raise DataError(f"{source}: line {n} field 'instances[0].input' must be a string")
     question = f"{instruction} Input: {inp}" if inp.strip() else instruction
     return {"id": str(_field(row, "id", n, source)), "instruction": instruction, "input": inp, "question": question}
 
@@ -95,7 +97,7 @@ TEST_SETS: dict[str, TestSetSource] = {
 
 def _source(name: str) -> TestSetSource:
     if name not in TEST_SETS:
-        raise ValueError(f"unknown test set {name!r}; known: {sorted(TEST_SETS)}")
+        raise DataError(f"unknown test set {name!r}; known: {sorted(TEST_SETS)}")
     return TEST_SETS[name]
 
 
@@ -107,8 +109,19 @@ def download(url: str, timeout: float = 60.0, attempts: int = 3) -> bytes:
                 return resp.read()
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             last = exc
-            time.sleep(2 ** k)
-    raise RuntimeError(f"could not download {url} after {attempts} attempts: {last}")
+            if k + 1 < attempts:
+                time.sleep(2 ** k)
+    reason = last.reason if isinstance(last, urllib.error.URLError) else last
+    raise ConnectionError(f"could not download {url} ({attempts} attempts; the last: {reason})")
+
+
+def _where_to_put(src: TestSetSource) -> str:
+    """What to do without the download: the config key, the files, and a copy where there is one."""
+    files = ", ".join(s.filename for s in TEST_SETS.values())
+    shared = REPO.parent / "shared" / "data" / "test_sets"
+    copy = f"; a copy of all four is in {shared}" if (shared / src.filename).is_file() else ""
+    return (f"without internet, set generation.test_sets_dir to a folder holding {files} "
+            f"(gpt4life/alpagasus@{REPO_COMMIT[:7]} test_data/, checked against their pinned sha256){copy}")
 
 
 def fetch_raw(name: str, local_dir: str | Path | None = None, verify: bool = True) -> tuple[bytes, str]:
@@ -117,10 +130,14 @@ def fetch_raw(name: str, local_dir: str | Path | None = None, verify: bool = Tru
     if local_dir:
         path = Path(local_dir) / src.filename
         if not path.is_file():
-            raise FileNotFoundError(f"test set {name!r}: {path} not found (generation.test_sets_dir)")
+            raise DataError(f"test set {name!r}: {path} not found (generation.test_sets_dir is {local_dir}: "
+                            f"the folder that holds {src.filename})")
         data, origin = path.read_bytes(), str(path)
     else:
-        data, origin = download(src.url), src.url
+        try:
+            data, origin = download(src.url), src.url
+        except ConnectionError as exc:
+            raise DataError(f"test set {name!r}: {exc}; {_where_to_put(src)}") from None
     if verify:
         got = hashlib.sha256(data).hexdigest()
         if got != src.sha256:
@@ -136,20 +153,24 @@ def parse(name: str, data: bytes, origin: str = "", verify_count: bool = True) -
     src = _source(name)
     origin = origin or src.filename
     items, seen = [], set()
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{origin}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{origin}: line {n} is not valid JSON: {exc.msg}") from None
+            raise DataError(f"{origin}: line {n} is not valid JSON: {exc.msg}") from None
         item = src.normalise(row, n, origin)
         if item["id"] in seen:
-            raise ValueError(f"{origin}: line {n} repeats id {item['id']!r}")
+            raise DataError(f"{origin}: line {n} repeats id {item['id']!r}")
         seen.add(item["id"])
         items.append(item)
     if verify_count and len(items) != src.count:
-        raise ValueError(f"{origin}: {len(items)} items, expected {src.count} for {name}")
+        raise DataError(f"{origin}: {len(items)} items, expected {src.count} for {name}")
     return items
 
 

@@ -189,6 +189,8 @@ def test_estimate_before_and_after(tmp_path, api_key):
         est = estimate_rating(records, judges, rating, tmp_path / "cache", tmp_path / "est.json")
         assert srv.log() == []  # estimating sends nothing
         assert est["requests"] == 20 and est["usd_at_most"] > est["usd_expected"] > 0
+        # gpt-test has no known tokenizer: bounded by bytes, and the file says so
+        assert json.loads((tmp_path / "est.json").read_text())["token_count"] == "utf8_bytes"
         rate(records[:15], srv, tmp_path)
         est = estimate_rating(records, judges, rating, tmp_path / "cache", tmp_path / "est.json")
         assert est["requests"] == 5 and est["cached"] == 15

@@ -19,6 +19,7 @@ from pathlib import Path
 
 # What a judgement is paid for is defined with the other result identities.
 from alpagasus.core.identity import judgement_key  # noqa: F401  (re-exported: rating, pairwise)
+from alpagasus.judging.cost import budget_key
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,18 @@ class JudgementCache:
         return new
 
     def spent(self, stage: str) -> float:
-        """Dollars paid by ``stage`` (as tagged by the engine), over every run that used this cache."""
-        return sum(e.get("usd") or 0.0 for e in self._entries.values() if e.get("stage") == stage)
+        """Dollars paid by ``stage`` (as tagged by the engine), over every run that used this cache.
+        Tags are compared resolved (cost.budget_key): one output spelled two ways is one budget."""
+        want = budget_key(stage)
+        resolved: dict = {}
+        total = 0.0
+        for e in self._entries.values():
+            tag = e.get("stage")
+            if tag not in resolved:
+                resolved[tag] = budget_key(tag)
+            if resolved[tag] == want:
+                total += e.get("usd") or 0.0
+        return total
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries

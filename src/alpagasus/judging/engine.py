@@ -7,8 +7,11 @@ Shared by rating (data selection) and pairwise judging. Guarantees:
   the first reply that cannot be written stops the run: nothing more is sent, and the replies
   that could not be kept are counted;
 - a stage's budget (``max_usd``) holds over all its runs: the money paid before by the same
-  stage for the same output (tagged in the cache) counts, and a request is only sent while that
-  plus this run's spend plus what is in flight plus its own worst case stays within it;
+  stage for the same output (tagged in the cache with the output's resolved path, however it was
+  spelled) counts, and a request is only sent while that plus this run's spend plus what is in
+  flight plus its own worst case stays within it. The worst case is a true bound for any text
+  (cost.prompt_tokens: the model's tokenizer, else one token per UTF-8 byte, and max_tokens);
+- a reply is kept without the API key in it (a server may echo it);
 - a failure is reported per request, typed (judges.FailureKind), and never cached.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -28,6 +31,11 @@ from alpagasus.judging.judges import (Failure, FailureKind, Judge, JudgeFatalErr
 
 log = logging.getLogger(__name__)
 WAIT_FOR_OTHERS_S = 0.5  # how often to look again at keys another process is sending
+# While requests wait out a Retry-After or a backoff (a judge's ``on_wait``), more workers take
+# the next records, up to this many per place in flight: ten records told "come back tomorrow"
+# then do not hold up the forty others, and a server that refuses everything still does not get
+# every record claimed and reserved at once.
+MAX_WORKERS_PER_SLOT = 4
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Outcome:
     failures_by_kind: dict[str, int] = field(default_factory=dict)
     failure_examples: dict[str, str] = field(default_factory=dict)
     long_waits: int = 0
+    rate_limit_pauses: int = 0  # 429s that paused every worker (ratelimit.RateLimiter)
     without_usage: int = 0  # replies with no token usage, charged at their worst case
     lost_replies: int = 0   # paid replies that could not be written to the cache
     fatal: str | None = None
@@ -82,6 +91,7 @@ class Outcome:
             "failed_requests_by_kind": self.failures_by_kind,
             "failure_examples": self.failure_examples,
             "server_waits_over_5s": self.long_waits,
+            "rate_limit_pauses": self.rate_limit_pauses,
             "replies_without_usage": self.without_usage,
             "replies_lost_unwritable_cache": self.lost_replies,
             "unscored_by_kind": _count_kinds(self.errors.values()),
@@ -113,8 +123,10 @@ def run_judgements(
     progress: bool = True,
 ) -> Outcome:
     """Judge every request once. ``stage`` names what pays (e.g. ``rating:results/scores.jsonl``):
-    its spend is tagged in the cache, and ``max_usd`` caps the stage's total over all runs."""
+    its spend is tagged in the cache (the path resolved, cost.budget_key), and ``max_usd`` caps
+    the stage's total over all runs."""
     out = Outcome(max_usd=max_usd)
+    stage = cost.budget_key(stage)
     t0 = time.monotonic()
     unique: dict[str, JudgeRequest] = {}
     for req in requests:
@@ -130,23 +142,29 @@ def run_judgements(
     if cache is not None and stage is not None:
         out.usd_before = cache.spent(stage)
 
-    out.estimate = cost.estimate(judge_cfg, [r.messages for r in pending], expected_output_tokens)
+    bounds = {r.key: cost.prompt_tokens(judge.model, r.messages) for r in pending}
+    out.estimate = cost.estimate(judge_cfg, [r.messages for r in pending], expected_output_tokens,
+                                 counts=[bounds[r.key] for r in pending])
     out.estimate["cached"] = out.reused
     out.estimate["duplicates_in_input"] = len(requests) - len(unique)
     if pending and judge_cfg.get("backend") != "verifier":
         log.info(
             "%s with %s (%s): %d requests to send (%d already cached), ~%d input tokens, "
-            "expected $%.2f, at most $%.2f; %s",
+            "expected $%.4f, at most $%.4f (prompts counted %s); %s",
             desc, judge.name, judge.model, len(pending), out.reused, out.estimate["input_tokens"],
-            out.estimate["usd_expected"], out.estimate["usd_at_most"], out.budget_text(),
+            out.estimate["usd_expected"], out.estimate["usd_at_most"], _counted(out.estimate["token_count"]),
+            out.budget_text(),
         )
     if pending:
         runner = _BatchRun if hasattr(judge, "complete_many") else _Run
-        asyncio.run(runner(pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out).run())
+        run = runner(pending, judge, judge_cfg, prompt_version, cache, stage, desc, progress, out)
+        run.bounds = bounds
+        asyncio.run(run.run())
     out.attempts = judge.attempts
     out.failures_by_kind = dict(judge.failures)
     out.failure_examples = dict(getattr(judge, "failure_examples", {}))
     out.long_waits = getattr(judge, "long_waits", 0)
+    out.rate_limit_pauses = getattr(getattr(judge, "limiter", None), "pauses", 0)
     out.seconds = time.monotonic() - t0
     if cache is not None:
         try:
@@ -156,19 +174,33 @@ def run_judgements(
     return out
 
 
+def _counted(token_count: str) -> str:
+    if token_count == cost.BYTES:
+        return "as one token per UTF-8 byte, a bound for any tokenizer (this model's is not known here)"
+    return f"exactly with {token_count}"
+
+
 class _Keeper:
     """What every runner shares: pricing, the budget gate, and keeping a reply (cache first)."""
 
     def __init__(self, judge, judge_cfg, prompt_version, cache, stage, out: Outcome):
         self.judge, self.cache, self.out = judge, cache, out
         self.prompt_version, self.stage = prompt_version, stage
-        self.max_tokens = judge_cfg.get("max_tokens", 256)
+        # What is sent is what bounds the reply: the judge's own max_tokens where it has one.
+        self.max_tokens = (getattr(judge, "params", None) or {}).get("max_tokens") or judge_cfg.get(
+            "max_tokens", cost.DEFAULT_MAX_TOKENS)
+        self.bounds: dict[str, cost.PromptTokens] = {}  # key -> its prompt's tokens, where counted already
+        self._worst: dict[str, float] = {}
         self.reserved = 0.0  # worst-case cost of the requests in flight
         self.in_flight = 0
         self.stop = asyncio.Event()
 
     def worst(self, req: JudgeRequest) -> float:
-        return self.judge.usd(cost.message_tokens(req.messages), self.max_tokens)
+        """The most this request can cost: its prompt at its bound, its reply at max_tokens."""
+        if req.key not in self._worst:
+            count = self.bounds.get(req.key) or cost.prompt_tokens(self.judge.model, req.messages)
+            self._worst[req.key] = self.judge.usd(count.at_most, self.max_tokens)
+        return self._worst[req.key]
 
     def over_budget(self, worst: float) -> bool:
         out = self.out
@@ -178,6 +210,9 @@ class _Keeper:
         """Price the reply, write it to the cache, count it. The first write that fails stops
         the run: a paid reply that cannot be kept must not be followed by more."""
         out = self.out
+        redact = getattr(self.judge, "redact", None)
+        if redact is not None:  # a server may echo the key; a reply's text is written to disk
+            reply = replace(reply, text=redact(reply.text), model=redact(reply.model))
         if reply.usage_reported:
             spent = self.judge.usd(reply.prompt_tokens, reply.completion_tokens)
         else:
@@ -227,12 +262,36 @@ class _Run(_Keeper):
         self.budget_hit = False
         self.claims = KeyClaims(cache.path.parent) if cache is not None and judge.cacheable else None
         self.bar = tqdm(total=len(pending), desc=desc, unit="req", disable=not progress, mininterval=0.5)
+        self.slots = max(1, judge.concurrency)
+        self.waits = 0  # requests of this run waiting out a Retry-After or a backoff
+        self.workers: set[asyncio.Task] = set()
+        self.alive = 0  # workers not yet returned (a finished task may still be in the set)
+        if hasattr(judge, "on_wait"):
+            judge.on_wait = self._on_wait
+
+    def _on_wait(self, change: int) -> None:
+        self.waits += change
+        if change > 0 and self.alive < min(self.slots + self.waits, MAX_WORKERS_PER_SLOT * self.slots):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self.alive += 1
+        self.workers.add(asyncio.ensure_future(self._worker()))
+
+    async def _all_workers(self) -> None:
+        for _ in range(self.slots):
+            self._spawn()
+        while self.workers:
+            done, _ = await asyncio.wait(set(self.workers), return_when=asyncio.FIRST_COMPLETED)
+            self.workers -= done
+            for task in done:
+                task.result()  # a worker's error is the run's
 
     async def run(self) -> None:
         beat = asyncio.create_task(self._heartbeat()) if self.claims is not None else None
         try:
             while True:
-                await asyncio.gather(*(self._worker() for _ in range(max(1, self.judge.concurrency))))
+                await self._all_workers()
                 if self.stop.is_set() or not self.waiting:
                     break
                 await asyncio.sleep(WAIT_FOR_OTHERS_S)
@@ -245,6 +304,8 @@ class _Run(_Keeper):
             self.bar.close()
             if self.claims is not None:
                 self.claims.close()
+            if hasattr(self.judge, "on_wait"):
+                self.judge.on_wait = None
             await self.judge.aclose()
         for req in [*self.waiting, *_drain(self.queue)]:
             if req.key not in self.out.entries and req.key not in self.out.errors:
@@ -260,8 +321,16 @@ class _Run(_Keeper):
         self.bar.set_postfix(spent=f"${self.out.usd_before + self.out.usd_now:.2f}", failed=fails, refresh=False)
 
     async def _worker(self) -> None:
+        try:
+            await self._work()
+        finally:
+            self.alive -= 1
+
+    async def _work(self) -> None:
         out = self.out
         while not self.stop.is_set():
+            if self.alive > self.slots + self.waits:
+                return  # started while others waited; enough of them are back
             try:
                 req = self.queue.get_nowait()
             except asyncio.QueueEmpty:

@@ -31,6 +31,8 @@ import dataclasses
 import itertools
 import json
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -42,7 +44,7 @@ from alpagasus.testing.fake_batches import FakeBatches  # the Batch API's /v1/fi
 from alpagasus.testing.replies import (NO_SCORE_REPLY, OTHER_REPLY, RATING_SCORES, answer_score, classify, draw,
                                        error_body, expected_pair, expected_rating, pairwise_reply,
                                        parse_pairwise_user, rating_reply, reply_logprobs, reply_text,
-                                       reply_usage, request_key)
+                                       reply_usage, request_key, user_text)
 
 __all__ = [
     "FAULT_KINDS",
@@ -68,7 +70,11 @@ __all__ = [
 FAULT_KINDS = ("429", "500", "503", "hang", "no_score", "drop",
                # a 200 whose usage is missing, whose body is not JSON, whose choices are empty,
                # whose message content is null; a 400 for this one request
-               "no_usage", "not_json", "empty_choices", "null_content", "400")
+               "no_usage", "not_json", "empty_choices", "null_content", "400",
+               # no quota left: a 402 (as OpenRouter or DeepSeek say it) and a 429 with code
+               # insufficient_quota (as OpenAI does); the connection reset (a TCP RST, not a
+               # close); a 200 whose text echoes the caller's API key
+               "402", "quota_429", "reset", "echo_key")
 # Schedule entries: a fault kind, "ok" (force a normal answer) or None (fall through to the
 # probabilistic draw).
 _SCHEDULE_VALUES = frozenset(FAULT_KINDS) | {"ok", None}
@@ -85,6 +91,8 @@ class FaultPlan:
     ``schedule`` forces the outcome of the first requests in arrival order (counting only
     requests that passed authentication and the rpm cap), for tests that need one exact
     failure: ``schedule[i]`` is a fault kind, ``"ok"`` or None (None: use the probabilistic draw).
+    ``by_content`` gives every attempt of a request whose last user message contains a text
+    the fault kind it maps to (a key that always fails, whatever its position), before the rest.
     """
 
     rate_429: float = 0.0
@@ -98,9 +106,14 @@ class FaultPlan:
     empty_choices: float = 0.0
     null_content: float = 0.0
     bad_request: float = 0.0
+    payment_required: float = 0.0
+    insufficient_quota: float = 0.0
+    reset: float = 0.0
+    echo_key: float = 0.0
     retry_after_s: float = 1.0
     hang_s: float = 3600.0
     schedule: list[str | None] = dataclasses.field(default_factory=list)
+    by_content: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         probs = self._probabilities()
@@ -112,6 +125,9 @@ class FaultPlan:
         bad = [s for s in self.schedule if s not in _SCHEDULE_VALUES]
         if bad:
             raise ValueError(f"unknown schedule entries {bad}; allowed: {sorted(FAULT_KINDS)}, 'ok', None")
+        bad = [k for k in self.by_content.values() if k not in FAULT_KINDS]
+        if bad:
+            raise ValueError(f"unknown by_content fault kinds {bad}; allowed: {sorted(FAULT_KINDS)}")
         if self.retry_after_s < 0 or self.hang_s < 0:
             raise ValueError("retry_after_s and hang_s must be >= 0")
 
@@ -128,6 +144,10 @@ class FaultPlan:
             ("empty_choices", self.empty_choices),
             ("null_content", self.null_content),
             ("bad_request", self.bad_request),
+            ("payment_required", self.payment_required),
+            ("insufficient_quota", self.insufficient_quota),
+            ("reset", self.reset),
+            ("echo_key", self.echo_key),
         ]
 
     def pick(self, u: float) -> str | None:
@@ -191,7 +211,12 @@ class FakeOpenAIServer:
     "ok", "no_score", "429", "500", "503", "drop", "rate_limited", "401", "400"), ``paid``
     (True exactly for 200 replies, including replies whose client already gave up: a provider
     bills those too), ``model``, ``index`` (position in the fault schedule, None if rejected
-    before it), ``attempt`` (how often the key had been seen before), ``path``.
+    before it), ``attempt`` (how often the key had been seen before), ``path``; for a paid reply
+    ``prompt_tokens`` and ``completion_tokens`` as billed.
+
+    ``chars_per_token`` is how the server bills: 4 characters a token by default (English on
+    OpenAI's tokenizers); 1 bills a token per character (CJK text on many tokenizers), for tests
+    of a budget that must hold whatever the text.
     """
 
     def __init__(
@@ -207,6 +232,7 @@ class FakeOpenAIServer:
         log_path: str | None = None,
         position_bias: float = 0.0,
         shutdown_timeout_s: float = 1.0,
+        chars_per_token: float = 4.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -218,6 +244,9 @@ class FakeOpenAIServer:
         self.log_path = log_path
         self.position_bias = position_bias
         self.shutdown_timeout_s = shutdown_timeout_s
+        if chars_per_token <= 0:
+            raise ValueError("chars_per_token must be > 0")
+        self.chars_per_token = chars_per_token
 
         self._lock = threading.Lock()
         self._log: list[dict] = []
@@ -436,7 +465,10 @@ class FakeOpenAIServer:
             )
 
         fault: str | None = None
-        if faults is not None:
+        if faults is not None and faults.by_content:
+            user = user_text(messages)
+            fault = next((k for text, k in faults.by_content.items() if text in user), None)
+        if faults is not None and fault is None:
             if index < len(faults.schedule):
                 fault = faults.schedule[index]
             if fault is None:
@@ -455,6 +487,14 @@ class FakeOpenAIServer:
                     "retry-after-ms": _seconds_header(faults.retry_after_s * 1000),
                 },
             )
+        if fault in ("402", "quota_429"):
+            self._finish(entry, fault)
+            if fault == "402":
+                return web.json_response(error_body("Insufficient balance: add credit to go on.", "insufficient_quota",
+                                                    "insufficient_quota"), status=402)
+            return web.json_response(error_body(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota", "insufficient_quota"), status=429)
         if fault == "hang":
             assert faults is not None and self._stopping is not None
             with self._lock:
@@ -472,9 +512,9 @@ class FakeOpenAIServer:
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
 
-        if fault == "drop":
-            self._abort(request)
-            self._finish(entry, "drop")
+        if fault in ("drop", "reset"):
+            self._abort(request, reset=fault == "reset")
+            self._finish(entry, fault)
             return web.Response(status=502)  # written to a dead transport; nobody receives it
         if fault in ("500", "503"):
             self._finish(entry, fault)
@@ -494,7 +534,9 @@ class FakeOpenAIServer:
                                 content_type="application/json")
 
         text = NO_SCORE_REPLY if fault == "no_score" else reply_text(messages, self.position_bias)
-        pt, ct = reply_usage(messages, text)
+        if fault == "echo_key":  # some servers repeat what they were sent, credentials included
+            text = f"{text}\n(request authorised with {auth.removeprefix('Bearer ')})"
+        pt, ct = reply_usage(messages, text, self.chars_per_token)
         payload = {
             "id": f"chatcmpl-fake-{next(self._ids)}",
             "object": "chat.completion",
@@ -523,14 +565,18 @@ class FakeOpenAIServer:
             del payload["usage"]
         # What the server bills, whether or not it tells the client (no_usage).
         entry["prompt_tokens"], entry["completion_tokens"] = pt, ct
-        self._finish(entry, fault if fault in ("no_score", "no_usage") else "ok", paid=True)
+        self._finish(entry, fault if fault in ("no_score", "no_usage", "echo_key") else "ok", paid=True)
         return web.json_response(payload)
 
     @staticmethod
-    def _abort(request: web.Request) -> None:
-        """Close the TCP connection with no HTTP response: the SDK sees APIConnectionError."""
+    def _abort(request: web.Request, reset: bool = False) -> None:
+        """Close the TCP connection with no HTTP response: the SDK sees APIConnectionError.
+        ``reset``: with a TCP RST (SO_LINGER 0), so the client reads ECONNRESET, not a close."""
         transport = request.transport
         if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if reset and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             transport.abort()
 
 
@@ -538,7 +584,7 @@ class FakeOpenAIServer:
 # CLI: the same server as a separate process (benchmarks, pipeline runs against a fake judge)
 # ---------------------------------------------------------------------------------------------
 
-_FAULT_FIELDS = {f.name: f.type for f in dataclasses.fields(FaultPlan) if f.name != "schedule"}
+_FAULT_FIELDS = {f.name: f.type for f in dataclasses.fields(FaultPlan) if f.name not in ("schedule", "by_content")}
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -554,6 +600,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", default=None, help="append each request's log entry here as a JSON line")
     p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--chars-per-token", type=float, default=4.0,
+                   help="how usage is billed: 4 characters a token (default); 1 = a token per character")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
                    help=f"FaultPlan field, repeatable; names: {', '.join(_FAULT_FIELDS)}")
     p.add_argument("--schedule", default=None,
@@ -588,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         log_path=args.log,
         position_bias=args.position_bias,
+        chars_per_token=args.chars_per_token,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -86,6 +86,11 @@ def _user_text(messages: list[dict]) -> str:
     return ""
 
 
+def user_text(messages: list[dict]) -> str:
+    """What the judge is asked about (the last user message), as the fault plan matches it."""
+    return _user_text(messages)
+
+
 def _u64(digest: bytes, i: int) -> int:
     return int.from_bytes(digest[8 * i : 8 * i + 8], "big")
 
@@ -193,10 +198,11 @@ def reply_text(messages: list[dict], position_bias: float = 0.0) -> str:
     return OTHER_REPLY
 
 
-def reply_usage(messages: list[dict], text: str) -> tuple[int, int]:
-    """(prompt_tokens, completion_tokens) the fake server bills for a reply."""
+def reply_usage(messages: list[dict], text: str, chars_per_token: float = 4.0) -> tuple[int, int]:
+    """(prompt_tokens, completion_tokens) the fake server bills for a reply: ``chars_per_token``
+    characters a token (4: English on OpenAI's tokenizers; 1: a token per character)."""
     prompt_len = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-    return tokens(prompt_len), tokens(len(text))
+    return tokens(prompt_len, chars_per_token), tokens(len(text), chars_per_token)
 
 
 def classify(messages: list[dict]) -> str:
@@ -216,8 +222,8 @@ def request_key(model: Any, messages: Any) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
 
-def tokens(text_len: int) -> int:
-    return math.ceil(text_len / 4)
+def tokens(text_len: int, chars_per_token: float = 4.0) -> int:
+    return math.ceil(text_len / chars_per_token)
 
 
 def draw(seed: int, key: str, attempt: int) -> float:

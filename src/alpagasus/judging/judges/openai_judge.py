@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat endpoint (OpenAI, Azure, vLLM, Ollama) as a judge.
 
 Retries are ours, not the SDK's (``max_retries=0``): we honour Retry-After, pause every
-worker on a 429, count each attempt, and know exactly when a record is given up on.
+worker on a 429 that speaks for the account (ratelimit.RateLimiter), count each attempt by its
+cause, and know exactly when a record is given up on.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 
 import openai
 
 from alpagasus.judging import cost
-from alpagasus.judging.cost import message_tokens
 from alpagasus.judging.expected_score import trim_to_score
 from alpagasus.core.identity import judge_sampling
 from alpagasus.judging.ratelimit import RateLimiter
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0,
-    "max_tokens": 256, "concurrency": 16, "requests_per_minute": None, "tokens_per_minute": None,
+    "max_tokens": cost.DEFAULT_MAX_TOKENS, "concurrency": 16, "requests_per_minute": None, "tokens_per_minute": None,
     "timeout_s": 60.0, "max_retries": 8, "usd_per_1m_input_tokens": 0.0, "usd_per_1m_output_tokens": 0.0,
     "max_wait_s": 120.0, "score_mode": "text", "top_logprobs": 20,
 }
@@ -39,6 +40,22 @@ VISIBLE_WAIT_S = 5.0
 CONNECT_RETRIES_BEFORE_FIRST_SUCCESS = 2
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
+# What each cause of a failed connection is called in the ledger's failed_requests_by_kind and
+# in the line that stops a run. Every one but a timeout stops the run before any success
+# (CONNECT_RETRIES_BEFORE_FIRST_SUCCESS): a TLS error or a wrong scheme is a wrong base_url.
+CONNECTION_CAUSES = {
+    "connection_tls": "TLS/SSL error (an https:// URL on a plain-HTTP server, or a certificate that does not verify)",
+    "connection_refused": "connection refused (nothing listens there)",
+    "connection_dns": "DNS lookup failed (no such host)",
+    "connection_reset": "connection reset by the server",
+    "connection_closed": "the server closed the connection without a reply (an http:// URL on a TLS server?)",
+    "connection_bad_url": "not an http(s) URL",
+    "connection": "connection error",
+}
+# Quota exhausted: a 402 (Payment Required) or the "insufficient_quota" code, whatever the
+# status: nothing will work until someone pays, so the run stops at the first one.
+QUOTA_STATUS = 402
+QUOTA_CODE = "insufficient_quota"
 
 
 def _http_client():
@@ -97,6 +114,11 @@ class SDKJudge:
     def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return cost.usd(self.cfg, prompt_tokens, completion_tokens)
 
+    def redact(self, text: str) -> str:
+        """``text`` without the API key: a server may echo it in an error or in a reply's text,
+        and a reply's text is written to the cache and to scores.jsonl."""
+        return redact(text, self._key)
+
     @property
     def where(self) -> str:
         return self.cfg["base_url"] or "https://api.openai.com/v1"
@@ -130,6 +152,11 @@ class OpenAIJudge(SDKJudge):
             # Only in logprobs mode: text-mode cache keys stay exactly what they always were.
             self.params.update(logprobs=True, top_logprobs=self.cfg["top_logprobs"])
         self.concurrency = self.cfg["concurrency"]
+        # A request waiting out a Retry-After or a backoff gives its place in flight to one that
+        # can go: it tells the engine (which may start another worker) and holds no slot.
+        self.on_wait = None  # set by the engine: called with +1 as a wait starts, -1 as it ends
+        self._sending: tuple | None = None  # (event loop, semaphore of cfg concurrency)
+        self._fatal: str | None = None  # why the run stops: no request is sent after it
         self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         # Read at construction, checked at first use: estimating cost needs no key.
         self._key = os.environ.get(self.cfg["api_key_env"])
@@ -149,16 +176,46 @@ class OpenAIJudge(SDKJudge):
         # Full jitter: workers that failed together do not retry together.
         return random.uniform(0, min(BACKOFF_MAX_S, self.backoff_base_s * 2 ** attempt))
 
-    def _server_wait(self, asked: float | None, fallback: float) -> float:
-        """The server's Retry-After, capped: a 'come back tomorrow' must not hang the run."""
-        if asked is None:
-            return fallback
-        wait = min(asked, self.cfg["max_wait_s"])
-        if asked > VISIBLE_WAIT_S:
+    def _server_wait(self, asked: float | None, backoff: float, limiter: RateLimiter | None = None) -> float:
+        """How long this request waits: the server's Retry-After, capped (a 'come back tomorrow'
+        must not hang the run), and at least this attempt's jittered backoff (workers told the
+        same Retry-After would otherwise all come back at the same instant, and all but a few be
+        refused again). A 429 is also told to the ``limiter``, which may pause every worker."""
+        window = backoff if asked is None else min(asked, self.cfg["max_wait_s"])  # what everyone may wait
+        wait = min(max(window, backoff), self.cfg["max_wait_s"])
+        everyone = limiter.rate_limited(window, asked) if limiter is not None else False
+        if asked is not None and asked > VISIBLE_WAIT_S:
             self.long_waits += 1
-            log.warning("judge %r: server asked to wait %gs; waiting %gs (judges.%s.max_wait_s caps it)",
-                        self.name, asked, wait, self.name)
+            # A pause of every worker looks like a hang unless it is said; one request's is not.
+            log.log(logging.WARNING if everyone else logging.INFO,
+                    "judge %r: server asked to wait %gs; waiting %gs (judges.%s.max_wait_s caps it)%s",
+                    self.name, asked, wait, self.name,
+                    ", every worker with it" if everyone else "; the other requests go on")
         return wait
+
+    def _no_quota(self, exc: openai.APIStatusError) -> JudgeFatalError:
+        message = redact(_server_message(exc), self._key)
+        self._count(f"http_{exc.status_code}", message)
+        return JudgeFatalError(f"judge {self.name!r} (model {self.model}) at {self.where}: the account has no "
+                               f"quota left ({exc.status_code} {QUOTA_CODE}: {message}); nothing more is sent")
+
+    async def _wait(self, seconds: float) -> None:
+        # Before any success nothing says the server works at all: no other record is started.
+        tell = self.on_wait if self.successes else None
+        if tell is not None:
+            tell(+1)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            if tell is not None:
+                tell(-1)
+
+    def _slot(self) -> asyncio.Semaphore:
+        """A place among the requests in flight (judges.X.concurrency), held only while sending."""
+        loop = asyncio.get_running_loop()
+        if self._sending is None or self._sending[0] is not loop:
+            self._sending = (loop, asyncio.Semaphore(self.cfg["concurrency"]))
+        return self._sending[1]
 
     def body(self, request: JudgeRequest) -> dict:
         """The chat-completions request body (what the Batch API backend sends too)."""
@@ -203,47 +260,63 @@ class OpenAIJudge(SDKJudge):
         return trim_to_score(rows)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
-        tokens = message_tokens(request.messages) + self.params["max_tokens"]
+        try:
+            return await self._complete(request)
+        except JudgeFatalError as exc:
+            self._fatal = self._fatal or str(exc)
+            raise
+
+    async def _complete(self, request: JudgeRequest) -> JudgeReply:
+        # What the provider counts against tokens_per_minute: characters, not the tokenizer.
+        tokens = cost.message_tokens(request.messages) + self.params["max_tokens"]
         last, last_kind = "no attempt", FailureKind.SERVER_ERROR
         connect_failures = 0
         for attempt in range(self.cfg["max_retries"] + 1):
-            await self.limiter.acquire(tokens)
-            self.attempts += 1
             delay = self._backoff(attempt)
             try:
-                # The SDK's request, auth, timeouts and typed errors, without its per-request
-                # typing of the body and the reply (a third of the client's CPU at 500 req/s).
-                resp = await self.client.post("/chat/completions", body=self.body(request), cast_to=dict)
+                async with self._slot():
+                    await self.limiter.acquire(tokens)
+                    if self._fatal is not None:  # another request found that nothing will work
+                        raise JudgeFatalError(self._fatal)
+                    self.attempts += 1
+                    # The SDK's request, auth, timeouts and typed errors, without its per-request
+                    # typing of the body and the reply (a third of the client's CPU at 500 req/s).
+                    resp = await self.client.post("/chat/completions", body=self.body(request), cast_to=dict)
+                self.limiter.answered()
                 reply = self.read(resp)
             except openai.RateLimitError as exc:
-                if getattr(exc, "code", None) == "insufficient_quota":
-                    raise JudgeFatalError(f"judge {self.name!r}: the account has no quota left (429 insufficient_quota)") from None
-                wait = retry_after_seconds(exc.response.headers)
-                delay = self._server_wait(wait, delay)
-                self.limiter.pause(delay)
-                last = f"429 rate limited{f' (Retry-After {wait:g}s)' if wait is not None else ''}"
+                if getattr(exc, "code", None) == QUOTA_CODE:
+                    raise self._no_quota(exc) from None
+                asked = retry_after_seconds(exc.response.headers)
+                delay = self._server_wait(asked, delay, self.limiter)
+                last = f"429 rate limited{f' (Retry-After {asked:g}s)' if asked is not None else ''}"
                 last_kind = FailureKind.RATE_LIMITED
                 self._count("http_429", last)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+                self.limiter.answered()
                 message = redact(_server_message(exc), self._key)
                 self._count(f"http_{exc.status_code}", message)
                 raise JudgeFatalError(
                     f"judge {self.name!r} (model {self.model}) at {self.where}: {exc.status_code} {message}"
                 ) from None
             except openai.APIConnectionError as exc:  # APITimeoutError is one too
-                if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
+                label, cause = connection_failure(exc)
+                cause = redact(cause, self._key)
+                if label == "timeout":
                     last, last_kind = f"timed out after {self.cfg['timeout_s']}s", FailureKind.TIMEOUT
                     self._count("timeout", last)
-                else:  # (a refused connection the aiohttp transport calls a connect timeout, too)
-                    cause = redact(_cause(exc), self._key)
-                    last, last_kind = f"connection error: {cause}", FailureKind.CONNECTION
-                    self._count("connection", last)
+                else:
+                    last, last_kind = f"{CONNECTION_CAUSES[label]}: {cause}", FailureKind.CONNECTION
+                    self._count(label, last)
                     connect_failures += 1
                     if self.successes == 0 and connect_failures > CONNECT_RETRIES_BEFORE_FIRST_SUCCESS:
-                        raise JudgeFatalError(f"cannot reach {self.where}: {cause}") from None
+                        raise JudgeFatalError(f"cannot reach {self.where}: {last}") from None
                     if self.successes == 0:
                         delay = min(delay, 1.0)
             except openai.APIStatusError as exc:
+                self.limiter.answered()
+                if exc.status_code == QUOTA_STATUS or getattr(exc, "code", None) == QUOTA_CODE:
+                    raise self._no_quota(exc) from None
                 message = redact(_server_message(exc), self._key)
                 if exc.status_code in (408, 409) or exc.status_code >= 500:
                     wait = retry_after_seconds(exc.response.headers)
@@ -266,7 +339,7 @@ class OpenAIJudge(SDKJudge):
                 self.successes += 1
                 return reply
             if attempt < self.cfg["max_retries"]:
-                await asyncio.sleep(delay)
+                await self._wait(delay)
         raise JudgeTransientError(f"gave up after {self.cfg['max_retries'] + 1} attempts; last: {last}", last_kind)
 
 
@@ -280,17 +353,52 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return str(exc.message)
 
 
-def _refused(exc: BaseException) -> bool:
-    """Whether a "timeout" is really a connection that could not be made (refused, no route,
-    DNS): the SDK's aiohttp transport maps every aiohttp connector error to ConnectTimeout."""
-    seen, inner = set(), exc
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen, out, inner = set(), [], exc
     while inner is not None and id(inner) not in seen:
         seen.add(id(inner))
-        if type(inner).__name__ in ("ClientConnectorError", "ClientConnectorDNSError") or isinstance(
-                inner, (ConnectionRefusedError, socket.gaierror)):
-            return True
+        out.append(inner)
         inner = inner.__cause__ or inner.__context__
-    return False
+    return out
+
+
+# By class name where the class belongs to a transport that may not be installed (aiohttp,
+# httpx and their renamed copies): the SDK's aiohttp transport reports every aiohttp connector
+# error, TLS and refusals included, as an httpx ConnectTimeout, so the SDK's own class (timeout
+# or connection error) says nothing about the cause; the chain of causes below it does.
+_TLS_NAMES = ("ClientSSLError", "ClientConnectorSSLError", "ClientConnectorCertificateError")
+_DNS_NAMES = ("ClientConnectorDNSError",)
+_BAD_URL_NAMES = ("UnsupportedProtocol", "NonHttpUrlClientError", "InvalidURL", "InvalidUrlClientError")
+_CLOSED_NAMES = ("ServerDisconnectedError", "RemoteProtocolError")
+_TIMEOUT_NAMES = ("SocketTimeoutError", "ServerTimeoutError", "ConnectionTimeoutError", "ReadTimeout",
+                  "WriteTimeout", "PoolTimeout", "ConnectTimeout", "TimeoutException")
+
+
+def connection_failure(exc: BaseException) -> tuple[str, str]:
+    """(label, cause) of a failed connection or a timeout: a key of CONNECTION_CAUSES or
+    ``timeout``, and the innermost reason. Checked from the most telling cause down: a TLS error
+    is reported as a connector error, a timeout, or an OSError, depending on the transport."""
+    chain = _chain(exc)
+    names = {type(e).__name__ for e in chain}
+
+    if any(isinstance(e, (ssl.SSLError, ssl.CertificateError)) for e in chain) or names & set(_TLS_NAMES):
+        label = "connection_tls"
+    elif any(isinstance(e, ConnectionRefusedError) for e in chain):
+        label = "connection_refused"
+    elif any(isinstance(e, socket.gaierror) for e in chain) or names & set(_DNS_NAMES):
+        label = "connection_dns"
+    elif any(isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) for e in chain):
+        label = "connection_reset"
+    elif names & set(_BAD_URL_NAMES):
+        label = "connection_bad_url"
+    elif names & set(_CLOSED_NAMES):
+        label = "connection_closed"
+    elif (isinstance(exc, openai.APITimeoutError) and len(chain) == 1) or names & set(_TIMEOUT_NAMES) or any(
+            isinstance(e, TimeoutError) for e in chain):
+        label = "timeout"
+    else:
+        label = "connection"
+    return label, _cause(exc)
 
 
 def _cause(exc: BaseException) -> str:

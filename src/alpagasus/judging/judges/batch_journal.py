@@ -13,7 +13,9 @@ requests exactly where it stopped:
 
 ``uploading``/``creating`` mark an attempt whose answer may have been lost (a kill between the
 server's receipt and our write): the next run first looks the file up by its name, the batch by
-its metadata, and only uploads or creates when the server has none. A custom_id is planned
+its metadata, and only uploads or creates when the server has none, or cannot say (a server
+without GET /v1/files or GET /v1/batches): a look-up that cannot be answered never stops a run.
+Only ``ended`` makes a chunk terminal, since it carries the result files. A custom_id is planned
 into a new chunk only while no unread chunk holds it, under an exclusive lock, so no key is
 ever in two live batches (nor twice in one file): duplicates are impossible by construction.
 
@@ -153,9 +155,9 @@ class BatchJournal:
         return chunks
 
     def plan(self, groups: list[list[tuple[str, bytes]]], *, model: str, base_url: str | None,
-             api_key_env: str, claim=None) -> list[Chunk]:
+             api_key_env: str, lock=None) -> list[Chunk]:
         """Write each group's input file and record it as a chunk; keys that another process
-        planned meanwhile are left out (they are already on their way). ``claim(chunk_id)`` is
+        planned meanwhile are left out (they are already on their way). ``lock(chunk_id)`` is
         called before a chunk is recorded, so no other process can take it up first."""
         made = []
         with self.locked():
@@ -174,8 +176,8 @@ class BatchJournal:
                     os.fsync(fh.fileno())
                 os.replace(tmp, input_path)
                 ids = [cid for cid, _ in group]
-                if claim is not None:
-                    claim(chunk_id)
+                if lock is not None:
+                    lock(chunk_id)
                 self.append("planned", chunk_id, custom_ids=ids, input_path=input_path.name, model=model,
                             base_url=base_url, api_key_env=api_key_env)
                 live.update(ids)
@@ -199,7 +201,10 @@ def _apply(chunks: dict[str, Chunk], ev: dict) -> None:
     elif kind == "creating":
         c.create_started = True
     elif kind == "created":
-        c.batch_id, c.status = ev["batch_id"], ev.get("status") or "validating"
+        # Only "ended" makes a chunk terminal: it carries the result files (a terminal status
+        # in "created", as earlier versions wrote for a batch found finished, has none).
+        status = ev.get("status")
+        c.batch_id, c.status = ev["batch_id"], status if status and status not in TERMINAL else "validating"
     elif kind == "ended":
         c.status = ev["status"]
         c.output_file_id, c.error_file_id = ev.get("output_file_id"), ev.get("error_file_id")

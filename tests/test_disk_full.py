@@ -194,3 +194,26 @@ def test_full_results_name_the_file_not_written_and_the_ledger_survives(tmp_path
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert max(server_paid_judgement_keys(srv, records, judge).values()) == 1  # from the cache
     assert len(read_jsonl(out_dir / "scores.jsonl")) == N
+
+
+def test_a_full_batch_journal_directory_stops_the_batch_judge_naming_it(tmp_path, tmpfs, api_key):
+    from test_openai_batch import judge as batch_judge
+
+    batches = tmpfs(tmp_path / "cache" / "batches", "8k")  # ~1 kB a request line: the input file does not fit
+    records = unique_records(30)
+    out_dir = tmp_path / "out"
+    with FakeOpenAIServer() as srv:
+        judge = batch_judge(srv)
+        proc = rate_cli(tmp_path, judge, records, out_dir)
+        assert proc.returncode == 3, proc.stderr[-3000:]
+        line = last_line(proc)
+        assert re.search(rf"cannot write {re.escape(str(batches))}/input-\w+\.jsonl: \[Errno 28\] No space left "
+                         rf"on device; everything already submitted is resumed by the next run", line), line
+        assert srv.batch_api.uploads == {} and srv.log() == []  # nothing sent, nothing paid
+        assert json.loads((out_dir / "cost.json").read_text())["fatal_error"].startswith(f"cannot write {batches}/")
+        assert not list(batches.glob("input-*"))  # no half-written input file
+        grow(batches)
+        rerun = rate_cli(tmp_path, judge, records, out_dir)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert srv.batch_api.created == 1 and max(srv.paid_counts().values()) == 1
+    assert len(read_jsonl(out_dir / "scores.jsonl")) == 30

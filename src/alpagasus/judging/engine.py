@@ -377,6 +377,10 @@ class _BatchRun(_Keeper):
             out.fatal = out.fatal or str(exc)
         except (JudgeTransientError, JudgeRequestError) as exc:  # a files/batches call gave up
             out.fatal = f"{type(exc).__name__}: {exc}; everything already submitted is resumed by the next run"
+        except OSError as exc:  # the batch journal or an input file beside it (a full disk)
+            out.fatal = out.fatal or (f"cannot write {exc.filename}: [Errno {exc.errno}] {exc.strerror or exc}; "
+                                      f"everything already submitted is resumed by the next run")
+            log.error("%s", out.fatal)
         finally:
             await self.judge.aclose()
         for req in self.pending:

@@ -123,9 +123,11 @@ class BatchJournal:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def append(self, event: str, chunk: str, **fields) -> None:
+        """Raises OSError naming the journal when it cannot be written (a full disk): the step
+        it records is then not taken."""
         self.dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"event": event, "chunk": chunk, "time": time.time(), **fields}, ensure_ascii=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with _naming(self.path), open(self.path, "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 fh.write(line)
@@ -169,11 +171,15 @@ class BatchJournal:
                 chunk_id = uuid.uuid4().hex[:16]
                 input_path = self.dir / f"input-{chunk_id}.jsonl"
                 tmp = input_path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    for _, line in group:
-                        fh.write(line)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                try:
+                    with _naming(input_path), open(tmp, "wb") as fh:
+                        for _, line in group:
+                            fh.write(line)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # no half-written input file left behind
+                    raise
                 os.replace(tmp, input_path)
                 ids = [cid for cid, _ in group]
                 if lock is not None:
@@ -184,6 +190,17 @@ class BatchJournal:
                 made.append(Chunk(id=chunk_id, custom_ids=ids, input_path=input_path.name, model=model,
                                   base_url=base_url, api_key_env=api_key_env, planned_at=time.time()))
         return made
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError from a write (which has no file name of its own) names ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _apply(chunks: dict[str, Chunk], ev: dict) -> None:

@@ -2,6 +2,7 @@
 killed with SIGKILL during upload, polling or download, then rerun. The rerun must resume the
 same batches: the scores equal an uninterrupted run's, and the fake server's own records show
 each file uploaded once, each batch created once and each line paid once."""
+import dataclasses
 import json
 import os
 import signal
@@ -85,6 +86,7 @@ def in_flight_content(srv):
 MOMENTS = {
     # moment: (the server's plan during the killed run, the moment to kill)
     "upload": (BatchPlan(step_s=0.2, upload_latency_s=30), lambda srv: sum(srv.batch_api.uploads.values()) >= 1),
+    "create": (BatchPlan(step_s=0.2, create_latency_s=30), lambda srv: srv.batch_api.created >= 1),
     "polling": (BatchPlan(step_s=1.5), lambda srv: any(
         c["path"].startswith("/v1/batches/") and c["method"] == "GET" for c in srv.batch_api.calls)),
     "download": (BatchPlan(step_s=0.2, content_latency_s=30), in_flight_content),
@@ -92,13 +94,16 @@ MOMENTS = {
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("list_files", [True, False], ids=["files-listed", "no-files-list"])
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpaca_records, moment):
+def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpaca_records, moment, list_files):
+    """On a server without GET /v1/files too: a file whose upload was cut short cannot be
+    looked up there, so the rerun uploads it again (free) instead of stopping at the look-up."""
     reference = reference_scores(tmp_path, alpaca_records, api_key)
     plan, moment_reached = MOMENTS[moment]
     with FakeOpenAIServer(api_key=api_key) as srv:
         setup_workdir(tmp_path, alpaca_records, srv)
-        srv.batch_api.plan = plan
+        srv.batch_api.plan = dataclasses.replace(plan, list_files=list_files)
         proc = start(tmp_path)
         kill_when(proc, lambda: moment_reached(srv), moment)
         calls_at_kill = len(srv.batch_api.calls)
@@ -106,7 +111,7 @@ def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpa
         assert len(srv.batch_api.calls) == calls_at_kill, "something of the killed run is still talking to the server"
         assert not (tmp_path / "results/scores.jsonl").exists()
 
-        srv.batch_api.plan = BatchPlan(step_s=0.2)
+        srv.batch_api.plan = BatchPlan(step_s=0.2, list_files=list_files)
         subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--unlock", "--configfile", str(tmp_path / "batch.yaml")],
                        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
         finish(start(tmp_path, "--rerun-incomplete"))
@@ -114,7 +119,11 @@ def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpa
         uploads = dict(srv.batch_api.uploads)
         created = srv.batch_api.created
         paid = Counter(e["key"] for e in srv.log() if e["paid"])
-    assert list(uploads.values()) == [1], uploads        # one chunk, uploaded once
+        file_lists = [c["status"] for c in srv.batch_api.calls if c["method"] == "GET" and c["path"] == "/v1/files"]
+    cut_short = moment == "upload"
+    # One chunk, uploaded once; where a cut-short upload cannot be looked up, once more.
+    assert list(uploads.values()) == [2 if cut_short and not list_files else 1], uploads
+    assert file_lists == ([] if not cut_short else [200] if list_files else [404])
     assert created == 1                                   # one batch, created once
     assert len(paid) == N_RECORDS and max(paid.values()) == 1  # every line paid once
     assert read_jsonl(tmp_path / "results/scores.jsonl") == reference

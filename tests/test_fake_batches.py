@@ -97,3 +97,23 @@ def test_wrong_key_is_refused_on_the_batch_endpoints(api_key):
         with pytest.raises(openai.AuthenticationError):
             upload(client, [line("x", [])])
         assert srv.batch_api.uploads == {}
+
+
+@pytest.mark.parametrize("plan", [BatchPlan(step_s=0.05, list_files=False), BatchPlan(step_s=0.05, list_batches=False)])
+def test_a_server_without_a_list_endpoint_answers_404_there_and_serves_the_rest(api_key, plan):
+    with FakeOpenAIServer(api_key=api_key) as srv:
+        srv.batch_api.plan = plan
+        client = openai.OpenAI(base_url=srv.base_url, api_key=api_key, max_retries=0)
+        f = upload(client, [line("r0", rating_messages("Q", "", "A"))])
+        b, _ = wait(client, client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                  completion_window="24h").id)
+        assert b.status == "completed" and client.files.retrieve(f.id).filename == "in.jsonl"
+        assert json.loads(client.files.content(b.output_file_id).text)["custom_id"] == "r0"
+        for listed, served in ((client.files.list, plan.list_files), (client.batches.list, plan.list_batches)):
+            if served:
+                assert len(list(listed())) >= 1
+            else:
+                with pytest.raises(openai.NotFoundError, match="Invalid URL"):
+                    list(listed())
+        assert sorted(c["status"] for c in srv.batch_api.calls if c["method"] == "GET" and
+                      c["path"] in ("/v1/files", "/v1/batches")) == [200, 404]

@@ -126,15 +126,74 @@ def test_error_lines_are_retried_in_new_batches_up_to_max_retries(tmp_path, api_
     assert ledger["status_counts"]["failed"] == 5
 
 
-def test_lost_answers_to_upload_and_create_are_not_repeated(tmp_path, api_key):
+@pytest.mark.parametrize("list_files", [True, False])
+def test_lost_answers_to_upload_and_create_are_not_repeated(tmp_path, api_key, list_files):
     records = unique_records(12)
     with FakeOpenAIServer() as srv:
-        srv.batch_api.plan = BatchPlan(step_s=0.05, upload_drop_first=1, create_drop_first=1, http_500_first=2)
-        _, rows = rate(records, judge(srv), tmp_path)
-        assert list(srv.batch_api.uploads.values()) == [1]  # the dropped upload was found by name
+        srv.batch_api.plan = BatchPlan(step_s=0.05, upload_drop_first=1, create_drop_first=1, http_500_first=2,
+                                       list_files=list_files)
+        ledger, rows = rate(records, judge(srv), tmp_path)
+        # The dropped upload was found by name; on a server that cannot list files it is
+        # uploaded again (free: the first copy is never used).
+        assert list(srv.batch_api.uploads.values()) == [1 if list_files else 2]
         assert srv.batch_api.created == 1                   # the dropped creation by its metadata
-        assert max(batch_paid(srv).values()) == 1
+        assert max(batch_paid(srv).values()) == 1 and len(batch_paid(srv)) == 12
     assert [r["score"] for r in rows] == [expected(r) for r in records]
+    assert ledger["failed_requests_by_kind"].get("api_files_list_unavailable", 0) == (0 if list_files else 1)
+
+
+def test_an_upload_cut_short_resumes_on_a_server_that_cannot_list_files(tmp_path, api_key, caplog):
+    """A run stopped between "uploading" and "uploaded" (its answer lost; a kill does the same)
+    left a file on the server it cannot find again without GET /v1/files: every rerun used to
+    stop at that look-up (HTTP 404). It uploads again instead, and finishes."""
+    records = unique_records(12)
+    with FakeOpenAIServer() as srv:
+        srv.batch_api.plan = BatchPlan(step_s=0.05, upload_drop_first=1, list_files=False)
+        with pytest.raises(IncompleteRatingError, match="resumed by the next run"):
+            rate(records, judge(srv, api_retries=0), tmp_path, name="cut")
+        (chunk,) = BatchJournal(tmp_path / "cache").load().values()
+        assert chunk.upload_started and chunk.file_id is None and srv.batch_api.uploads[chunk.filename] == 1
+        for attempt in ("again", "once more"):  # the fallback is not a one-off
+            srv.batch_api.plan = BatchPlan(step_s=0.05, list_files=False)
+            with caplog.at_level("WARNING"):
+                ledger, rows = rate(records, judge(srv), tmp_path, name=attempt)
+            if attempt == "again":
+                assert srv.batch_api.uploads[chunk.filename] == 2 and srv.batch_api.created == 1
+                assert ledger["judgements_paid_this_run"] == 12
+                assert [r["score"] for r in rows] == [expected(r) for r in records]
+            else:
+                assert ledger["judgements_reused_from_cache"] == 12
+        lookups = [c["status"] for c in srv.batch_api.calls if c["method"] == "GET" and c["path"] == "/v1/files"]
+        assert lookups == [404]  # asked once, then uploaded again
+        assert max(batch_paid(srv).values()) == 1 and len(batch_paid(srv)) == 12
+    assert "cannot list its files (HTTP 404)" in caplog.text and chunk.filename in caplog.text
+
+
+def test_a_lost_creation_found_already_finished_is_read_not_sent_again(tmp_path, api_key):
+    # The batch whose creation's answer was lost has finished by the time it is looked up (as
+    # after a kill during creation and a rerun hours later): its results are read, not resent.
+    records = unique_records(8)
+    with FakeOpenAIServer() as srv:
+        srv.batch_api.plan = BatchPlan(step_s=0.001, create_drop_first=1)
+        ledger, rows = rate(records, judge(srv), tmp_path)
+        assert srv.batch_api.created == 1 and max(batch_paid(srv).values()) == 1
+    assert [r["score"] for r in rows] == [expected(r) for r in records]
+    assert ledger["judgements_paid_this_run"] == 8
+
+
+def test_a_lost_creation_on_a_server_that_cannot_list_batches_is_made_again_and_said(tmp_path, api_key, caplog):
+    """Without GET /v1/batches a creation whose answer was lost cannot be found: the run creates
+    the batch again rather than stick, and says that the first may be paid for as well."""
+    records = unique_records(6)
+    with FakeOpenAIServer() as srv:
+        srv.batch_api.plan = BatchPlan(step_s=0.05, create_drop_first=1, list_batches=False)
+        with caplog.at_level("WARNING"):
+            ledger, rows = rate(records, judge(srv), tmp_path)
+        assert srv.batch_api.created == 2 and list(srv.batch_api.uploads.values()) == [1]
+        assert ledger["judgements_paid_this_run"] == 6  # read from one batch; the server ran both
+        assert ledger["failed_requests_by_kind"]["api_batches_list_unavailable"] == 1
+    assert [r["score"] for r in rows] == [expected(r) for r in records]
+    assert "cannot list its batches (HTTP 404)" in caplog.text and "paid for as well" in caplog.text
 
 
 def test_budget_gates_what_is_submitted(tmp_path, api_key):

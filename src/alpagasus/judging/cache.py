@@ -37,16 +37,33 @@ def cached_keys(cache_dir: str | os.PathLike, keys) -> set[str]:
         return {k for k in keys if k in cache}
 
 
-def append_ledger(cache_dir: str | os.PathLike, entry: dict) -> None:
+def append_ledger(cache_dir: str | os.PathLike, entry: dict) -> OSError | None:
     """The spend history of every run. Rule outputs are removed when a rule fails; this never is.
-    A history line that cannot be written (a full disk) is logged, never allowed to hide the
-    run's own error."""
+    A history line that cannot be written (a full disk) is logged and returned, never raised:
+    it must not hide the run's own error. A line is appended whole or not at all."""
+    path = Path(cache_dir) / LEDGER_FILE
+    line = (json.dumps({"time": time.time(), **entry}) + "\n").encode("utf-8")
     try:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(cache_dir) / LEDGER_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"time": time.time(), **entry}) + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as exc:
-        log.error("could not append to %s: %s", Path(cache_dir) / LEDGER_FILE, exc)
+        log.error("could not append to %s: [Errno %s] %s", path, exc.errno, exc.strerror)
+        return OSError(exc.errno, exc.strerror, str(path))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)  # no torn history line
+            log.error("could not append to %s: [Errno %s] %s", path, exc.errno, exc.strerror)
+            return OSError(exc.errno, exc.strerror, str(path))
+    finally:
+        os.close(fd)
+    return None
 
 
 class JudgementCache:

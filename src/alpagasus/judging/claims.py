@@ -15,11 +15,17 @@ incrementally, from where they last stopped.
 A claim never blocks forever: a journal names its host and pid and is touched while its
 requests are in flight, so its claims are void when that process is dead (same host) or when
 the journal has not been touched for ``ttl_s`` (another host, a frozen process).
+
+A journal line that cannot be written (a full disk) raises OSError with the journal as its
+``filename``, and nothing more is appended to that journal: a torn ``+ke`` followed by the next
+line would read as a key nobody claimed. The claims it still lists are void when it is removed
+at ``close()``, and another process finds a judgement in the cache before it looks at claims.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import fcntl
 import os
 import socket
@@ -86,6 +92,7 @@ class KeyClaims:
         self._lock_fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         # A journal left by an earlier process with our pid (pid reuse) is void: start afresh.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._broken: OSError | None = None  # the write that failed; nothing is appended after it
         self._last_beat = time.monotonic()
         self._sweep()
 
@@ -100,7 +107,17 @@ class KeyClaims:
                     pass
 
     def _append(self, line: str) -> None:
-        os.write(self._fd, line.encode("utf-8"))
+        if self._broken is not None:
+            raise OSError(self._broken.errno, self._broken.strerror, self._broken.filename)
+        data = line.encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            self._broken = OSError(exc.errno, exc.strerror, str(self.path))
+            raise self._broken from None
+        if written != len(data):  # the disk filled up within the line
+            self._broken = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            raise self._broken
 
     def _dead(self, journal: _Journal) -> bool:
         if journal.host == self.host and journal.pid is not None and not _pid_alive(journal.pid):
@@ -148,6 +165,8 @@ class KeyClaims:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def release(self, key: str) -> None:
+        """Raises OSError (naming the journal) if the release cannot be written; the key is
+        released here all the same, and void for others once the journal is closed."""
         if key in self.held:
             self.held.discard(key)
             self._append(f"-{key}\n")

@@ -4,8 +4,9 @@ Shared by rating (data selection) and pairwise judging. Guarantees:
 - a judgement in the cache is never requested again (duplicates within a run are sent once),
   and processes sharing a cache never send the same key at once (claims.KeyClaims);
 - every reply is in the cache the moment it arrives (so a kill loses only what is in flight);
-  the first reply that cannot be written stops the run: nothing more is sent, and the replies
-  that could not be kept are counted;
+  the first write that fails (the cache or the claim journal: a full disk) stops the run:
+  nothing more is sent, what is in flight is awaited, and its replies that could not be kept
+  are counted (``lost_replies``);
 - a stage's budget (``max_usd``) holds over all its runs: the money paid before by the same
   stage for the same output (tagged in the cache with the output's resolved path, however it was
   spelled) counts, and a request is only sent while that plus this run's spend plus what is in
@@ -238,16 +239,22 @@ class _Keeper:
             except OSError as exc:
                 out.lost_replies += 1
                 out.errors[req.key] = Failure(FailureKind.STOPPED, f"reply paid but not written: {exc}")
-                if out.fatal is None:
-                    out.fatal = (f"cannot write the judgement cache {self.cache.path}: [Errno {exc.errno}] "
-                                 f"{exc.strerror or exc}; stopped sending ({max(0, self.in_flight - 1)} more "
-                                 f"request(s) were in flight)")
-                    log.error("%s", out.fatal)
-                self.stop.set()
+                self.unwritable("the judgement cache", self.cache.path, exc, self.in_flight - 1)
                 return
             out.paid_now += 1
         out.entries[req.key] = entry
         out.errors.pop(req.key, None)
+
+    def unwritable(self, what: str, path, exc: OSError, others_in_flight: int) -> None:
+        """A write that failed (a full disk) stops sending; the requests in flight are still
+        awaited, so each reply they bring is kept or counted in ``lost_replies``."""
+        out = self.out
+        if out.fatal is None:
+            out.fatal = (f"cannot write {what} {exc.filename or path}: [Errno {exc.errno}] "
+                         f"{exc.strerror or exc}; stopped sending ({max(0, others_in_flight)} more "
+                         f"request(s) were in flight)")
+            log.error("%s", out.fatal)
+        self.stop.set()
 
 
 class _Run(_Keeper):
@@ -344,7 +351,13 @@ class _Run(_Keeper):
                 self.bar.update(1)
                 continue
             if self.claims is not None:
-                state = self.claims.claim(req.key, self.cache)
+                try:
+                    state = self.claims.claim(req.key, self.cache)
+                except OSError as exc:  # nothing sent for this key
+                    self.unwritable("the claim journal", self.claims.path, exc, self.in_flight)
+                    out.errors[req.key] = Failure(FailureKind.STOPPED, f"run stopped: {out.fatal}")
+                    self.bar.update(1)
+                    continue
                 if state is Claim.BUSY:
                     self.waiting.append(req)
                     continue
@@ -370,7 +383,10 @@ class _Run(_Keeper):
                 self.reserved -= worst
                 self.in_flight -= 1
                 if self.claims is not None:
-                    self.claims.release(req.key)
+                    try:
+                        self.claims.release(req.key)
+                    except OSError as exc:  # the reply, if any, is already kept or counted
+                        self.unwritable("the claim journal", self.claims.path, exc, self.in_flight)
             self.bar.update(1)
             self._postfix()
 
@@ -430,6 +446,10 @@ class _BatchRun(_Keeper):
             out.fatal = out.fatal or str(exc)
         except (JudgeTransientError, JudgeRequestError) as exc:  # a files/batches call gave up
             out.fatal = f"{type(exc).__name__}: {exc}; everything already submitted is resumed by the next run"
+        except OSError as exc:  # the batch journal or an input file beside it (a full disk)
+            out.fatal = out.fatal or (f"cannot write {exc.filename}: [Errno {exc.errno}] {exc.strerror or exc}; "
+                                      f"everything already submitted is resumed by the next run")
+            log.error("%s", out.fatal)
         finally:
             await self.judge.aclose()
         for req in self.pending:

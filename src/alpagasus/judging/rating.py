@@ -10,10 +10,11 @@ Status of each record in scores.jsonl:
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from alpagasus.judging.cache import JudgementCache, append_ledger, cached_keys, judgement_key
+from alpagasus.judging.cache import LEDGER_FILE, JudgementCache, append_ledger, cached_keys, judgement_key
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json, write_jsonl
@@ -147,12 +148,14 @@ def rate_records(
     ledger = {"judge": judge_name, "model": judge.model, "dimension": dimension,
               "prompt_version": prompt_version, "records": len(records),
               "status_counts": counts, **outcome.ledger()}
-    write_json(ledger_path, ledger)
-    append_ledger(cache_dir, {"stage": "rating", **ledger})
+    unwritten = _write_ledger(ledger_path, cache_dir, ledger)
     if counts["unparsed"]:
         log.warning("%d replies had no readable score; kept raw with status 'unparsed'", counts["unparsed"])
     if outcome.fatal:
-        raise IncompleteRatingError(_stopped_message(outcome, counts, len(records)))
+        raise IncompleteRatingError(_stopped_message(outcome, counts, len(records)) + unwritten)
+    if unwritten:
+        raise IncompleteRatingError(f"rating done, every reply cached{unwritten}; a rerun writes it "
+                                    f"without sending anything")
     missing = counts["failed"] + counts["budget"]
     if missing and not rating_cfg.get("allow_incomplete", False):
         raise IncompleteRatingError(_missing_message(outcome, counts, len(records)))
@@ -164,13 +167,48 @@ def rate_records(
         log.warning("INCOMPLETE RATING (rating.allow_incomplete: true): %d of %d records have no score "
                     "(%d failed, %d over budget) and will not be selected; %s", missing, len(records),
                     counts["failed"], counts["budget"], outcome.failure_summary() or outcome.budget_text())
-    write_jsonl(scores_path, rows)
+    try:
+        write_jsonl(scores_path, rows)
+    except OSError as exc:
+        raise IncompleteRatingError(f"cannot write {scores_path}: {_errno_text(exc)}; every reply is cached "
+                                    f"and the ledger is in {ledger_path}: a rerun writes it without "
+                                    f"sending anything") from None
     return ledger
 
 
+def _errno_text(exc: OSError) -> str:
+    return f"[Errno {exc.errno}] {exc.strerror or exc}"
+
+
+def _write_ledger(ledger_path, cache_dir, ledger: dict) -> str:
+    """The cost file, and the run's line in the cache's history. Either may meet a full disk:
+    the one written holds the ledger; a ledger written nowhere goes to the log. Returns what
+    the error line must add ("" if both were written)."""
+    try:
+        write_json(ledger_path, ledger)
+        cost_error = None
+    except OSError as exc:
+        cost_error = exc
+        log.error("cannot write %s: %s", ledger_path, _errno_text(exc))
+    history_error = append_ledger(cache_dir, {"stage": "rating", **ledger})
+    if cost_error is None:
+        return ""
+    history = Path(cache_dir) / LEDGER_FILE
+    if history_error is None:
+        return (f"; cannot write {ledger_path}: {_errno_text(cost_error)} (this run's ledger is the "
+                f"last line of {history})")
+    log.error("this run's ledger, written nowhere else: %s", json.dumps(ledger))
+    return (f"; cannot write {ledger_path}: {_errno_text(cost_error)}, nor {history}: "
+            f"{_errno_text(history_error)} (this run's ledger is in the log)")
+
+
 def _stopped_message(outcome, counts: dict, n: int) -> str:
+    kept = "all cached"
+    if outcome.lost_replies:
+        kept += (f"; {outcome.lost_replies} more paid repl{'y' if outcome.lost_replies == 1 else 'ies'} "
+                 f"could not be written (replies_lost_unwritable_cache in the ledger)")
     return (f"rating stopped: {outcome.fatal} ({counts['scored'] + counts['unparsed']} of {n} records "
-            f"have a reply, all cached; {outcome.budget_text()})")
+            f"have a reply, {kept}; {outcome.budget_text()})")
 
 
 def _missing_message(outcome, counts: dict, n: int) -> str:

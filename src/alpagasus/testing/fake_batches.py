@@ -43,10 +43,15 @@ class BatchPlan:
     fail_first: int = 0               # the first N batches created fail validation
     line_error_500: float = 0.0       # chance a line is answered 500 (drawn per custom_id and attempt)
     upload_latency_s: float = 0.0     # after the file is stored, before the answer
+    create_latency_s: float = 0.0     # after the batch is created, before the answer
     content_latency_s: float = 0.0    # before the content of an output or error file is sent
     http_500_first: int = 0           # the first N files/batches calls answer 500 and do nothing
     upload_drop_first: int = 0        # the first N uploads are stored, then the connection dropped
     create_drop_first: int = 0        # the first N batch creations happen, then the connection dropped
+    # False: GET /v1/files (GET /v1/batches) answers 404, as on a server without the list endpoint
+    # (only the list: upload, retrieve and content are served as ever).
+    list_files: bool = True
+    list_batches: bool = True
 
 
 class FakeBatches:
@@ -155,9 +160,15 @@ class FakeBatches:
             return web.Response(status=502)
         return self._done(request, web.json_response(obj))
 
+    def _no_list(self, request: web.Request) -> web.StreamResponse:
+        return self._done(request, web.json_response(
+            error_body(f"Invalid URL ({request.method} {request.path})", "invalid_request_error", None), status=404))
+
     async def _list_files(self, request: web.Request) -> web.StreamResponse:
         if (err := await self._enter(request)) is not None:
             return err
+        if not self.plan.list_files:
+            return self._no_list(request)
         purpose = request.query.get("purpose")
         with self._lock:
             data = [f for f in self.files.values() if purpose is None or f["purpose"] == purpose]
@@ -222,6 +233,8 @@ class FakeBatches:
             self.batches[bid] = b
             drop = n < self.plan.create_drop_first
             obj = self._advance(b)
+        if self.plan.create_latency_s > 0:
+            await asyncio.sleep(self.plan.create_latency_s)
         if drop:
             request[_CALL]["status"] = "drop"
             request.transport.abort()
@@ -231,6 +244,8 @@ class FakeBatches:
     async def _list_batches(self, request: web.Request) -> web.StreamResponse:
         if (err := await self._enter(request)) is not None:
             return err
+        if not self.plan.list_batches:
+            return self._no_list(request)
         with self._lock:
             data = [self._advance(b) for b in reversed(list(self.batches.values()))]  # newest first
         return self._done(request, web.json_response({"object": "list", "data": data, "has_more": False}))

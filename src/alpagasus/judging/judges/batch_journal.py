@@ -13,7 +13,9 @@ requests exactly where it stopped:
 
 ``uploading``/``creating`` mark an attempt whose answer may have been lost (a kill between the
 server's receipt and our write): the next run first looks the file up by its name, the batch by
-its metadata, and only uploads or creates when the server has none. A custom_id is planned
+its metadata, and only uploads or creates when the server has none, or cannot say (a server
+without GET /v1/files or GET /v1/batches): a look-up that cannot be answered never stops a run.
+Only ``ended`` makes a chunk terminal, since it carries the result files. A custom_id is planned
 into a new chunk only while no unread chunk holds it, under an exclusive lock, so no key is
 ever in two live batches (nor twice in one file): duplicates are impossible by construction.
 
@@ -121,9 +123,11 @@ class BatchJournal:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def append(self, event: str, chunk: str, **fields) -> None:
+        """Raises OSError naming the journal when it cannot be written (a full disk): the step
+        it records is then not taken."""
         self.dir.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"event": event, "chunk": chunk, "time": time.time(), **fields}, ensure_ascii=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with _naming(self.path), open(self.path, "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 fh.write(line)
@@ -153,9 +157,9 @@ class BatchJournal:
         return chunks
 
     def plan(self, groups: list[list[tuple[str, bytes]]], *, model: str, base_url: str | None,
-             api_key_env: str, claim=None) -> list[Chunk]:
+             api_key_env: str, lock=None) -> list[Chunk]:
         """Write each group's input file and record it as a chunk; keys that another process
-        planned meanwhile are left out (they are already on their way). ``claim(chunk_id)`` is
+        planned meanwhile are left out (they are already on their way). ``lock(chunk_id)`` is
         called before a chunk is recorded, so no other process can take it up first."""
         made = []
         with self.locked():
@@ -167,21 +171,36 @@ class BatchJournal:
                 chunk_id = uuid.uuid4().hex[:16]
                 input_path = self.dir / f"input-{chunk_id}.jsonl"
                 tmp = input_path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    for _, line in group:
-                        fh.write(line)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                try:
+                    with _naming(input_path), open(tmp, "wb") as fh:
+                        for _, line in group:
+                            fh.write(line)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # no half-written input file left behind
+                    raise
                 os.replace(tmp, input_path)
                 ids = [cid for cid, _ in group]
-                if claim is not None:
-                    claim(chunk_id)
+                if lock is not None:
+                    lock(chunk_id)
                 self.append("planned", chunk_id, custom_ids=ids, input_path=input_path.name, model=model,
                             base_url=base_url, api_key_env=api_key_env)
                 live.update(ids)
                 made.append(Chunk(id=chunk_id, custom_ids=ids, input_path=input_path.name, model=model,
                                   base_url=base_url, api_key_env=api_key_env, planned_at=time.time()))
         return made
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError from a write (which has no file name of its own) names ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _apply(chunks: dict[str, Chunk], ev: dict) -> None:
@@ -199,7 +218,10 @@ def _apply(chunks: dict[str, Chunk], ev: dict) -> None:
     elif kind == "creating":
         c.create_started = True
     elif kind == "created":
-        c.batch_id, c.status = ev["batch_id"], ev.get("status") or "validating"
+        # Only "ended" makes a chunk terminal: it carries the result files (a terminal status
+        # in "created", as earlier versions wrote for a batch found finished, has none).
+        status = ev.get("status")
+        c.batch_id, c.status = ev["batch_id"], status if status and status not in TERMINAL else "validating"
     elif kind == "ended":
         c.status = ev["status"]
         c.output_file_id, c.error_file_id = ev.get("output_file_id"), ev.get("error_file_id")

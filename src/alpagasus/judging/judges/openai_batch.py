@@ -10,11 +10,13 @@ creation, polling, download) is resumed by the next one without uploading or pay
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
 import random
 from collections import Counter
+from dataclasses import dataclass, field
 
 import openai
 from tqdm import tqdm
@@ -43,6 +45,9 @@ DEFAULTS = {
 }
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
+# What a server without GET /v1/files or GET /v1/batches answers there (not found, method not
+# allowed, not implemented): the look-up falls back to uploading or creating again.
+NO_LIST = frozenset({404, 405, 501})
 
 
 def line_failure(status: int | None, message: str) -> Failure:
@@ -76,6 +81,7 @@ class OpenAIBatchJudge(SDKJudge):
         self._successes = 0
         self._seen_running: set[str] = set()    # chunks this run has seen not cancelled
         self._cancelled_live: set[str] = set()  # ... and then cancelled while it waited
+        self._unlistable: set[str] = set()      # "files", "batches": lists the server does not serve
         self._client = None
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
@@ -164,16 +170,42 @@ class OpenAIBatchJudge(SDKJudge):
         raise JudgeTransientError(f"{what}: gave up after {self.cfg['api_retries'] + 1} attempts; last: {last}")
 
     async def _scan_files(self, chunk: Chunk):
-        async for f in self.client.files.list(purpose="batch"):
-            if f.filename == chunk.filename:
-                return f
+        if "files" in self._unlistable:
+            return None
+        try:
+            async for f in self.client.files.list(purpose="batch"):
+                if f.filename == chunk.filename:
+                    return f
+        except openai.APIStatusError as exc:
+            if exc.status_code not in NO_LIST:
+                raise
+            # Uploading again costs nothing: a copy that reached the server before stays unused.
+            self._cannot_list("files", exc, f"uploading {chunk.filename} again")
         return None
 
     async def _scan_batches(self, chunk: Chunk):
-        async for b in self.client.batches.list(limit=100):
-            if (b.metadata or {}).get("alpagasus_chunk") == chunk.id:
-                return b
+        if "batches" in self._unlistable:
+            return None
+        try:
+            async for b in self.client.batches.list(limit=100):
+                if (b.metadata or {}).get("alpagasus_chunk") == chunk.id:
+                    return b
+        except openai.APIStatusError as exc:
+            if exc.status_code not in NO_LIST:
+                raise
+            # Never stuck: creating again may pay twice for this chunk, so it is said loudly.
+            self._cannot_list("batches", exc, f"creating the batch of {chunk.filename} again; if the earlier "
+                                              f"attempt reached the server, that batch is paid for as well "
+                                              f"(metadata alpagasus_chunk={chunk.id})")
         return None
+
+    def _cannot_list(self, what: str, exc: openai.APIStatusError, then: str) -> None:
+        """A look-up that cannot be answered is a look-up that found nothing; it is not asked
+        again in this run."""
+        self._unlistable.add(what)
+        self._count(f"api_{what}_list_unavailable")
+        log.warning("judge %r: %s cannot list its %s (HTTP %d), so an earlier attempt cannot be looked up: %s",
+                    self.name, self.where, what, exc.status_code, then)
 
     async def _find_or_make(self, what: str, find, make):
         """One call through _api whose retries first look for what an earlier try may have made
@@ -223,8 +255,12 @@ class OpenAIBatchJudge(SDKJudge):
             self.batches_created += 1
             self.attempts += len(chunk.custom_ids)
             log.info("created batch %s: %d requests, completion window 24h", batch.id, len(chunk.custom_ids))
-        journal.append("created", chunk.id, batch_id=batch.id, status=batch.status)
-        chunk.batch_id, chunk.status = batch.id, batch.status
+        # A batch found already finished (a rerun long after a kill during creation) is recorded
+        # as created only: the poll records how it ended, with its result files. Recorded as
+        # ended here, its results would be missing and every line sent and paid for again.
+        status = None if batch.status in TERMINAL else batch.status
+        journal.append("created", chunk.id, batch_id=batch.id, status=status)
+        chunk.batch_id, chunk.status = batch.id, status or "validating"
 
     async def _download(self, file_id: str) -> bytes:
         async def get():
@@ -239,79 +275,77 @@ class OpenAIBatchJudge(SDKJudge):
             raise JudgeFatalError(f"judge {self.name!r} (openai_batch) needs a judgement cache: its batches are "
                                   f"recorded beside it so that a rerun resumes them")
         journal = BatchJournal(sink.cache_dir)
-        wanted = {r.key: r for r in requests}
-        done: set[str] = set()
-        tries: Counter = Counter()           # chunks read this run in which the key got no reply
-        last: dict[str, Failure] = {}
-        reread: set[str] = set()             # chunks read from a previous run, read again now
-        lost: set[str] = set()               # answered in a journal chunk, not in its output now
-        claims = _Claims(journal)
+        run = _RunState(journal=journal, sink=sink, wanted={r.key: r for r in requests},
+                        chunk_locks=_ChunkLocks(journal))
         try:
             while True:
-                todo = set(wanted) - done
+                todo = set(run.wanted) - run.done
                 if not todo:
                     return
                 chunks = journal.load()
                 live = [c for c in chunks.values() if not c.read and todo & set(c.custom_ids)]
                 in_live = {k for c in live for k in c.custom_ids} & todo
                 rereads = [c for c in chunks.values()
-                           if c.read and c.id not in reread and (todo - in_live - lost) & (set(c.custom_ids) - set(c.errors))]
+                           if c.read and c.id not in run.reread
+                           and (todo - in_live - run.lost) & (set(c.custom_ids) - set(c.errors))]
                 in_reread = {k for c in rereads for k in c.custom_ids if k not in c.errors} & todo
 
                 fresh = []
                 for key in sorted(todo - in_live - in_reread):
-                    failure = last.get(key)
-                    if failure is not None and (tries[key] > self.cfg["max_retries"] or failure.kind is FailureKind.BAD_REQUEST):
-                        sink.fail(wanted[key], Failure(failure.kind, f"no reply after {tries[key]} batch(es); last: {failure.message}"))
-                        done.add(key)
+                    failure = run.last.get(key)
+                    if failure is not None and (run.tries[key] > self.cfg["max_retries"]
+                                                or failure.kind is FailureKind.BAD_REQUEST):
+                        sink.fail(run.wanted[key], Failure(failure.kind, f"no reply after {run.tries[key]} "
+                                                                         f"batch(es); last: {failure.message}"))
+                        run.done.add(key)
                     else:
-                        fresh.append(wanted[key])
+                        fresh.append(run.wanted[key])
                 if fresh:
                     allowed = sink.reserve(fresh)
                     kept = {r.key for r in allowed}
-                    done.update(r.key for r in fresh if r.key not in kept)  # the sink marked them budget
+                    run.done.update(r.key for r in fresh if r.key not in kept)  # the sink marked them budget
                     if allowed:
-                        live += self._plan(allowed, journal, claims, sink, done)
-                mine = [c for c in live if claims.take(c.id)]
-                theirs = [c for c in live if c.id not in claims]
+                        live += self._plan(allowed, run)
+                mine = [c for c in live if run.chunk_locks.take(c.id)]
+                theirs = [c for c in live if c.id not in run.chunk_locks]
                 if not (mine or rereads or theirs):
                     continue
                 for c in rereads:
-                    reread.add(c.id)
-                    answered = await self._read(c, journal, wanted, done, sink, tries, last, record=False)
-                    lost |= {k for k in c.custom_ids if k not in c.errors} - answered
+                    run.reread.add(c.id)
+                    answered = await self._read(c, run, record=False)
+                    run.lost |= {k for k in c.custom_ids if k not in c.errors} - answered
                 if mine:
-                    await self._drive(mine, journal, wanted, done, sink, tries, last)
+                    await self._drive(mine, run)
                 if theirs and not mine and not rereads:
                     log.info("%d batch(es) are being driven by another process; waiting", len(theirs))
                     await asyncio.sleep(self.cfg["poll_interval_s"])
         finally:
-            claims.release()
+            run.chunk_locks.release()
 
-    def _plan(self, requests: list[JudgeRequest], journal: BatchJournal, claims: "_Claims", sink, done) -> list[Chunk]:
+    def _plan(self, requests: list[JudgeRequest], run: "_RunState") -> list[Chunk]:
         lines = []
         for r in requests:
             line = self.request_line(r)
             if len(line) > self.cfg["max_bytes_per_file"]:  # no file can hold it: the Batch API never sees it
-                sink.fail(r, Failure(FailureKind.BAD_REQUEST, f"{len(line)} bytes, over the "
-                                                              f"{self.cfg['max_bytes_per_file']} bytes of a batch file"))
-                done.add(r.key)
+                run.sink.fail(r, Failure(FailureKind.BAD_REQUEST, f"{len(line)} bytes, over the "
+                                                                  f"{self.cfg['max_bytes_per_file']} bytes of a batch file"))
+                run.done.add(r.key)
             else:
                 lines.append((r.key, line))
         groups = split_lines(lines, self.cfg["max_requests_per_file"], self.cfg["max_bytes_per_file"])
-        made = journal.plan(groups, model=self.model, base_url=self.cfg["base_url"], api_key_env=self.cfg["api_key_env"],
-                            claim=claims.take)
+        made = run.journal.plan(groups, model=self.model, base_url=self.cfg["base_url"],
+                                api_key_env=self.cfg["api_key_env"], lock=run.chunk_locks.take)
         for c in made:
             log.info("planned chunk %s: %d requests", c.id, len(c.custom_ids))
         return made
 
-    async def _drive(self, chunks: list[Chunk], journal, wanted, done, sink, tries, last) -> None:
+    async def _drive(self, chunks: list[Chunk], run: "_RunState") -> None:
         for c in chunks:
-            await self._upload(c, journal)
-            await self._create(c, journal)
+            await self._upload(c, run.journal)
+            await self._create(c, run.journal)
         total = sum(len(c.custom_ids) for c in chunks)
-        bar = tqdm(total=total, desc=getattr(sink, "desc", "batch"), unit="req",
-                   disable=not getattr(sink, "progress", True), mininterval=0.5)
+        bar = tqdm(total=total, desc=getattr(run.sink, "desc", "batch"), unit="req",
+                   disable=not getattr(run.sink, "progress", True), mininterval=0.5)
         progress = {c.id: 0 for c in chunks}
         interval = self.cfg["poll_interval_s"]
         waiting = list(chunks)
@@ -319,11 +353,11 @@ class OpenAIBatchJudge(SDKJudge):
             while waiting:
                 for c in list(waiting):
                     if c.status not in TERMINAL:
-                        await self._poll(c, journal, progress)
+                        await self._poll(c, run.journal, progress)
                     if c.status in TERMINAL:
                         progress[c.id] = len(c.custom_ids)
                         waiting.remove(c)
-                        await self._read(c, journal, wanted, done, sink, tries, last, record=True)
+                        await self._read(c, run, record=True)
                 bar.n = sum(progress.values())
                 bar.refresh()
                 if waiting:
@@ -367,11 +401,12 @@ class OpenAIBatchJudge(SDKJudge):
                 log.warning("batch %s ended %s%s; %s its unfinished requests", c.batch_id, b.status,
                             f" ({'; '.join(c.batch_errors)})" if c.batch_errors else "", then)
 
-    async def _read(self, c: Chunk, journal, wanted, done, sink, tries, last, *, record: bool) -> set[str]:
+    async def _read(self, c: Chunk, run: "_RunState", *, record: bool) -> set[str]:
         """Every result line of a terminal batch into the cache (through the sink) as it is
         read; the requests without a reply are journaled with their reason. Returns the keys
         answered."""
-        mine = set(c.custom_ids)
+        wanted, done = run.wanted, run.done
+        ids = set(c.custom_ids)
         answered: set[str] = set()
         errors: dict[str, Failure] = {}
         for file_id in (c.output_file_id, c.error_file_id):
@@ -391,44 +426,45 @@ class OpenAIBatchJudge(SDKJudge):
                     self._count("unreadable_result_line")
                     continue
                 key = row.get("custom_id") if isinstance(row, dict) else None
-                if key not in mine or key in answered:
+                if key not in ids or key in answered:
                     continue
                 reply, failure = self.read_result(row)
                 if reply is not None:
                     answered.add(key)
                     errors.pop(key, None)
                     if key in wanted and key not in done:
-                        sink.reply(wanted[key], reply)
+                        run.sink.reply(wanted[key], reply)
                         done.add(key)
                 else:
                     errors[key] = failure
                     self._count(f"line_{failure.kind.value}")
         why = f" ({'; '.join(c.batch_errors)})" if c.batch_errors else ""
         unfinished = Failure(FailureKind.SERVER_ERROR, f"not executed: batch {c.batch_id} ended {c.status}{why}")
-        for key in mine - answered:
+        for key in ids - answered:
             errors.setdefault(key, unfinished)
         log.info("batch %s (%s): %d replies read into the cache, %d requests without a reply", c.batch_id, c.status,
                  len(answered), len(errors))
         if record:
-            journal.append("read", c.id, errors={k: [f.kind.value, f.message] for k, f in errors.items()})
+            run.journal.append("read", c.id, errors={k: [f.kind.value, f.message] for k, f in errors.items()})
             c.read = True
             c.errors = {k: [f.kind.value, f.message] for k, f in errors.items()}
             for key, failure in errors.items():
                 if key not in wanted or key in done:
                     continue
                 if c.id in self._cancelled_live:
-                    sink.fail(wanted[key], Failure(FailureKind.STOPPED, f"batch {c.batch_id} was cancelled while "
-                                                                        f"this run waited; a rerun sends it again"))
+                    run.sink.fail(wanted[key], Failure(FailureKind.STOPPED, f"batch {c.batch_id} was cancelled "
+                                                                            f"while this run waited; a rerun sends it again"))
                     done.add(key)
                 else:
-                    tries[key] += 1
-                    last[key] = failure
+                    run.tries[key] += 1
+                    run.last[key] = failure
         return answered
 
 
-class _Claims:
+class _ChunkLocks:
     """Chunks this process drives: an flock per chunk, so two runs sharing a cache dir never
-    upload, create or poll the same chunk twice; the kernel drops it when a process dies."""
+    upload, create or poll the same chunk twice; the kernel drops it when a process dies.
+    (Not the engine's per-key claims, claims.KeyClaims: the batch judge does not use those.)"""
 
     def __init__(self, journal: BatchJournal):
         self.journal = journal
@@ -438,8 +474,6 @@ class _Claims:
         return chunk_id in self._held
 
     def take(self, chunk_id: str) -> bool:
-        import fcntl
-
         if chunk_id in self._held:
             return True
         self.journal.dir.mkdir(parents=True, exist_ok=True)
@@ -457,6 +491,20 @@ class _Claims:
             fh.close()
         self._held.clear()
 
+
+@dataclass
+class _RunState:
+    """What one ``complete_many`` call knows while it plans, drives and reads chunks."""
+
+    journal: BatchJournal
+    sink: object                         # the engine's _BatchRun: reserve, reply, fail
+    wanted: dict[str, JudgeRequest]      # key -> request, every key this call must settle
+    chunk_locks: _ChunkLocks
+    done: set[str] = field(default_factory=set)        # keys answered, failed for good or over budget
+    tries: Counter = field(default_factory=Counter)    # key -> chunks read this run without its reply
+    last: dict[str, Failure] = field(default_factory=dict)  # key -> why its latest chunk had no reply
+    reread: set[str] = field(default_factory=set)      # chunks an earlier run read, read again now
+    lost: set[str] = field(default_factory=set)        # keys a journal chunk answered, absent from its output now
 
 
 def batch_status(cache_dir, *, cancel: bool = False) -> list[dict]:

@@ -38,7 +38,11 @@ merge_overlays(
     read_yaml(Path(workflow.basedir) / "config" / "config.yaml"),
     [(str(f), read_yaml(f)) for f in workflow.overwrite_configfiles or []],
 )
-# The schema (config/schema.yaml) and the cross-references, with one line naming the key.
+# The schema (config/schema.yaml) and the cross-references, with one line naming the key; the
+# schema's defaults are filled into `config` here, nested ones included, so no rule or script
+# writes a default again. (snakemake.utils.validate with set_default=True fills nested ones
+# too, but puts one shared mapping into every judge that takes a default `resources: {}`, and
+# its error is hundreds of lines of JSON.)
 validate(config)
 for warning in selection_warnings(config):
     print(f"WARNING: {warning}", file=sys.stderr)
@@ -79,6 +83,6 @@ rule all:
         f"{R}/random_9k.json",
         f"{R}/selection_summary.json",
         f"{R}/plots/score_hist.png",
-        [f"{R}/selections/{name}.json" for name in config["selection"].get("extra") or {}],
+        [f"{R}/selections/{name}.json" for name in config["selection"]["extra"] or {}],
         agreement_outputs(),
     default_target: True

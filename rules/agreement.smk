@@ -12,8 +12,8 @@ rule rate_compare:
         judge="[A-Za-z0-9_\\-]+",
     params:
         judge=lambda wc: judge_identity(wc.judge),
-        dimension=config["rating"].get("dimension", "accuracy"),
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        dimension=config["rating"]["dimension"],
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rate_compare_{{judge}}.log",
@@ -29,14 +29,14 @@ rule judge_agreement:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=[judge_scores_file(j) for j in agreement_judges()],
-        releases=list((config["selection"].get("compare_to") or {}).values()),
+        releases=list(config["selection"]["compare_to"].values()),
     output:
         json=f"{R}/judge_agreement.json",
         plot=f"{R}/plots/judge_agreement.png",
     params:
         judges=agreement_judges(),
         selection=selection_rule(config["selection"]),
-        releases=config["selection"].get("compare_to") or {},
+        releases=config["selection"]["compare_to"],
     log:
         f"{R}/logs/judge_agreement.log",
     conda:

@@ -12,8 +12,8 @@ rule rate:
                     category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}),
     params:
         judge=judge_identity(config["rating"]["judge"]),
-        dimension=config["rating"].get("dimension", "accuracy"),
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        dimension=config["rating"]["dimension"],
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rate.log",
@@ -34,7 +34,7 @@ rule rating_estimate:
     output:
         f"{R}/rating_estimate.json",
     params:
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rating_estimate.log",

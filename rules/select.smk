@@ -26,7 +26,7 @@ rule select_extra:
         f"{R}/selections/{{name}}.json",
     wildcard_constraints:
         # Only the configured names (an overlay's `extra: null` leaves none).
-        name="|".join(config["selection"].get("extra") or {}) or "(?!)",
+        name="|".join(config["selection"]["extra"] or {}) or "(?!)",
     params:
         rule=lambda wc: selection_rule(config["selection"]["extra"][wc.name]),
     log:
@@ -44,7 +44,7 @@ rule random_baseline:
     output:
         f"{R}/random_9k.json",
     params:
-        seed=config["selection"].get("random_seed", 42),
+        seed=config["selection"]["random_seed"],
     log:
         f"{R}/logs/random_baseline.log",
     conda:

@@ -45,9 +45,9 @@ rule train:
     params:
         hparams=lambda wc: model_params(wc.size),
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
-        template=lambda wc: config["training"].get("template"),
-        seed=config["training"].get("seed", 42),
-    threads: lambda wc: int(_res(wc.size, "resources").get("cpus_per_task", 1))
+        template=lambda wc: config["training"]["template"],
+        seed=config["training"]["seed"],
+    threads: lambda wc: int(_res(wc.size, "resources")["cpus_per_task"])
     resources:
         **rule_resources("resources"),
     conda:

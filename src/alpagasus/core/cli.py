@@ -92,7 +92,7 @@ def _run(args) -> int:
     from alpagasus.judging.rating import estimate_rating, rate_records
 
     records = load_records(args.records)
-    mfc = cfg["data"].get("max_field_chars", 20000)
+    mfc = cfg["data"]["max_field_chars"]
     if args.cmd == "estimate":
         estimate_rating(records, cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out, max_field_chars=mfc)
         return 0

@@ -1,8 +1,11 @@
-"""Configuration outside Snakemake (the CLI), and the checks a JSON schema cannot express."""
+"""The config: read, merged with overlays, validated against
+config/schema.yaml with the schema's defaults filled in, and the checks a JSON schema cannot
+express. The workflow (Snakefile) and the CLI both load it through here."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -53,8 +56,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     """One line naming the key: ``config judges.fake.temperature: -1 is less than ...``."""
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     message = error.message
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         message = message.replace("Additional properties are not allowed", "unknown key(s)")
+        message = message.replace("Unevaluated properties are not allowed", "unknown key(s)")
     if len(message) > 300:  # never dump a whole sub-config into one line
         message = message[:300] + " ..."
     return f"config {where}: {message}"
@@ -97,9 +101,66 @@ def selection_warnings(cfg: dict) -> list[str]:
             for where, r in rules.items() if r.get("method") == "top_k" and (r.get("k") or 0) >= n]
 
 
+# --- the schema and its defaults -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _schema(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _fill_properties(validator, properties, instance, schema):
+    """jsonschema's `properties`, filling each absent key that has a `default` first (a copy:
+    two judges never share one mapping). Validation then descends into the filled value, so the
+    defaults of a default mapping (`resources: {}`) are filled too, and so are those inside
+    additionalProperties (judges.<name>, training.sizes.<name>) and $ref'd definitions."""
+    if validator.is_type(instance, "object"):
+        for key, sub in properties.items():
+            if key not in instance and isinstance(sub, dict) and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_Filling = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_properties})
+
+
+@functools.lru_cache(maxsize=4)
+def _filling_validator(path: Path):
+    return _Filling(_schema(path))
+
+
+def _subschema(where: str, path: Path = SCHEMA) -> dict:
+    """A part of the schema: a $defs name ("openai_judge") or a dotted config path, `*` for any
+    name ("rating", "judges.*", "training.sizes.*")."""
+    root = _schema(path)
+    if where in root.get("$defs", {}):
+        return root["$defs"][where]
+    node = root
+    for part in where.split("."):
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return node
+
+
+def filled(where: str, value: dict | None = None) -> dict:
+    """A copy of ``value``, a part of a config (one judge, the rating section, a training size),
+    with the schema's defaults filled in, nested ones too: for library functions called with a
+    part of a config. ``where`` as for _subschema. Nothing is validated here."""
+    out = copy.deepcopy(value) if value else {}
+    validator = _filling_validator(SCHEMA).evolve(schema=_subschema(where))
+    for _ in validator.iter_errors(out):  # filling happens as it validates
+        pass
+    return out
+
+
+def defaults(where: str) -> dict:
+    """The defaults of a part of the config (``filled`` of nothing), e.g. defaults("data")."""
+    return filled(where)
+
+
 def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    """``cfg`` checked against the schema, with its defaults filled in place (Snakemake's
+    ``config`` included), and its cross-references checked; a ConfigError names the key."""
+    errors = list(_filling_validator(Path(schema_path)).iter_errors(cfg))
     if errors:
         # The deepest, most specific error: the key that is wrong, not the mapping holding it.
         raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from alpagasus.core.config import defaults
+
 
 def estimate_tokens(text: str) -> int:
     """About 4 characters a token for English with OpenAI's tokenizers; no tokenizer download."""
@@ -16,13 +18,13 @@ def message_tokens(messages: list[dict]) -> int:
 
 
 BATCH_BACKEND = "openai_batch"
-DEFAULT_BATCH_DISCOUNT = 0.5
+BATCH_DISCOUNT = defaults("openai_batch_judge")["batch_discount"]  # config/schema.yaml
 
 
 def price_factor(judge_cfg: dict) -> float:
     """What a judge pays of the listed (online) price: the Batch API's discount for a batch judge."""
     if judge_cfg.get("backend") == BATCH_BACKEND:
-        return judge_cfg.get("batch_discount", DEFAULT_BATCH_DISCOUNT)
+        return judge_cfg.get("batch_discount", BATCH_DISCOUNT)
     return 1.0
 
 

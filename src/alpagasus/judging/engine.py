@@ -162,7 +162,8 @@ class _Keeper:
     def __init__(self, judge, judge_cfg, prompt_version, cache, stage, out: Outcome):
         self.judge, self.cache, self.out = judge, cache, out
         self.prompt_version, self.stage = prompt_version, stage
-        self.max_tokens = judge_cfg.get("max_tokens", 256)
+        # The schema fills it for an API judge; a local judge has no price, so any count does.
+        self.max_tokens = judge_cfg.get("max_tokens", 0)
         self.reserved = 0.0  # worst-case cost of the requests in flight
         self.in_flight = 0
         self.stop = asyncio.Event()

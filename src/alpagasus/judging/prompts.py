@@ -11,6 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+from alpagasus.core.config import defaults
+
+# The dimension a rating asks about when none is named: rating.dimension's default (the paper's).
+DIMENSION = defaults("rating")["dimension"]
+
 # --- Rating (data selection), PAPER.md section 1 -------------------------------------------
 RATING_SYSTEM = (
     "We would like to request your feedback on the performance of AI assistant in response to "
@@ -64,7 +69,7 @@ RATING_PROMPT_VERSION = RATING_PROMPT_VERSIONS["accuracy"]
 PAIRWISE_PROMPT_VERSION = _version(PAIRWISE_SYSTEM, PAIRWISE_USER, PAIRWISE_CRITERIA)
 
 
-def rating_prompt_version(dimension: str = "accuracy") -> str:
+def rating_prompt_version(dimension: str = DIMENSION) -> str:
     """The version hash of the rating prompt for one dimension (recorded with each judgement)."""
     _check_dimension(dimension)
     return RATING_PROMPT_VERSIONS[dimension]
@@ -75,7 +80,7 @@ def _check_dimension(dimension: str) -> None:
         raise ValueError(f"rating dimension must be one of {RATING_DIMENSIONS}, got {dimension!r}")
 
 
-def rating_messages(instruction: str, input: str, output: str, dimension: str = "accuracy") -> list[dict]:
+def rating_messages(instruction: str, input: str, output: str, dimension: str = DIMENSION) -> list[dict]:
     """Chat messages asking a judge to rate one (instruction, input, output) triple."""
     _check_dimension(dimension)
     user = RATING_USER_BY_DIMENSION[dimension].format(instruction=instruction, input=input, output=output, dimension=dimension)

@@ -211,3 +211,88 @@ def test_library_functions_given_part_of_a_config_use_the_schema_defaults():
     assert identity.judge_identity(v) == identity.judge_identity(filled("judges.*", v))
     assert identity.judge_identity({**v, "saturate": True}) != identity.judge_identity(v)
 
+
+# --- mistakes that used to pass or fail far from their cause ---------------------------------
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "alpagasus", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=120)
+
+
+def _one_line(proc, *needles):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def _dry_run(tmp_path, overlay):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--directory",
+                           str(tmp_path), "--configfile", str(overlay)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=300)
+
+
+DUPLICATE = "rating:\n  judge: chatgpt\n  max_usd: 5.0\n  dimension: accuracy\n  max_usd: 500.0\n"
+
+
+def test_a_key_written_twice_is_an_error_naming_file_and_line(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: an overlay's second max_usd replaced the
+    first, and check-config said valid. Now the file and both lines are named, everywhere the
+    config is read: the library, `alpagasus check-config`, and `snakemake --configfile`."""
+    from alpagasus.core.config import read_yaml
+
+    o = tmp_path / "o.yaml"
+    o.write_text(DUPLICATE)
+    with pytest.raises(ConfigError, match=r"o.yaml: line 5, column 3: duplicate key 'max_usd' \(first at line 3"):
+        read_yaml(o)
+    _one_line(_cli("check-config", REPO / "config" / "config.yaml", o), f"{o}: line 5", "duplicate key 'max_usd'")
+    proc = _dry_run(tmp_path, o)
+    assert proc.returncode != 0 and f"{o}: line 5, column 3: duplicate key 'max_usd'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+    # Equal keys in different mappings are no duplicate, nor is a key a merge (`<<`) overrides.
+    o.write_text("a: &base {x: 1, y: 2}\nb:\n  <<: *base\n  x: 3\nc: {x: 1}\n")
+    assert read_yaml(o) == {"a": {"x": 1, "y": 2}, "b": {"x": 3, "y": 2}, "c": {"x": 1}}
+
+
+def test_check_config_checks_every_local_model_a_judge_names(tmp_path):
+    judge = {"backend": "transformers", "model": str(tmp_path / "no-such-model")}
+
+    def check(**over):
+        o = tmp_path / "o.yaml"
+        o.write_text(__import__("yaml").safe_dump({"judges": {"local": {**judge, **over}}}))
+        return _cli("check-config", REPO / "config" / "config.yaml", o)
+
+    _one_line(check(), "config judges.local.model:", "no-such-model does not exist")
+    (tmp_path / "no-such-model").write_text("a file")
+    _one_line(check(), "config judges.local.model:", "is not a directory")
+    (tmp_path / "no-such-model").unlink()
+    (tmp_path / "no-such-model").mkdir()
+    _one_line(check(gguf_file="judge.Q4.gguf"), "config judges.local.gguf_file:", "judge.Q4.gguf does not exist")
+    (tmp_path / "no-such-model" / "judge.Q4.gguf").write_bytes(b"GGUF")
+    assert check(gguf_file="judge.Q4.gguf").returncode == 0
+    assert check(model="someorg/some-judge").returncode == 0  # a hub id: fetched when it rates
+
+
+def test_a_local_source_without_its_path_names_the_key(tmp_path):
+    """Snakemake used to say only "Input and output files have to be specified as strings"."""
+    o = tmp_path / "o.yaml"
+    o.write_text("data:\n  source: local\n")
+    _one_line(_cli("check-config", REPO / "config" / "config.yaml", o), "config data.local_path: required with "
+                                                                        "data.source: local")
+    proc = _dry_run(tmp_path, o)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config data.local_path: required with data.source: local" in out
+    assert "have to be specified as strings" not in out
+    o.write_text(f"data:\n  source: local\n  local_path: {tmp_path / 'gone.json'}\n")
+    _one_line(_cli("check-config", REPO / "config" / "config.yaml", o), "config data.local_path:", "gone.json does not exist")
+    (tmp_path / "here.json").write_text("[]")
+    o.write_text(f"data:\n  source: local\n  local_path: {tmp_path / 'here.json'}\n")
+    assert _cli("check-config", REPO / "config" / "config.yaml", o).returncode == 0

@@ -82,7 +82,7 @@ def _run(args) -> int:
     if args.cmd == "check-config":
         paths = args.config if len(args.config) > 1 or "config.yaml" in args.config[0] else \
             [str(config_mod.REPO / "config" / "config.yaml"), *args.config]
-        config_mod.load(*paths)
+        config_mod.check_workflow_inputs(config_mod.load(*paths))
         print(f"{' + '.join(paths)}: valid")
         return 0
     cfg = config_mod.load(*args.config)

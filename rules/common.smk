@@ -172,7 +172,7 @@ SMALL_JOB = {"mem_mb": DEFAULT_JOB["mem_mb"], "runtime": DEFAULT_JOB["runtime_mi
 
 
 def judge_job_by_wildcard():
-    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare): every
+    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare), every
     resource a callable, so each judge's job gets its own (the others' left as for any job)."""
     fallback = {"slurm_partition": "", "slurm_account": "", "gres": "", **SMALL_JOB}
     return {k: (lambda wc, k=k: judge_job(wc.judge).get(k, fallback[k])) for k in fallback}

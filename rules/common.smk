@@ -3,7 +3,10 @@
 # `config` holds every key: the Snakefile filled the schema's defaults (config/schema.yaml) in,
 # so nothing here writes a default again.
 
+import os
+
 from alpagasus.core import config as config_mod, identity
+from alpagasus.core.io import sha256_file
 
 R = config["results_dir"]
 CACHE = config["cache_dir"]
@@ -141,6 +144,46 @@ def rule_resources(key):
 def cpu_job(**resources):
     """Resources of a CPU-only Slurm job: partition and account from config["slurm"] (one place)."""
     return dict(slurm_partition=partition(0), slurm_account=ACCOUNT, **resources)
+
+
+# --- reruns by content: a data set rewritten with the same records retrains nothing ----------
+#
+# A training depends on its data's content, not on the file's date:
+# - its data is an ancient() input: a newer file is not by itself a reason to retrain, and a
+#   rule that rewrites it does not mark the training (nor what follows) to rerun;
+# - the data's sha256 is the data_sha256 param: new records retrain through the params trigger
+#   (on by default in `--rerun-triggers`);
+# - every rule that writes training data (alpaca_data, select, select_extra, random_baseline) is
+#   a checkpoint: when one has run, Snakemake builds the jobs that read its output again, so the
+#   sha256 is that of what it has just written, not of what was there when the run started.
+# A threshold edit that keeps the same records thus reruns `select` and leaves training,
+# generation and judging alone. (Snakemake's own checksums of inputs cover files up to 1 MB
+# only, `--max-checksum-file-size`; the paper's selections are larger.) A dry run cannot know
+# what a selection will hold before `select` has run: it lists select and says the DAG will be
+# updated; `snakemake results/filtered_9k.json` first, then `-n`, lists the trainings to rerun.
+
+_SHA256 = {}
+
+
+def content_sha256(path):
+    """sha256 of a file, hashed once per parse for each (path, size, mtime)."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_file(path)
+    return _SHA256[key]
+
+
+def trained_on(wildcards):
+    """rule train's data input (see above)."""
+    return ancient(variant_data(wildcards.variant))
+
+
+def trained_on_sha256(wildcards):
+    # Of wildcards only: a param function that takes `input` is "derived" and no part of the
+    # params trigger. Not there yet (a first run): Snakemake makes it <TBD>, and evaluates it
+    # again once the checkpoint that writes the file has run.
+    return content_sha256(variant_data(wildcards.variant))
 
 
 # --- judges as jobs: a local transformers judge with GPUs is a GPU job ---------------------

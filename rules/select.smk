@@ -1,8 +1,10 @@
 # Stage 3: keep the best-rated records; a same-size random baseline; the score histogram.
+# The rules that write training data are checkpoints: training follows their content, not their
+# date (rules/common.smk, "reruns by content").
 
 
 
-rule select:
+checkpoint select:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=f"{R}/scores.jsonl",
@@ -18,7 +20,7 @@ rule select:
         "../scripts/select.py"
 
 
-rule select_extra:
+checkpoint select_extra:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=f"{R}/scores.jsonl",
@@ -37,7 +39,7 @@ rule select_extra:
         "../scripts/select.py"
 
 
-rule random_baseline:
+checkpoint random_baseline:
     input:
         records=f"{R}/alpaca_52k.json",
         selected=f"{R}/filtered_9k.json",

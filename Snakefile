@@ -13,7 +13,8 @@ min_version("9.0")
 # checkout); without one they fall back to this tree's src/, since Snakemake appends its own
 # sys.path to every script's (in a conda env too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.core.config import merge_overlays, read_yaml, selection_warnings, validate  # noqa: E402
+from alpagasus.core.config import (check_workflow_inputs, merge_overlays, read_yaml,  # noqa: E402
+                                   selection_warnings, validate)
 from alpagasus.core.stop_signals import ignore_time_limit_warning  # noqa: E402
 
 # Slurm's warning before a GPU job's time limit (slurm.signal_before_end_s -> --signal=USR1@N)
@@ -33,13 +34,20 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 report: "report/workflow.rst"
 
 
-# Snakemake merged the overlays already; this only stops an overlay's `{}` that removes nothing.
+# Snakemake merged the overlays already; reading them again with our loader stops a key written
+# twice in one file (Snakemake's YAML keeps the last silently) and an overlay's `{}` that
+# removes nothing, each with the file and line.
 merge_overlays(
     read_yaml(Path(workflow.basedir) / "config" / "config.yaml"),
     [(str(f), read_yaml(f)) for f in workflow.overwrite_configfiles or []],
 )
-# The schema (config/schema.yaml) and the cross-references, with one line naming the key.
+# The schema (config/schema.yaml) and the cross-references, with one line naming the key; the
+# schema's defaults are filled into `config` here, nested ones included, so no rule or script
+# writes a default again. (snakemake.utils.validate with set_default=True fills nested ones
+# too, but puts one shared mapping into every judge that takes a default `resources: {}`, and
+# its error is hundreds of lines of JSON.)
 validate(config)
+check_workflow_inputs(config)
 for warning in selection_warnings(config):
     print(f"WARNING: {warning}", file=sys.stderr)
 
@@ -79,6 +87,6 @@ rule all:
         f"{R}/random_9k.json",
         f"{R}/selection_summary.json",
         f"{R}/plots/score_hist.png",
-        [f"{R}/selections/{name}.json" for name in config["selection"].get("extra") or {}],
+        [f"{R}/selections/{name}.json" for name in config["selection"]["extra"] or {}],
         agreement_outputs(),
     default_target: True

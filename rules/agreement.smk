@@ -14,7 +14,7 @@ rule rate_compare:
         judge=lambda wc: judge_identity(wc.judge),
         # dimension, and the prompt where it is not the paper's (rating.prompt)
         **identity.rating_identity(config["rating"]),
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rate_compare_{{judge}}.log",
@@ -30,14 +30,14 @@ rule judge_agreement:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=[judge_scores_file(j) for j in agreement_judges()],
-        releases=list((config["selection"].get("compare_to") or {}).values()),
+        releases=list(config["selection"]["compare_to"].values()),
     output:
         json=f"{R}/judge_agreement.json",
         plot=f"{R}/plots/judge_agreement.png",
     params:
         judges=agreement_judges(),
         selection=selection_rule(config["selection"]),
-        releases=config["selection"].get("compare_to") or {},
+        releases=config["selection"]["compare_to"],
     log:
         f"{R}/logs/judge_agreement.log",
     conda:

@@ -1,10 +1,17 @@
 # Shared by every stage: where results go, and the small functions that pick out of the
 # config exactly what defines each output (so a change reruns just what it touches).
+# `config` holds every key: the Snakefile filled the schema's defaults (config/schema.yaml) in,
+# so nothing here writes a default again.
 
-from alpagasus.core import identity
+import os
+
+from alpagasus.core import config as config_mod, identity
+from alpagasus.core.io import sha256_file
 
 R = config["results_dir"]
 CACHE = config["cache_dir"]
+# The size of a job whose config names none (config/schema.yaml, $defs/job_resources).
+DEFAULT_JOB = config_mod.defaults("job_resources")
 
 
 # What defines each result is listed once, in alpagasus.core.identity (the library's cache key,
@@ -28,28 +35,26 @@ def selection_rule(cfg):
 
 def answers_file(name, size, testset):
     # A reference (answers of a model we do not train) or one of our generations.
-    refs = config.get("evaluation", {}).get("references") or {}
+    refs = config["evaluation"]["references"]
     if name in refs:
         return f"{refs[name]}/{testset}.jsonl"
     return f"{R}/generations/{name}-{size}/{testset}.jsonl"
 
 
 def judgement_files(size):
-    ev = config.get("evaluation", {})
     return [
         {"model_a": a, "model_b": b, "test_set": t,
          "path": f"{R}/judgements/{size}/{a}-vs-{b}/{t}.jsonl"}
-        for a, b in ev.get("comparisons", [])
+        for a, b in config["evaluation"]["comparisons"]
         for t in config["generation"]["test_sets"]
     ]
 
 
 def compared_checkpoints():
     # The checkpoints behind the configured comparisons (references are not trained here).
-    ev = config.get("evaluation", {})
-    refs = ev.get("references") or {}
-    names = dict.fromkeys(v for pair in ev.get("comparisons", []) for v in pair if v not in refs)
-    return [f"{R}/checkpoints/{v}-{s}" for s in ev.get("sizes", []) for v in names]
+    ev = config["evaluation"]
+    names = dict.fromkeys(v for pair in ev["comparisons"] for v in pair if v not in ev["references"])
+    return [f"{R}/checkpoints/{v}-{s}" for s in ev["sizes"] for v in names]
 
 
 # --- training and generation (training.sizes) ---------------------------------------------
@@ -64,11 +69,11 @@ def variant_data(variant):
     }
     if variant in fixed:
         return fixed[variant]
-    if variant in (config.get("selection", {}).get("extra") or {}):
+    if variant in (config["selection"]["extra"] or {}):
         return f"{R}/selections/{variant}.json"
     raise ValueError(
         f"training variant {variant!r} is neither alpagasus/alpaca/random nor a name in "
-        f"selection.extra ({sorted(config.get('selection', {}).get('extra') or {})})"
+        f"selection.extra ({sorted(config['selection']['extra'] or {})})"
     )
 
 
@@ -92,56 +97,93 @@ def generation_params():
 
 def _res(size, key):
     """A size's resource block: `resources` (train) or `generate_resources` (generate)."""
-    return size_config(size).get(key) or {}
+    return size_config(size)[key]
 
 
 def _gpus(size, key):
-    return int(_res(size, key).get("gpus", 0) or 0)
+    return int(_res(size, key)["gpus"])
 
 
-def slurm_partition(size, key):
-    slurm = config.get("slurm") or {}
-    if _gpus(size, key) > 0:
-        return slurm.get("gpu_partition") or ""
-    return slurm.get("cpu_partition") or ""
+SLURM = config["slurm"]
+# Empty strings are resources the Slurm plugin leaves out (no -p, no -A, no --gres, ...).
+ACCOUNT = SLURM["account"] or ""
 
 
-def slurm_gres(size, key):
-    """`gpu:{type}:{n}` for a GPU job; empty (the Slurm plugin then sends no --gres) otherwise."""
-    n = _gpus(size, key)
-    if n <= 0:
+def gres(gpus):
+    """The one place a GPU job's `--gres` is written: gpu:{type}:{n}, or gpu:{n} without
+    slurm.gpu_type; empty for a CPU job (the Slurm plugin then sends no --gres)."""
+    if gpus <= 0:
         return ""
-    gpu_type = (config.get("slurm") or {}).get("gpu_type")
-    return f"gpu:{gpu_type}:{n}" if gpu_type else f"gpu:{n}"
+    return f"gpu:{SLURM['gpu_type']}:{gpus}" if SLURM["gpu_type"] else f"gpu:{gpus}"
+
+
+def partition(gpus):
+    return (SLURM["gpu_partition"] if gpus > 0 else SLURM["cpu_partition"]) or ""
 
 
 def slurm_extra(size, key):
     """A GPU job asks for SIGUSR1 before its time limit: training saves and the rerun resumes."""
-    before = (config.get("slurm") or {}).get("signal_before_end_s")
+    before = SLURM["signal_before_end_s"]
     return f"--signal=USR1@{int(before)}" if before and _gpus(size, key) > 0 else ""
 
 
 def rule_resources(key):
-    """Snakemake `resources:` callables for one resource block (train or generate).
-
-    Empty strings are resources the Slurm plugin leaves out (no -A, no --gres, ...)."""
+    """Snakemake `resources:` callables for one resource block (train or generate)."""
     return dict(
-        mem_mb=lambda wc: int(_res(wc.size, key).get("mem_mb", 2000)),
-        runtime=lambda wc: int(_res(wc.size, key).get("runtime_min", 60)),
-        cpus_per_task=lambda wc: int(_res(wc.size, key).get("cpus_per_task", 1)),
-        nodes=lambda wc: int(_res(wc.size, key).get("nodes", 1)),
-        slurm_partition=lambda wc: slurm_partition(wc.size, key),
-        slurm_account=(config.get("slurm") or {}).get("account") or "",
-        gres=lambda wc: slurm_gres(wc.size, key),
+        mem_mb=lambda wc: int(_res(wc.size, key)["mem_mb"]),
+        runtime=lambda wc: int(_res(wc.size, key)["runtime_min"]),
+        cpus_per_task=lambda wc: int(_res(wc.size, key)["cpus_per_task"]),
+        nodes=lambda wc: int(_res(wc.size, key)["nodes"]),
+        slurm_partition=lambda wc: partition(_gpus(wc.size, key)),
+        slurm_account=ACCOUNT,
+        gres=lambda wc: gres(_gpus(wc.size, key)),
         slurm_extra=lambda wc: slurm_extra(wc.size, key),
     )
 
 
 def cpu_job(**resources):
     """Resources of a CPU-only Slurm job: partition and account from config["slurm"] (one place)."""
-    slurm = config.get("slurm") or {}
-    return dict(slurm_partition=slurm.get("cpu_partition") or "",
-                slurm_account=slurm.get("account") or "", **resources)
+    return dict(slurm_partition=partition(0), slurm_account=ACCOUNT, **resources)
+
+
+# --- reruns by content: a data set rewritten with the same records retrains nothing ----------
+#
+# A training depends on its data's content, not on the file's date:
+# - its data is an ancient() input: a newer file is not by itself a reason to retrain, and a
+#   rule that rewrites it does not mark the training (nor what follows) to rerun;
+# - the data's sha256 is the data_sha256 param: new records retrain through the params trigger
+#   (on by default in `--rerun-triggers`);
+# - every rule that writes training data (alpaca_data, select, select_extra, random_baseline) is
+#   a checkpoint: when one has run, Snakemake builds the jobs that read its output again, so the
+#   sha256 is that of what it has just written, not of what was there when the run started.
+# A threshold edit that keeps the same records thus reruns `select` and leaves training,
+# generation and judging alone. (Snakemake's own checksums of inputs cover files up to 1 MB
+# only, `--max-checksum-file-size`; the paper's selections are larger.) A dry run cannot know
+# what a selection will hold before `select` has run: it lists select and says the DAG will be
+# updated; `snakemake results/filtered_9k.json` first, then `-n`, lists the trainings to rerun.
+
+_SHA256 = {}
+
+
+def content_sha256(path):
+    """sha256 of a file, hashed once per parse for each (path, size, mtime)."""
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_file(path)
+    return _SHA256[key]
+
+
+def trained_on(wildcards):
+    """rule train's data input (see above)."""
+    return ancient(variant_data(wildcards.variant))
+
+
+def trained_on_sha256(wildcards):
+    # Of wildcards only: a param function that takes `input` is "derived" and no part of the
+    # params trigger. Not there yet (a first run): Snakemake makes it <TBD>, and evaluates it
+    # again once the checkpoint that writes the file has run.
+    return content_sha256(variant_data(wildcards.variant))
 
 
 # --- judges as jobs: a local transformers judge with GPUs is a GPU job ---------------------
@@ -153,30 +195,30 @@ def judge_job(name):
     a `transformers` judge gets the GPU partition and its own `resources` (gpus, cpus_per_task,
     mem_mb, runtime_min) when it asks for GPUs, else a CPU job of that size."""
     j = config["judges"][name]
-    if j.get("backend") == "openai_batch":
+    if j["backend"] == "openai_batch":
         # It waits for its batches (answered within 24 h), so its runtime covers that window;
         # killed anyway, the rerun resumes the same batches.
-        return cpu_job(runtime=int(j.get("runtime_min", 26 * 60)))
-    if j.get("backend") != "transformers":
+        return cpu_job(runtime=int(j["runtime_min"]))
+    if j["backend"] != "transformers":
         return cpu_job()
-    res = j.get("resources") or {}
-    gpus = int(res.get("gpus", 0) or 0)
-    slurm = config.get("slurm") or {}
-    sized = dict(mem_mb=int(res.get("mem_mb", 16000)), runtime=int(res.get("runtime_min", 240)),
-                 cpus_per_task=int(res.get("cpus_per_task", 4)))
+    res = j["resources"]
+    gpus = int(res["gpus"])
+    sized = dict(mem_mb=int(res["mem_mb"]), runtime=int(res["runtime_min"]), cpus_per_task=int(res["cpus_per_task"]))
     if gpus <= 0:
         return cpu_job(**sized)
-    gpu_type = slurm.get("gpu_type")
-    return dict(slurm_partition=slurm.get("gpu_partition") or "", slurm_account=slurm.get("account") or "",
-                gres=f"gpu:{gpu_type}:{gpus}" if gpu_type else f"gpu:{gpus}", **sized)
+    return dict(slurm_partition=partition(gpus), slurm_account=ACCOUNT, gres=gres(gpus), **sized)
+
+
+# A judge's job that names no size of its own is the size of any other small job.
+SMALL_JOB = {"mem_mb": DEFAULT_JOB["mem_mb"], "runtime": DEFAULT_JOB["runtime_min"],
+             "cpus_per_task": DEFAULT_JOB["cpus_per_task"]}
 
 
 def judge_job_by_wildcard():
-    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare)."""
-    keys = ("slurm_partition", "slurm_account", "gres", "mem_mb", "runtime", "cpus_per_task")
-    defaults = {"slurm_partition": "", "slurm_account": "", "gres": "", "mem_mb": 2000, "runtime": 60,
-                "cpus_per_task": 1}
-    return {k: (lambda wc, k=k: judge_job(wc.judge).get(k, defaults[k])) for k in keys}
+    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare), every
+    resource a callable, so each judge's job gets its own (the others' left as for any job)."""
+    fallback = {"slurm_partition": "", "slurm_account": "", "gres": "", **SMALL_JOB}
+    return {k: (lambda wc, k=k: judge_job(wc.judge).get(k, fallback[k])) for k in fallback}
 
 
 # --- judge agreement (rules/agreement.smk) -------------------------------------------------
@@ -184,7 +226,7 @@ def judge_job_by_wildcard():
 
 def agreement_judges():
     main = config["rating"]["judge"]
-    return [main] + [j for j in config["rating"].get("compare") or [] if j != main]
+    return [main] + [j for j in config["rating"]["compare"] if j != main]
 
 
 def judge_scores_file(name):
@@ -195,11 +237,29 @@ def judge_scores_file(name):
 
 
 def agreement_wanted():
-    return bool(config["rating"].get("compare") or config["selection"].get("compare_to"))
+    return bool(config["rating"]["compare"] or config["selection"]["compare_to"])
 
 
 def agreement_outputs():
     return [f"{R}/judge_agreement.json", f"{R}/plots/judge_agreement.png"] if agreement_wanted() else []
+
+
+# --- the report (rules/report.smk) ---------------------------------------------------------
+
+def config_files_used():
+    """The config files of this run, for the report's provenance: the base config, then the
+    overlays in the order given (later ones win), relative to the workflow so that two checkouts
+    of one run read alike. (The commit and date are read by the report script: as params they
+    would rerun the report on every commit and every day.)"""
+    base = Path(workflow.basedir)
+    files = [base / "config" / "config.yaml", *workflow.overwrite_configfiles]
+    return [str(Path(f).relative_to(base)) if Path(f).is_relative_to(base) else str(f) for f in files]
+
+
+def answers_compared():
+    """(size, model, test set) of every answer file that was judged: the report's exact match."""
+    return list(dict.fromkeys((s, m, j["test_set"]) for s in config["evaluation"]["sizes"]
+                              for j in judgement_files(s) for m in (j["model_a"], j["model_b"])))
 
 
 # --- GGUF base models (rules/train.smk: convert_gguf) ------------------------------------------
@@ -208,16 +268,16 @@ import re
 
 from alpagasus.core import model_files as gguf
 
-MODELS = config.get("models_dir", "models")
+MODELS = config["models_dir"]
 # converted directory name -> the GGUF file as config names it
 GGUF_SOURCES = {
     gguf.converted_name(s["base_model"]): s["base_model"]
     for s in config["training"]["sizes"].values()
-    if gguf.is_gguf((s or {}).get("base_model"))
+    if gguf.is_gguf(s["base_model"])
 }
 
 
 def converted_base_model(size):
     """The converted directory a size trains from when its base_model is a GGUF file, else []."""
-    base = size_config(size).get("base_model")
+    base = size_config(size)["base_model"]
     return f"{MODELS}/{gguf.converted_name(base)}" if gguf.is_gguf(base) else []

@@ -2,7 +2,8 @@
 # at a pinned revision, or the miniature), written as records in Alpaca's format.
 
 
-rule alpaca_data:
+# A checkpoint: the alpaca variant trains on it by content (rules/common.smk).
+checkpoint alpaca_data:
     input:
         # A local file is an input, so editing it reruns what depends on it.
         [config["data"]["local_path"]] if config["data"]["source"] == "local" else [],

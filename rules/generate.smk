@@ -16,15 +16,14 @@ rule test_set:
     benchmark:
         f"{R}/benchmarks/test_sets/{{name}}.tsv"
     params:
-        local_dir=(config.get("generation") or {}).get("test_sets_dir"),
-        max_items=(config.get("generation") or {}).get("max_items"),
+        local_dir=config["generation"]["test_sets_dir"],
+        max_items=config["generation"]["max_items"],
     # A 200 kB download: memory and time are the profile's defaults; only where it runs is named
     # (from config). Best run where snakemake runs (compute nodes often have no internet), i.e.
     # listed in `localrules`.
     threads: 1
     resources:
-        slurm_partition=(config.get("slurm") or {}).get("cpu_partition") or "",
-        slurm_account=(config.get("slurm") or {}).get("account") or "",
+        **cpu_job(),
     conda:
         "../envs/api.yaml"
     script:
@@ -46,9 +45,9 @@ rule generate:
     params:
         model_name=lambda wc: f"{wc.variant}-{wc.size}",
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
-        template=lambda wc: config["training"].get("template"),
+        template=lambda wc: config["training"]["template"],
         max_new_tokens=generation_params()["max_new_tokens"],
-    threads: lambda wc: int(_res(wc.size, "generate_resources").get("cpus_per_task", 1))
+    threads: lambda wc: int(_res(wc.size, "generate_resources")["cpus_per_task"])
     resources:
         **rule_resources("generate_resources"),
     conda:

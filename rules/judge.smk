@@ -45,8 +45,8 @@ rule winrate:
     params:
         judgements=lambda wc: judgement_files(wc.size),
         judge=config["evaluation"]["judge"],
-        bootstrap_samples=config["evaluation"].get("bootstrap_samples", 10000),
-        seed=config["evaluation"].get("seed", 0),
+        bootstrap_samples=config["evaluation"]["bootstrap_samples"],
+        seed=config["evaluation"]["seed"],
     log:
         f"{R}/logs/winrate_{{size}}.log",
     conda:

@@ -14,7 +14,7 @@ rule rate:
         judge=judge_identity(config["rating"]["judge"]),
         # dimension, and the prompt where it is not the paper's (rating.prompt)
         **identity.rating_identity(config["rating"]),
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rate.log",
@@ -35,7 +35,7 @@ rule rating_estimate:
     output:
         f"{R}/rating_estimate.json",
     params:
-        max_field_chars=config["data"].get("max_field_chars", 20000),
+        max_field_chars=config["data"]["max_field_chars"],
         cache_dir=CACHE,
     log:
         f"{R}/logs/rating_estimate.log",

@@ -1,21 +1,5 @@
 # Stage 7: one self-contained HTML page of the whole run.
 
-
-def config_files_used():
-    # The base config, then the overlays in the order given (later ones win), relative to the
-    # workflow so that two checkouts of one run read alike. The commit and date are read by the
-    # script: as params they would rerun the report on every commit and every day.
-    base = Path(workflow.basedir)
-    files = [base / "config" / "config.yaml", *workflow.overwrite_configfiles]
-    return [str(Path(f).relative_to(base)) if Path(f).is_relative_to(base) else str(f) for f in files]
-
-
-def answers_compared():
-    # (size, model, test set) of every answer file that was judged, for exact match.
-    return list(dict.fromkeys((s, m, j["test_set"]) for s in config["evaluation"]["sizes"]
-                              for j in judgement_files(s) for m in (j["model_a"], j["model_b"])))
-
-
 rule report:
     input:
         selection_summary=f"{R}/selection_summary.json",

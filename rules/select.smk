@@ -1,8 +1,10 @@
 # Stage 3: keep the best-rated records; a same-size random baseline; the score histogram.
+# The rules that write training data are checkpoints: training follows their content, not their
+# date (rules/common.smk, "reruns by content").
 
 
 
-rule select:
+checkpoint select:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=f"{R}/scores.jsonl",
@@ -18,7 +20,7 @@ rule select:
         "../scripts/select.py"
 
 
-rule select_extra:
+checkpoint select_extra:
     input:
         records=f"{R}/alpaca_52k.json",
         scores=f"{R}/scores.jsonl",
@@ -26,7 +28,7 @@ rule select_extra:
         f"{R}/selections/{{name}}.json",
     wildcard_constraints:
         # Only the configured names (an overlay's `extra: null` leaves none).
-        name="|".join(config["selection"].get("extra") or {}) or "(?!)",
+        name="|".join(config["selection"]["extra"] or {}) or "(?!)",
     params:
         rule=lambda wc: selection_rule(config["selection"]["extra"][wc.name]),
     log:
@@ -37,14 +39,14 @@ rule select_extra:
         "../scripts/select.py"
 
 
-rule random_baseline:
+checkpoint random_baseline:
     input:
         records=f"{R}/alpaca_52k.json",
         selected=f"{R}/filtered_9k.json",
     output:
         f"{R}/random_9k.json",
     params:
-        seed=config["selection"].get("random_seed", 42),
+        seed=config["selection"]["random_seed"],
     log:
         f"{R}/logs/random_baseline.log",
     conda:

@@ -31,7 +31,7 @@ rule convert_gguf:
 
 rule train:
     input:
-        data=lambda wc: variant_data(wc.variant),
+        data=trained_on,  # by content (rules/common.smk, "reruns by content")
         base_model=lambda wc: converted_base_model(wc.size),
     output:
         # Only the loss curve and the log go into Snakemake's report, never the weights.
@@ -44,10 +44,11 @@ rule train:
         f"{R}/benchmarks/train/{{variant}}-{{size}}.tsv"
     params:
         hparams=lambda wc: model_params(wc.size),
+        data_sha256=trained_on_sha256,
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
-        template=lambda wc: config["training"].get("template"),
-        seed=config["training"].get("seed", 42),
-    threads: lambda wc: int(_res(wc.size, "resources").get("cpus_per_task", 1))
+        template=lambda wc: config["training"]["template"],
+        seed=config["training"]["seed"],
+    threads: lambda wc: int(_res(wc.size, "resources")["cpus_per_task"])
     resources:
         **rule_resources("resources"),
     conda:

@@ -15,7 +15,7 @@ with redirect_output(sm.log[0]):
         template=sm.params.template,
         max_new_tokens=int(sm.params.max_new_tokens),
         # Not a param: the batch size changes speed, not the answers, so it reruns nothing.
-        batch_size=int(sm.config["generation"].get("batch_size", 16)),
+        batch_size=int(sm.config["generation"]["batch_size"]),
         threads=sm.threads,
         mem_mb=int(sm.resources.mem_mb),
     )

@@ -12,9 +12,11 @@ logs.setup(snakemake.log[0])
 # Where the Hub download is kept is read here, not a rule parameter: moving it reruns nothing.
 hub_cache_dir = ((snakemake.config["data"].get("hub") or {}).get("cache_dir")
                  or os.path.join(snakemake.config["cache_dir"], "hub"))
+# max_field_chars only says which fields the judge's prompt will clip (a warning), so it is no
+# param of the data either.
 try:
-    summary = obtain_alpaca(snakemake.params.data, snakemake.output.records, snakemake.params.download_dir,
-                            hub_cache_dir)
+    summary = obtain_alpaca({**snakemake.params.data, "max_field_chars": snakemake.config["data"]["max_field_chars"]},
+                            snakemake.output.records, snakemake.params.download_dir, hub_cache_dir)
 except DataError as exc:
     # A bad input is one line naming file, row and field (and what to do), not a traceback.
     logging.getLogger("alpagasus").error("%s", exc)

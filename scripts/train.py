@@ -8,7 +8,7 @@ from alpagasus.training import TrainSpec, launch
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 size = sm.config["training"]["sizes"][sm.wildcards.size]
-fsdp_config = size.get("fsdp_config")
+fsdp_config = size["fsdp_config"]
 if fsdp_config and not Path(fsdp_config).is_absolute():
     fsdp_config = str(Path(sm.scriptdir).parent / fsdp_config)  # relative to the repo
 
@@ -28,7 +28,6 @@ with redirect_output(sm.log[0]):
     )
     # In-process on CPU or one GPU; `accelerate launch` with the FSDP config on several GPUs
     # (under `srun`, one launcher per node, when a Slurm job has several nodes).
-    resources = size.get("resources") or {}
-    code = launch(spec, gpus=int(resources.get("gpus", 0)), accelerate_config=fsdp_config,
-                  nodes=int(resources.get("nodes", 1)))
+    resources = size["resources"]
+    code = launch(spec, gpus=int(resources["gpus"]), accelerate_config=fsdp_config, nodes=int(resources["nodes"]))
 sys.exit(code)

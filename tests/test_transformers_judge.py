@@ -86,7 +86,8 @@ def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):
     from test_workflow import snakemake
 
     cfg = {"data": {"source": "miniature", "miniature": {"n_records": 50}},
-           "judges": {"local": {"backend": "transformers", "model": "/nowhere", "score_mode": "logprobs",
+           # A directory that is there (the workflow checks a local model path at parse time).
+           "judges": {"local": {"backend": "transformers", "model": str(tmp_path), "score_mode": "logprobs",
                                 "resources": {"gpus": 1, "cpus_per_task": 8, "mem_mb": 64000, "runtime_min": 600}}},
            "rating": {"judge": "local", "compare": ["chatgpt"]}}
     (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))

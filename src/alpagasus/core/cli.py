@@ -95,7 +95,7 @@ def _run(args) -> int:
     if args.cmd == "check-config":
         paths = args.config if len(args.config) > 1 or "config.yaml" in args.config[0] else \
             [str(config_mod.REPO / "config" / "config.yaml"), *args.config]
-        config_mod.load(*paths)
+        config_mod.check_workflow_inputs(config_mod.load(*paths))
         print(f"{' + '.join(paths)}: valid")
         return 0
     cfg = config_mod.load(*args.config)
@@ -105,7 +105,7 @@ def _run(args) -> int:
     from alpagasus.judging.rating import estimate_rating, rate_records
 
     records = load_records(args.records)
-    mfc = cfg["data"].get("max_field_chars", 20000)
+    mfc = cfg["data"]["max_field_chars"]
     if args.cmd == "estimate":
         estimate_rating(records, cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out, max_field_chars=mfc)
         return 0

@@ -1,8 +1,11 @@
-"""Configuration outside Snakemake (the CLI), and the checks a JSON schema cannot express."""
+"""The config: read (YAML, duplicate keys refused), merged with overlays, validated against
+config/schema.yaml with the schema's defaults filled in, and the checks a JSON schema cannot
+express. The workflow (Snakefile) and the CLI both load it through here."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -28,15 +31,43 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML that refuses a key written twice in one mapping: PyYAML keeps the last silently, so
+    a second `max_usd:` further down an overlay would replace the first unseen."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` merges, never repeats
+                    continue
+                key = self.construct_object(key_node, deep=False)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line)
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first != key_node.start_mark.line:
+                    raise _DuplicateKey(problem=f"duplicate key {key!r} (first at line {first + 1}; "
+                                                f"YAML would keep only the last)", problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
-    """A config file; a syntax error names the file, line and column."""
+    """A config file; a syntax error or a duplicate key names the file, line and column."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
@@ -53,8 +84,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     """One line naming the key: ``config judges.fake.temperature: -1 is less than ...``."""
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     message = error.message
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         message = message.replace("Additional properties are not allowed", "unknown key(s)")
+        message = message.replace("Unevaluated properties are not allowed", "unknown key(s)")
     if len(message) > 300:  # never dump a whole sub-config into one line
         message = message[:300] + " ..."
     return f"config {where}: {message}"
@@ -97,14 +129,84 @@ def selection_warnings(cfg: dict) -> list[str]:
             for where, r in rules.items() if r.get("method") == "top_k" and (r.get("k") or 0) >= n]
 
 
+# --- the schema and its defaults -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _schema(path: Path) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _fill_properties(validator, properties, instance, schema):
+    """jsonschema's `properties`, filling each absent key that has a `default` first (a copy:
+    two judges never share one mapping). Validation then descends into the filled value, so the
+    defaults of a default mapping (`resources: {}`) are filled too, and so are those inside
+    additionalProperties (judges.<name>, training.sizes.<name>) and $ref'd definitions."""
+    if validator.is_type(instance, "object"):
+        for key, sub in properties.items():
+            if key not in instance and isinstance(sub, dict) and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+_Filling = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_properties})
+
+
+@functools.lru_cache(maxsize=4)
+def _filling_validator(path: Path):
+    return _Filling(_schema(path))
+
+
+def _subschema(where: str, path: Path = SCHEMA) -> dict:
+    """A part of the schema: a $defs name ("openai_judge") or a dotted config path, `*` for any
+    name ("rating", "judges.*", "training.sizes.*")."""
+    root = _schema(path)
+    if where in root.get("$defs", {}):
+        return root["$defs"][where]
+    node = root
+    for part in where.split("."):
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return node
+
+
+def filled(where: str, value: dict | None = None) -> dict:
+    """A copy of ``value``, a part of a config (one judge, the rating section, a training size),
+    with the schema's defaults filled in, nested ones too: for library functions called with a
+    part of a config. ``where`` as for _subschema. Nothing is validated here."""
+    out = copy.deepcopy(value) if value else {}
+    validator = _filling_validator(SCHEMA).evolve(schema=_subschema(where))
+    for _ in validator.iter_errors(out):  # filling happens as it validates
+        pass
+    return out
+
+
+def defaults(where: str) -> dict:
+    """The defaults of a part of the config (``filled`` of nothing), e.g. defaults("data")."""
+    return filled(where)
+
+
 def validate(cfg: dict, schema_path: str | Path = SCHEMA) -> dict:
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    """``cfg`` checked against the schema, with its defaults filled in place (Snakemake's
+    ``config`` included), and its cross-references checked; a ConfigError names the key."""
+    errors = list(_filling_validator(Path(schema_path)).iter_errors(cfg))
     if errors:
         # The deepest, most specific error: the key that is wrong, not the mapping holding it.
         raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
     check_references(cfg)
     return cfg
+
+
+def check_workflow_inputs(cfg: dict) -> None:
+    """What the workflow reads from config that the CLI takes as an argument instead (`rate
+    --records`): checked by the Snakefile and `alpagasus check-config`, not by `load`."""
+    data = cfg["data"]
+    if data["source"] == "local":
+        path = data.get("local_path")
+        if not path:
+            raise ConfigError("config data.local_path: required with data.source: local (a .json, .jsonl, "
+                              ".parquet or .csv file, or a save_to_disk directory)")
+        if not Path(path).expanduser().exists():
+            raise ConfigError(f"config data.local_path: {path} does not exist")
 
 
 def check_references(cfg: dict) -> None:
@@ -133,6 +235,8 @@ def check_references(cfg: dict) -> None:
     for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
         _check_size_paths(name, size or {})
         _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
+    for name, judge in judges.items():
+        _check_judge_paths(name, judge or {})
 
 
 def _is_local_path(value: str) -> bool:
@@ -169,6 +273,21 @@ def _check_size_paths(name: str, size: dict) -> None:
         path = path if path.is_absolute() else REPO / path  # relative to the repository
         if not path.is_file():
             raise ConfigError(f"config training.sizes.{name}.fsdp_config: {path} does not exist")
+
+
+def _check_judge_paths(name: str, judge: dict) -> None:
+    """A local judge model must be there before a rating job is queued for it."""
+    if judge.get("backend") != "transformers":
+        return
+    model, gguf_file = judge.get("model"), judge.get("gguf_file")
+    if isinstance(model, str) and _is_local_path(model):
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"config judges.{name}.model: {model} "
+                              f"{'is not a directory' if path.exists() else 'does not exist'} "
+                              f"(a local model directory; a hub id is written org/name)")
+        if gguf_file and not (path / gguf_file).is_file():
+            raise ConfigError(f"config judges.{name}.gguf_file: {path / gguf_file} does not exist")
 
 
 def load(*paths: str | Path) -> dict:

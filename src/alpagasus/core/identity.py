@@ -6,7 +6,7 @@ fingerprint, the generation resume key). What is not listed here (limits, budget
 resources, batch sizes, save intervals) changes how a result is produced, never which: changing
 it reruns nothing and reuses what was saved.
 
-Pure data and small functions: no I/O.
+Pure data and small functions: no I/O but reading the schema's defaults (alpagasus.core.config).
 """
 
 from __future__ import annotations
@@ -58,16 +58,20 @@ SAME_JUDGEMENTS_AS = {"openai_batch": "openai"}
 
 
 # Keys of newer judges (score_mode, a local model's weights): part of the identity only where
-# set, so a config without them keeps the params, and the outputs, it always had.
+# they differ from the schema's default, so a config without them keeps the params, and the
+# outputs, it always had (and an online judge and its batch twin stay one identity).
 JUDGE_OPTIONAL_KEYS = ("score_mode", "top_logprobs", "saturate", "revision", "gguf_file", "dtype",
                        "max_new_tokens")
 
 
 def judge_identity(judge_cfg: dict) -> dict:
     """A judge's defining keys (the rating and judging rules' ``judge`` param)."""
+    from alpagasus.core.config import filled
+
     ident = {k: judge_cfg.get(k) for k in JUDGE_KEYS}
     ident["backend"] = SAME_JUDGEMENTS_AS.get(ident["backend"], ident["backend"])
-    ident.update({k: judge_cfg[k] for k in JUDGE_OPTIONAL_KEYS if k in judge_cfg})
+    default = filled("judges.*", {"backend": judge_cfg["backend"]})
+    ident.update({k: judge_cfg[k] for k in JUDGE_OPTIONAL_KEYS if k in judge_cfg and judge_cfg[k] != default.get(k)})
     return ident
 
 
@@ -91,15 +95,16 @@ def judgement_key(model: str, prompt_version: str, params: dict, messages: list[
 # The rating's own keys that define its scores, beside its judge's: the dimension rated and the
 # prompt text (rating.prompt: paper | hardened). The prompt is listed only where it is not the
 # paper's, so a config without it keeps the params, and the scores, it always had.
-RATING_DEFAULTS = {"dimension": "accuracy", "prompt": "paper"}
-
-
 def rating_identity(rating_cfg: dict) -> dict:
-    """What defines a rating beside its judge (the rate rules' params)."""
-    ident = {"dimension": rating_cfg.get("dimension", RATING_DEFAULTS["dimension"])}
-    prompt = rating_cfg.get("prompt", RATING_DEFAULTS["prompt"])
-    if prompt != RATING_DEFAULTS["prompt"]:
-        ident["prompt"] = prompt
+    """What defines a rating beside its judge (the rate rules' params): the dimension, and the
+    prompt only where it is not the schema's default (the paper's), so existing results keep
+    their params."""
+    from alpagasus.core.config import filled
+
+    rating = filled("rating", rating_cfg)
+    ident = {"dimension": rating["dimension"]}
+    if rating["prompt"] != filled("rating")["prompt"]:
+        ident["prompt"] = rating["prompt"]
     return ident
 
 
@@ -109,10 +114,13 @@ SELECTION_KEYS = ("method", "threshold", "k", "fraction")
 
 
 def selection_identity(selection_cfg: dict) -> dict:
-    chosen = {k: selection_cfg.get(k) for k in SELECTION_KEYS}
-    if selection_cfg.get("score", "score") != "score":  # selection.score: expected_score (only then)
-        chosen["score"] = selection_cfg["score"]
-    if selection_cfg.get("exclude_flagged"):  # only when true: a config without it keeps its params
+    from alpagasus.core.config import filled
+
+    rule = filled("selection_rule", selection_cfg)
+    chosen = {k: rule[k] for k in SELECTION_KEYS}
+    if rule["score"] != filled("selection_rule")["score"]:  # selection.score: expected_score (only then)
+        chosen["score"] = rule["score"]
+    if rule["exclude_flagged"]:  # only when true: a config without it keeps its params
         chosen["exclude_flagged"] = True
     return chosen
 
@@ -143,11 +151,13 @@ def training_fingerprint(data_sha256: str, size_cfg: dict, template: str | None,
 
 # Keys of the `generation` config that define the answers (the batch size changes speed only).
 GENERATION_KEYS = ("max_new_tokens",)
-GENERATION_DEFAULTS = {"max_new_tokens": 1024}
 
 
 def generation_identity(generation_cfg: dict) -> dict:
-    return {k: generation_cfg.get(k, GENERATION_DEFAULTS[k]) for k in GENERATION_KEYS}
+    from alpagasus.core.config import filled
+
+    generation = filled("generation", generation_cfg)
+    return {k: generation[k] for k in GENERATION_KEYS}
 
 
 def generation_key(*, checkpoint: str, test_set_sha256: str, testset: str, model_name: str,

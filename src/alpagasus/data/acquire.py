@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from alpagasus.core.config import REPO
+from alpagasus.core.config import REPO, filled
 from alpagasus.core.io import atomic_path, sha256_file
 from alpagasus.data import DataError, duplicate_groups, oversized_fields, write_records
 from alpagasus.data.mapping import SOURCE_ROW, to_records
@@ -85,14 +85,13 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
     """
     dropped: dict = {}
     details: dict = {}
+    data_cfg = filled("data", data_cfg)
     if data_cfg["source"] == "miniature":
-        m = data_cfg.get("miniature") or {}
-        records = make_records(
-            m.get("n_records", 4000), m.get("corrupt_fraction", 0.3), m.get("seed", 0), m.get("families")
-        )
+        m = data_cfg["miniature"]
+        records = make_records(m["n_records"], m["corrupt_fraction"], m["seed"], m["families"])
         records = [{**rec, SOURCE_ROW: i} for i, rec in enumerate(records)]
         n_rows = len(records)
-        origin = f"miniature(n={len(records)}, corrupt_fraction={m.get('corrupt_fraction', 0.3)}, seed={m.get('seed', 0)})"
+        origin = f"miniature(n={len(records)}, corrupt_fraction={m['corrupt_fraction']}, seed={m['seed']})"
     else:
         rows, origin = read_source(data_cfg, download_dir, hub_cache_dir, hub_fetch)
         n_rows = len(rows.rows)
@@ -119,7 +118,7 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
             "%s: %d records are exact duplicates of another (%d groups); each is judged once via the cache",
             origin, sum(len(g) - 1 for g in dups), len(dups),
         )
-    big = oversized_fields(records, data_cfg.get("max_field_chars", 20000))
+    big = oversized_fields(records, data_cfg["max_field_chars"])
     for i, field, n in big:
         log.warning("%s: record %d field %r has %d characters; it will be truncated in judge prompts", origin, i, field, n)
     write_records(dest, records)

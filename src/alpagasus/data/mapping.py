@@ -20,25 +20,25 @@ import datetime
 import json
 from collections import Counter
 
+from alpagasus.core.config import filled
 from alpagasus.data import FIELDS, DataError, not_utf8
 from alpagasus.data.sources import SourceRows
 
 SOURCE_ROW = "source_row"
-DEFAULT_FIELDS = {"instruction": "instruction", "input": "input", "output": "output"}
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 
 
 def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
     """The validated records of ``source``, and what was left out (counts by reason)."""
-    fmt = data_cfg.get("format") or "alpaca"
+    data_cfg = filled("data", data_cfg)
+    fmt = data_cfg["format"]
     if not source.rows:
         raise DataError(f"{source.origin}: the source holds no rows")
     if fmt == "alpaca":
-        fields = {**DEFAULT_FIELDS, **(data_cfg.get("fields") or {})}
-        convert, consumed, added, output_where = _columns_converter(source, fields)
+        convert, consumed, added, output_where = _columns_converter(source, data_cfg["fields"])
     elif fmt == "messages":
-        column = data_cfg.get("messages_column") or "messages"
-        convert, consumed, added, output_where = _messages_converter(source, column, data_cfg.get("multi_turn") or "error")
+        convert, consumed, added, output_where = _messages_converter(source, data_cfg["messages_column"],
+                                                                     data_cfg["multi_turn"])
     else:  # the schema rejects this first; kept for library callers
         raise DataError(f"config data.format: unknown value {fmt!r} (alpaca, messages)")
     extras = [c for c in source.columns if c not in consumed]
@@ -46,7 +46,7 @@ def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
         if name in extras:
             raise DataError(f"{source.origin}: column {name!r} would be overwritten by the record's own "
                             f"{name!r}; rename or remove it in the source")
-    empty_output = data_cfg.get("empty_output") or "error"
+    empty_output = data_cfg["empty_output"]
 
     records, dropped = [], Counter()
     for i, row in enumerate(source.rows):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from alpagasus.core.config import filled
 from alpagasus.data import DataError, parse_json, parse_jsonl, read_text
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _read_saved_dataset(path: Path) -> SourceRows:
 
 def hub_origin(hub: dict) -> str:
     name = f", config {hub['name']}" if hub.get("name") else ""
-    return f"hub {hub.get('path')} (revision {hub.get('revision')}{name}, split {hub.get('split') or 'train'})"
+    return f"hub {hub.get('path')} (revision {hub.get('revision')}{name}, split {filled('data.hub', hub)['split']})"
 
 
 def fetch_hub_snapshot(path: str, revision: str, cache_dir: str | os.PathLike) -> Path:
@@ -188,7 +189,7 @@ def read_hub(hub: dict, cache_dir: str | os.PathLike,
     from huggingface_hub import errors as hub_errors
 
     origin = hub_origin(hub)
-    path, revision, name, split = hub["path"], hub.get("revision"), hub.get("name"), hub.get("split") or "train"
+    path, revision, name, split = hub["path"], hub.get("revision"), hub.get("name"), filled("data.hub", hub)["split"]
     if not revision:
         raise DataError(f"config data.hub.revision: required (a commit sha or a tag), so that the run can be "
                         f"repeated on the same data; see the dataset's history on huggingface.co/datasets/{path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from alpagasus.core.config import filled
 from alpagasus.judging.cache import JudgementCache, append_ledger, cached_keys, judgement_key
 from alpagasus.judging.engine import run_judgements
 from alpagasus.core.io import check_writable, read_jsonl, write_json, write_jsonl
@@ -71,8 +72,9 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
                cache_dir, out_path, ledger_path, *, model_a: str, model_b: str, testset: str,
                progress: bool = True) -> dict:
     """Judge A vs B on one test set in both orders; write per-item judgements and a ledger."""
+    eval_cfg = filled("evaluation", eval_cfg)
     judge_name = eval_cfg["judge"]
-    judge_cfg = judges_cfg[judge_name]
+    judge_cfg = filled("judges.*", judges_cfg[judge_name])
     judge = make_judge(judge_name, judge_cfg)
     items = read_jsonl(test_set_path) if test_set_path else []
     answers_a = load_answers(answers_a_path, items)
@@ -83,7 +85,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     try:
         outcome = run_judgements(
             [r for pair in pairs for r in pair], judge, judge_cfg, PAIRWISE_PROMPT_VERSION, cache,
-            max_usd=eval_cfg.get("max_usd"), stage=f"pairwise:{out_path}", expected_output_tokens=eval_cfg.get("expected_output_tokens", 120),
+            max_usd=eval_cfg["max_usd"], stage=f"pairwise:{out_path}", expected_output_tokens=eval_cfg["expected_output_tokens"],
             desc=f"judging {model_a} vs {model_b} on {testset}", progress=progress)
     finally:
         if cache is not None:
@@ -113,7 +115,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     append_ledger(cache_dir, ledger)
     if outcome.fatal:
         raise IncompleteJudgingError(f"judging stopped: {outcome.fatal} ({outcome.budget_text()})")
-    if missing and not eval_cfg.get("allow_incomplete", False):
+    if missing and not eval_cfg["allow_incomplete"]:
         raise IncompleteJudgingError(
             f"{missing} of {2 * len(ids)} judgements of {model_a} vs {model_b} on {testset} are missing "
             f"({outcome.failure_summary() or outcome.budget_text()}); {outcome.budget_text()}; "
@@ -134,8 +136,9 @@ def estimate_judging(comparisons: list[dict], judges_cfg: dict, eval_cfg: dict, 
     request: ``comparisons`` are dicts with a, b (answer files), test_set (its file), name."""
     from alpagasus.judging import cost
 
+    eval_cfg = filled("evaluation", eval_cfg)
     judge_name = eval_cfg["judge"]
-    judge_cfg = judges_cfg[judge_name]
+    judge_cfg = filled("judges.*", judges_cfg[judge_name])
     judge = make_judge(judge_name, judge_cfg)
     requests: dict[str, JudgeRequest] = {}
     per_job = []
@@ -146,10 +149,10 @@ def estimate_judging(comparisons: list[dict], judges_cfg: dict, eval_cfg: dict, 
         requests.update((r.key, r) for r in reqs)
         per_job.append((c["name"], reqs))
     cached = cached_keys(cache_dir, requests) if judge.cacheable else set()
-    expected = eval_cfg.get("expected_output_tokens", 120)
+    expected = eval_cfg["expected_output_tokens"]
     est = cost.estimate(judge_cfg, [r.messages for k, r in requests.items() if k not in cached], expected)
     est.update(judge=judge_name, model=judge.model, cached=len(cached),
-               budget_usd_per_job=eval_cfg.get("max_usd"),
+               budget_usd_per_job=eval_cfg["max_usd"],
                jobs={name: cost.estimate(judge_cfg, [r.messages for r in reqs if r.key not in cached], expected)
                      for name, reqs in per_job})
     if judge_cfg.get("backend") in ("openai", "openai_batch"):

@@ -28,6 +28,12 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from scipy.stats import binomtest
 
+from alpagasus.core.config import defaults
+
+# The bootstrap's size and seed when a caller names none: the config's (config/schema.yaml).
+BOOTSTRAP_SAMPLES = defaults("evaluation")["bootstrap_samples"]
+BOOTSTRAP_SEED = defaults("evaluation")["seed"]
+
 __all__ = [
     "Order",
     "order_points",
@@ -128,10 +134,16 @@ def sign_test(win: int, lose: int) -> float:
     return float(binomtest(win, win + lose, 0.5, alternative="two-sided").pvalue)
 
 
+def winning_score(win, lose, n):
+    """The paper's winning score, (#win - #lose) / n + 1, in [0, 2] (1: as many wins as losses),
+    n the parsed items; works on counts and on numpy arrays of counts alike."""
+    return (win - lose) / n + 1.0
+
+
 def bootstrap_ci(
     outcomes: Sequence[int],
-    n_samples: int = 10_000,
-    seed: int = 0,
+    n_samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
     alpha: float = 0.05,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the winning score.
@@ -157,15 +169,15 @@ def bootstrap_ci(
     counts = np.array([(values == 1).sum(), (values == 0).sum(), (values == -1).sum()])
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n, counts / n, size=int(n_samples))
-    scores = (draws[:, 0] - draws[:, 2]) / n + 1.0
+    scores = winning_score(draws[:, 0], draws[:, 2], n)
     low, high = np.quantile(scores, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
 def aggregate(
     pairs: Iterable[tuple[Order, Order]],
-    bootstrap_samples: int = 10_000,
-    seed: int = 0,
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
     alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Win/Tie/Lose counts and statistics for model A over a list of ``(order1, order2)``.
@@ -190,18 +202,18 @@ def aggregate(
         agree += bool(consistent(order1, order2))
     n = len(outcomes)
     if n:
-        winning_score: float | None = (win - lose) / n + 1.0
+        score: float | None = winning_score(win, lose, n)
         ci_low, ci_high = bootstrap_ci(outcomes, bootstrap_samples, seed, alpha)
         position_consistency: float | None = agree / n
     else:
-        winning_score = ci_low = ci_high = position_consistency = None
+        score = ci_low = ci_high = position_consistency = None
     return {
         "n": n,
         "win": win,
         "tie": tie,
         "lose": lose,
         "unparsed": unparsed,
-        "winning_score": winning_score,
+        "winning_score": score,
         "ci_low": ci_low,
         "ci_high": ci_high,
         "p_value": sign_test(win, lose),
@@ -211,8 +223,8 @@ def aggregate(
 
 def pool(
     pairs_lists: Iterable[Iterable[tuple[Order, Order]]],
-    bootstrap_samples: int = 10_000,
-    seed: int = 0,
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
     alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The pooled row over several test sets: :func:`aggregate` of all their items together."""

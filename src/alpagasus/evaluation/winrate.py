@@ -18,7 +18,8 @@ def _round(x, nd=4):
     return None if x is None else round(float(x), nd)
 
 
-def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = 10000, seed: int = 0) -> list[dict]:
+def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = stats.BOOTSTRAP_SAMPLES,
+               seed: int = stats.BOOTSTRAP_SEED) -> list[dict]:
     """``judgements``: dicts with model_a, model_b, test_set, path. One row per (comparison,
     test set), then a pooled row per comparison over its test sets."""
     rows, by_comparison = [], {}
@@ -98,7 +99,7 @@ def plot(rows: list[dict], path: str | Path, title: str) -> None:
 
 
 def write_winrate(judgements: list[dict], judge: str, csv_path, plot_path, *, title: str,
-                  bootstrap_samples: int = 10000, seed: int = 0) -> list[dict]:
+                  bootstrap_samples: int = stats.BOOTSTRAP_SAMPLES, seed: int = stats.BOOTSTRAP_SEED) -> list[dict]:
     rows = table_rows(judgements, judge, bootstrap_samples, seed)
     write_table(rows, csv_path)
     plot(rows, plot_path, title)

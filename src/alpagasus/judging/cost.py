@@ -17,6 +17,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from alpagasus.core.config import defaults
+
 # The chat format's framing (OpenAI's cookbook, "How to count tokens with tiktoken"): each
 # message costs 3 tokens (gpt-3.5-turbo-0301: 4) plus its role and content, a name 1 more, and
 # every reply is primed with 3. The larger of the two formats, so the count is never under.
@@ -26,8 +28,6 @@ REPLY_PRIMING_TOKENS = 3
 CHARS_PER_TOKEN = 4  # for the expected count only, where the tokenizer is unknown
 
 BYTES = "utf8_bytes"  # what the bound used where no tokenizer is known: one token per byte
-# What a request may answer with when the judge's config sets no max_tokens.
-DEFAULT_MAX_TOKENS = 256
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,13 +103,13 @@ def budget_key(stage: str | None) -> str | None:
 
 
 BATCH_BACKEND = "openai_batch"
-DEFAULT_BATCH_DISCOUNT = 0.5
+BATCH_DISCOUNT = defaults("openai_batch_judge")["batch_discount"]  # config/schema.yaml
 
 
 def price_factor(judge_cfg: dict) -> float:
     """What a judge pays of the listed (online) price: the Batch API's discount for a batch judge."""
     if judge_cfg.get("backend") == BATCH_BACKEND:
-        return judge_cfg.get("batch_discount", DEFAULT_BATCH_DISCOUNT)
+        return judge_cfg.get("batch_discount", BATCH_DISCOUNT)
     return 1.0
 
 
@@ -147,7 +147,8 @@ def estimate(judge_cfg: dict, pending_messages: list[list[dict]], expected_outpu
     tin = sum(c.expected for c in counts)
     tin_max = sum(c.at_most for c in counts)
     tout = n * expected_output_tokens
-    tmax = n * judge_cfg.get("max_tokens", DEFAULT_MAX_TOKENS)
+    # The schema fills max_tokens for an API judge; a local judge has no price, so any count does.
+    tmax = n * judge_cfg.get("max_tokens", 0)
     return {
         "requests": n,
         "input_tokens": tin,

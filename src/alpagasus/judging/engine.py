@@ -187,9 +187,9 @@ class _Keeper:
     def __init__(self, judge, judge_cfg, prompt_version, cache, stage, out: Outcome):
         self.judge, self.cache, self.out = judge, cache, out
         self.prompt_version, self.stage = prompt_version, stage
-        # What is sent is what bounds the reply: the judge's own max_tokens where it has one.
-        self.max_tokens = (getattr(judge, "params", None) or {}).get("max_tokens") or judge_cfg.get(
-            "max_tokens", cost.DEFAULT_MAX_TOKENS)
+        # What is sent is what bounds the reply: the judge's own max_tokens where it has one (the
+        # schema fills it for an API judge; a local judge has no price, so any count does).
+        self.max_tokens = (getattr(judge, "params", None) or {}).get("max_tokens") or judge_cfg.get("max_tokens", 0)
         self.bounds: dict[str, cost.PromptTokens] = {}  # key -> its prompt's tokens, where counted already
         self._worst: dict[str, float] = {}
         self.reserved = 0.0  # worst-case cost of the requests in flight

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from alpagasus.core.config import defaults, filled
 from alpagasus.judging.cache import LEDGER_FILE, JudgementCache, append_ledger, cached_keys, judgement_key
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
@@ -24,6 +25,7 @@ from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG, judge_directed
 from alpagasus.judging.prompts import DEFAULT_RATING_PROMPT, rating_messages, rating_prompt_version
 
 log = logging.getLogger(__name__)
+MAX_FIELD_CHARS = defaults("data")["max_field_chars"]  # config/schema.yaml
 TRUNCATION_NOTE = "\n[... truncated ...]"
 
 
@@ -86,7 +88,7 @@ def rate_records(
     scores_path: str | Path,
     ledger_path: str | Path,
     *,
-    max_field_chars: int = 20000,
+    max_field_chars: int = MAX_FIELD_CHARS,
     progress: bool = True,
 ) -> dict:
     """Rate ``records``; write scores and ledger atomically. Returns the ledger.
@@ -98,10 +100,10 @@ def rate_records(
     judge_name = rating_cfg["judge"]
     if judge_name not in judges_cfg:
         raise KeyError(f"config rating.judge: no judge named {judge_name!r} under judges ({', '.join(judges_cfg)})")
-    judge_cfg = judges_cfg[judge_name]
+    rating_cfg = filled("rating", rating_cfg)
+    judge_cfg = filled("judges.*", judges_cfg[judge_name])
     judge = make_judge(judge_name, judge_cfg)
-    dimension = rating_cfg.get("dimension", "accuracy")
-    prompt = rating_cfg.get("prompt", DEFAULT_RATING_PROMPT)
+    dimension, prompt = rating_cfg["dimension"], rating_cfg["prompt"]
     requests, flags = build_requests(records, judge, dimension, max_field_chars, prompt)
     prompt_version = rating_prompt_version(dimension, prompt)
 
@@ -110,15 +112,15 @@ def rate_records(
     try:
         outcome = run_judgements(
             requests, judge, judge_cfg, prompt_version, cache,
-            max_usd=rating_cfg.get("max_usd"), stage=f"rating:{scores_path}",
-            expected_output_tokens=rating_cfg.get("expected_output_tokens", 80),
+            max_usd=rating_cfg["max_usd"], stage=f"rating:{scores_path}",
+            expected_output_tokens=rating_cfg["expected_output_tokens"],
             desc=f"rating ({judge_name})", progress=progress,
         )
     finally:
         if cache is not None:
             cache.close()
 
-    by_logprobs = judge_cfg.get("score_mode", "text") == "logprobs"
+    by_logprobs = judge_cfg.get("score_mode") == "logprobs"
     rows, counts = [], {"scored": 0, "unparsed": 0, "failed": 0, "budget": 0}
     first_index: dict[str, int] = {}
     for i, (req, rec_flags) in enumerate(zip(requests, flags)):
@@ -157,7 +159,7 @@ def rate_records(
         raise IncompleteRatingError(f"rating done, every reply cached{unwritten}; a rerun writes it "
                                     f"without sending anything")
     missing = counts["failed"] + counts["budget"]
-    if missing and not rating_cfg.get("allow_incomplete", False):
+    if missing and not rating_cfg["allow_incomplete"]:
         raise IncompleteRatingError(_missing_message(outcome, counts, len(records)))
     if missing:
         if counts["scored"] == 0:
@@ -224,24 +226,24 @@ def _missing_message(outcome, counts: dict, n: int) -> str:
 
 
 def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cache_dir: str | Path,
-                    out_path: str | Path, *, max_field_chars: int = 20000) -> dict:
+                    out_path: str | Path, *, max_field_chars: int = MAX_FIELD_CHARS) -> dict:
     """Requests, tokens and dollars the rating would spend now (cached judgements excluded)."""
     from alpagasus.judging import cost
 
+    rating_cfg = filled("rating", rating_cfg)
     judge_name = rating_cfg["judge"]
-    judge_cfg = judges_cfg[judge_name]
+    judge_cfg = filled("judges.*", judges_cfg[judge_name])
     judge = make_judge(judge_name, judge_cfg)
-    requests, _ = build_requests(records, judge, rating_cfg.get("dimension", "accuracy"), max_field_chars,
-                                 rating_cfg.get("prompt", DEFAULT_RATING_PROMPT))
+    requests, _ = build_requests(records, judge, rating_cfg["dimension"], max_field_chars, rating_cfg["prompt"])
     cached = cached_keys(cache_dir, {r.key for r in requests}) if judge.cacheable else set()
     unique = {r.key: r for r in requests if r.key not in cached}
-    est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg.get("expected_output_tokens", 80))
+    est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg["expected_output_tokens"])
     est.update(judge=judge_name, model=judge.model, records=len(records), cached=len({r.key for r in requests} & cached),
-               duplicates_in_input=len(requests) - len({r.key for r in requests}), budget_usd=rating_cfg.get("max_usd"))
+               duplicates_in_input=len(requests) - len({r.key for r in requests}), budget_usd=rating_cfg["max_usd"])
     if judge_cfg.get("backend") in ("openai", "openai_batch"):
         # The same requests online and through the Batch API, whichever this judge uses.
         est["usd_by_backend"] = cost.online_and_batch(judge_cfg, [r.messages for r in unique.values()],
-                                                      rating_cfg.get("expected_output_tokens", 80))
+                                                      rating_cfg["expected_output_tokens"])
     log.info("rating estimate: %s", est)
     write_json(out_path, est)
     return est

@@ -14,6 +14,7 @@ import logging
 import random
 from collections import Counter
 
+from alpagasus.core.config import filled
 from alpagasus.data import record_key
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG
 
@@ -132,7 +133,7 @@ def rule_of(cfg: dict) -> dict:
 
 
 def score_field(cfg: dict) -> str:
-    field = cfg.get("score") or "score"
+    field = filled("selection_rule", cfg)["score"]
     if field not in SCORE_FIELDS:
         raise ValueError(f"selection.score: {field!r} is not one of {SCORE_FIELDS}")
     return field

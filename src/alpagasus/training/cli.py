@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from alpagasus.core.config import filled
 from alpagasus.training.launcher import accelerate_command, launch
 from alpagasus.training.loop import TrainingInterrupted, train
 from alpagasus.training.spec import TrainSpec, spec_from_config
@@ -40,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.spec:
         spec = TrainSpec.from_json(args.spec)
-        resources = {}
+        resources = filled("training.sizes.*", spec.size)["resources"]
     else:
         if not (args.config and args.size and args.data and args.output):
             p.error("give --spec, or --config, --size, --data and --output")
         spec, resources = spec_from_config(args.config, args.size, args.variant, args.data, args.output,
                                            args.threads)
     if args.launch:
-        return launch(spec, resources.get("gpus", 0), spec.size.get("fsdp_config"))
+        return launch(spec, resources["gpus"], spec.size.get("fsdp_config"))
     try:
         train(spec)
     except TrainingInterrupted as exc:

@@ -8,35 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-# Values a size may leave out (config/schema.yaml lists every key).
-SIZE_DEFAULTS: dict[str, Any] = {
-    "base_model": None,
-    "tokenizer": None,
-    "model_config": None,
-    "max_steps": None,
-    "epochs": 3,
-    "learning_rate": 2e-5,
-    "global_batch_size": 128,
-    "per_device_batch_size": 4,
-    "max_length": 512,
-    "pack_length": None,
-    "warmup_ratio": 0.03,
-    "weight_decay": 0.0,
-    "lr_scheduler": "cosine",
-    "adam_betas": [0.9, 0.999],
-    "adam_eps": 1e-8,
-    "max_grad_norm": 1.0,
-    "bf16": False,
-    "gradient_checkpointing": False,
-    "packing": True,
-    "attn_implementation": None,
-    "save_every_steps": 100,
-    "fsdp_config": None,
-    # LoRA through peft: {r, alpha, dropout, target_modules}; null trains every weight.
-    "lora": None,
-    # "4bit": the frozen base weights in 4-bit NF4 (QLoRA; needs lora, a GPU and bitsandbytes).
-    "quantization": None,
-}
+from alpagasus.core.config import defaults
+
+# Values a size may leave out: the schema's (config/schema.yaml, training.sizes.<name>), less the
+# job's resources, which are no part of a run.
+SIZE_DEFAULTS: dict[str, Any] = {k: v for k, v in defaults("training.sizes.*").items()
+                                 if k not in ("resources", "generate_resources")}
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 
 
@@ -88,30 +65,19 @@ class TrainSpec:
             return cls(**json.load(fh))
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def spec_from_config(config_files: list[str], size_name: str, variant: str, data: str, output: str,
                      threads: int | None = None) -> tuple[TrainSpec, dict]:
-    """A run from config files (later ones override), as the workflow would start it; and the
-    size's resources."""
-    import yaml
+    """A run from config files (the base, then overlays), loaded as the workflow loads them
+    (merged, validated, defaults filled); and the size's resources."""
+    from alpagasus.core.config import load
 
-    cfg: dict = {}
-    for f in config_files:
-        with open(f, encoding="utf-8") as fh:
-            cfg = _deep_merge(cfg, yaml.safe_load(fh) or {})
-    training = cfg.get("training", {})
-    sizes = training.get("sizes", {})
+    training = load(*config_files)["training"]
+    sizes = training["sizes"]
     if size_name not in sizes:
         raise ValueError(f"size {size_name!r} is not in training.sizes of {config_files} ({sorted(sizes)})")
     size = sizes[size_name]
-    resources = size.get("resources", {})
+    resources = size["resources"]
     spec = TrainSpec(data=data, output=output, size=size, size_name=size_name, variant=variant,
-                     template=training.get("template"), seed=int(training.get("seed", 42)), threads=threads,
-                     mem_mb=resources.get("mem_mb"))
+                     template=training["template"], seed=int(training["seed"]), threads=threads,
+                     mem_mb=resources["mem_mb"])
     return spec, resources

@@ -22,6 +22,7 @@ import openai
 from tqdm import tqdm
 
 from alpagasus.judging.judges.batch_journal import TERMINAL, BatchJournal, Chunk, split_lines
+from alpagasus.core.config import filled
 from alpagasus.core.identity import judge_sampling
 from alpagasus.judging.judges.base import (Failure, FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError)
 from alpagasus.judging.judges.openai_judge import (CONNECT_RETRIES_BEFORE_FIRST_SUCCESS, SDKJudge, _cause, redact, retry_after_seconds)
@@ -29,20 +30,6 @@ from alpagasus.judging.judges.openai_judge import (CONNECT_RETRIES_BEFORE_FIRST_
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
-DEFAULTS = {
-    "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0,
-    "max_tokens": 256, "timeout_s": 120.0, "usd_per_1m_input_tokens": 0.0, "usd_per_1m_output_tokens": 0.0,
-    "batch_discount": 0.5,
-    # A request with no reply (an error line, a batch that expired, failed or was cancelled) is
-    # sent again in a new batch at most this many times per run; a 4xx other than 408/409/429
-    # is the request's own fault and is not resent.
-    "max_retries": 3,
-    "poll_interval_s": 30.0,       # first wait between status checks; grows 1.5x per check
-    "max_poll_interval_s": 600.0,
-    "api_retries": 8,              # for each files/batches call (upload, create, retrieve, download)
-    "max_requests_per_file": 50_000,
-    "max_bytes_per_file": 200 * 1024 * 1024,
-}
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 # What a server without GET /v1/files or GET /v1/batches answers there (not found, method not
@@ -67,7 +54,7 @@ class OpenAIBatchJudge(SDKJudge):
 
     def __init__(self, name: str, cfg: dict, *, backoff_base_s: float | None = None):
         self.name = name
-        self.cfg = {**DEFAULTS, **cfg}
+        self.cfg = filled("openai_batch_judge", cfg)  # the defaults of config/schema.yaml
         self.model = self.cfg["model"]
         # Exactly the online judge's: a judgement made by either backend is the other's too.
         self.params = judge_sampling(self.cfg)  # the online judge's: the same cache keys

@@ -20,18 +20,13 @@ import openai
 
 from alpagasus.judging import cost
 from alpagasus.judging.expected_score import trim_to_score
+from alpagasus.core.config import filled
 from alpagasus.core.identity import judge_sampling
 from alpagasus.judging.ratelimit import RateLimiter
 from alpagasus.judging.judges.base import (FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError)
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "base_url": None, "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0,
-    "max_tokens": cost.DEFAULT_MAX_TOKENS, "concurrency": 16, "requests_per_minute": None, "tokens_per_minute": None,
-    "timeout_s": 60.0, "max_retries": 8, "usd_per_1m_input_tokens": 0.0, "usd_per_1m_output_tokens": 0.0,
-    "max_wait_s": 120.0, "score_mode": "text", "top_logprobs": 20,
-}
 SCORE_MODES = ("text", "logprobs")
 # A wait the server asks for beyond this is logged: a silent pause looks like a hang.
 VISIBLE_WAIT_S = 5.0
@@ -143,7 +138,7 @@ class OpenAIJudge(SDKJudge):
 
     def __init__(self, name: str, cfg: dict, *, backoff_base_s: float | None = None):
         self.name = name
-        self.cfg = {**DEFAULTS, **cfg}
+        self.cfg = filled("openai_judge", cfg)  # the defaults of config/schema.yaml
         self.model = self.cfg["model"]
         self.params = judge_sampling(self.cfg)
         if self.cfg["score_mode"] not in SCORE_MODES:

@@ -29,12 +29,11 @@ import logging
 import os
 from pathlib import Path
 
+from alpagasus.core.config import filled
 from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"revision": None, "gguf_file": None, "dtype": "float32", "device_map": None, "batch_size": 8,
-            "max_new_tokens": 64, "score_mode": "text", "threads": None}
 SORT_WINDOW_BATCHES = 8  # requests held and sorted by length: this many batches' worth
 TOP_LOGPROBS = 20
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -77,7 +76,7 @@ class TransformersJudge:
 
     def __init__(self, name: str, cfg: dict):
         self.name = name
-        self.cfg = {**DEFAULTS, **cfg}
+        self.cfg = filled("transformers_judge", cfg)  # the defaults of config/schema.yaml
         if self.cfg["score_mode"] not in ("text", "logprobs"):
             raise JudgeFatalError(f"config judges.{name}.score_mode: {self.cfg['score_mode']!r} is not text or logprobs")
         self.model = self.cfg["model"]

@@ -6,6 +6,7 @@ for a pair), so the same parsers, cache-free engine, tables and reports run on i
 
 from __future__ import annotations
 
+from alpagasus.core.config import filled
 from alpagasus.data import miniature
 from alpagasus.judging.judges.base import JudgeReply, JudgeRequest
 
@@ -72,7 +73,7 @@ class VerifierJudge:
 
     def __init__(self, name: str, cfg: dict | None = None):
         self.name = name
-        self.saturate = bool((cfg or {}).get("saturate", False))
+        self.saturate = bool(filled("verifier_judge", cfg)["saturate"])
         self.model = "verifier-v1-saturated" if self.saturate else "verifier-v1"
         self.params: dict = {"saturate": True} if self.saturate else {}
         self.attempts = 0

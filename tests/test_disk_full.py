@@ -217,3 +217,42 @@ def test_a_full_batch_journal_directory_stops_the_batch_judge_naming_it(tmp_path
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert srv.batch_api.created == 1 and max(srv.paid_counts().values()) == 1
     assert len(read_jsonl(out_dir / "scores.jsonl")) == 30
+
+
+@pytest.mark.parametrize("when", ["before the run", "after the cost file"])
+def test_pairwise_judging_on_full_results_names_the_file_and_keeps_every_reply(tmp_path, tmpfs, api_key, when):
+    """Pairwise judging shares the rating's bookkeeping: a judgements file or cost file that
+    cannot be written is named, every paid reply is cached, and a rerun pays nothing."""
+    from test_pairwise import answers, judges, make_test_set
+
+    from alpagasus.evaluation.pairwise import IncompleteJudgingError, judge_pair
+
+    out_dir = tmpfs(tmp_path / "out", "8k")  # the cost file fits, 40 judgements (~30 kB) not
+    if when == "before the run":
+        fill(out_dir)
+    items = make_test_set(tmp_path, n=20)
+    a, b = answers(tmp_path, "a", items), answers(tmp_path, "b", items, wrong_every=1)
+
+    def judge(srv):
+        return judge_pair(a, b, tmp_path / "mini.jsonl", judges(srv), {"judge": "fake"}, tmp_path / "cache",
+                          out_dir / "j.jsonl", out_dir / "j.cost.json", model_a="A", model_b="B",
+                          testset="mini", progress=False)
+
+    with FakeOpenAIServer() as srv:
+        with pytest.raises(IncompleteJudgingError) as err:
+            judge(srv)
+        missing = out_dir / ("j.cost.json" if when == "before the run" else "j.jsonl")
+        assert f"cannot write {missing}: [Errno 28] No space left on device" in str(err.value)
+        assert "cached" in str(err.value)
+        paid = len(srv.log())
+        assert paid == 2 * len(items)
+        assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]  # nothing half-written
+        history = [json.loads(line) for line in (tmp_path / "cache" / "ledger.jsonl").read_text().splitlines()]
+        assert history[-1]["stage"] == "pairwise" and history[-1]["judgements_paid_this_run"] == paid
+
+        grow(out_dir)
+        (out_dir / "filler").unlink(missing_ok=True)
+        srv.reset_log()
+        judge(srv)
+        assert srv.log() == []  # everything came from the cache
+    assert len(read_jsonl(out_dir / "j.jsonl")) == len(items)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from alpagasus.core.config import filled
-from alpagasus.judging.cache import JudgementCache, append_ledger, cached_keys, judgement_key
+from alpagasus.judging.cache import JudgementCache, cached_keys, errno_text, judgement_key, write_ledger
 from alpagasus.judging.engine import run_judgements
 from alpagasus.core.io import check_writable, read_jsonl, write_json, write_jsonl
 from alpagasus.judging.judges import JudgeRequest, make_judge
@@ -111,16 +111,23 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
     ledger = {"stage": "pairwise", "judge": judge_name, "model": judge.model, "model_a": model_a,
               "model_b": model_b, "testset": testset, "items": len(ids), "prompt_version": PAIRWISE_PROMPT_VERSION,
               "judgements_unparsed": unparsed, "judgements_missing": missing, **outcome.ledger()}
-    write_json(ledger_path, ledger)
-    append_ledger(cache_dir, ledger)
+    unwritten = write_ledger(ledger_path, cache_dir, ledger)
     if outcome.fatal:
-        raise IncompleteJudgingError(f"judging stopped: {outcome.fatal} ({outcome.budget_text()})")
+        raise IncompleteJudgingError(f"judging stopped: {outcome.fatal} ({outcome.budget_text()}){unwritten}")
+    if unwritten:
+        raise IncompleteJudgingError(f"judging done, every reply cached{unwritten}; a rerun writes it without "
+                                     f"sending anything")
     if missing and not eval_cfg["allow_incomplete"]:
         raise IncompleteJudgingError(
             f"{missing} of {2 * len(ids)} judgements of {model_a} vs {model_b} on {testset} are missing "
             f"({outcome.failure_summary() or outcome.budget_text()}); {outcome.budget_text()}; "
             f"every reply received is cached, so rerunning sends only those")
-    write_jsonl(out_path, rows)
+    try:
+        write_jsonl(out_path, rows)
+    except OSError as exc:
+        raise IncompleteJudgingError(f"cannot write {out_path}: {errno_text(exc)}; every reply is cached and "
+                                     f"the ledger is in {ledger_path}: a rerun writes it without sending "
+                                     f"anything") from None
     return ledger
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 # What a judgement is paid for is defined with the other result identities.
+from alpagasus.core.io import write_json
 from alpagasus.core.identity import judgement_key  # noqa: F401  (re-exported: rating, pairwise)
 from alpagasus.judging.cost import budget_key
 
@@ -204,3 +205,31 @@ class JudgementCache:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def errno_text(exc: OSError) -> str:
+    return f"[Errno {exc.errno}] {exc.strerror or exc}"
+
+
+def write_ledger(ledger_path, cache_dir, ledger: dict, stage: str | None = None) -> str:
+    """A stage's cost file, and the run's line in the cache's history (rating and pairwise
+    judging alike; the history line names ``stage`` where the ledger does not). Either may meet a
+    full disk:
+    the one written holds the ledger; a ledger written nowhere goes to the log. Returns what
+    the error line must add ("" if both were written)."""
+    try:
+        write_json(ledger_path, ledger)
+        cost_error = None
+    except OSError as exc:
+        cost_error = exc
+        log.error("cannot write %s: %s", ledger_path, errno_text(exc))
+    history_error = append_ledger(cache_dir, {"stage": stage, **ledger} if stage else ledger)
+    if cost_error is None:
+        return ""
+    history = Path(cache_dir) / LEDGER_FILE
+    if history_error is None:
+        return (f"; cannot write {ledger_path}: {errno_text(cost_error)} (this run's ledger is the "
+                f"last line of {history})")
+    log.error("this run's ledger, written nowhere else: %s", json.dumps(ledger))
+    return (f"; cannot write {ledger_path}: {errno_text(cost_error)}, nor {history}: "
+            f"{errno_text(history_error)} (this run's ledger is in the log)")

@@ -10,12 +10,11 @@ Status of each record in scores.jsonl:
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from alpagasus.core.config import defaults, filled
-from alpagasus.judging.cache import LEDGER_FILE, JudgementCache, append_ledger, cached_keys, judgement_key
+from alpagasus.judging.cache import JudgementCache, cached_keys, errno_text, judgement_key, write_ledger
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json, write_jsonl
@@ -150,7 +149,7 @@ def rate_records(
     ledger = {"judge": judge_name, "model": judge.model, "dimension": dimension,
               "prompt_version": prompt_version, "records": len(records),
               "status_counts": counts, **outcome.ledger()}
-    unwritten = _write_ledger(ledger_path, cache_dir, ledger)
+    unwritten = write_ledger(ledger_path, cache_dir, ledger, stage="rating")
     if counts["unparsed"]:
         log.warning("%d replies had no readable score; kept raw with status 'unparsed'", counts["unparsed"])
     if outcome.fatal:
@@ -172,36 +171,10 @@ def rate_records(
     try:
         write_jsonl(scores_path, rows)
     except OSError as exc:
-        raise IncompleteRatingError(f"cannot write {scores_path}: {_errno_text(exc)}; every reply is cached "
+        raise IncompleteRatingError(f"cannot write {scores_path}: {errno_text(exc)}; every reply is cached "
                                     f"and the ledger is in {ledger_path}: a rerun writes it without "
                                     f"sending anything") from None
     return ledger
-
-
-def _errno_text(exc: OSError) -> str:
-    return f"[Errno {exc.errno}] {exc.strerror or exc}"
-
-
-def _write_ledger(ledger_path, cache_dir, ledger: dict) -> str:
-    """The cost file, and the run's line in the cache's history. Either may meet a full disk:
-    the one written holds the ledger; a ledger written nowhere goes to the log. Returns what
-    the error line must add ("" if both were written)."""
-    try:
-        write_json(ledger_path, ledger)
-        cost_error = None
-    except OSError as exc:
-        cost_error = exc
-        log.error("cannot write %s: %s", ledger_path, _errno_text(exc))
-    history_error = append_ledger(cache_dir, {"stage": "rating", **ledger})
-    if cost_error is None:
-        return ""
-    history = Path(cache_dir) / LEDGER_FILE
-    if history_error is None:
-        return (f"; cannot write {ledger_path}: {_errno_text(cost_error)} (this run's ledger is the "
-                f"last line of {history})")
-    log.error("this run's ledger, written nowhere else: %s", json.dumps(ledger))
-    return (f"; cannot write {ledger_path}: {_errno_text(cost_error)}, nor {history}: "
-            f"{_errno_text(history_error)} (this run's ledger is in the log)")
 
 
 def _stopped_message(outcome, counts: dict, n: int) -> str:

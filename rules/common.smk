@@ -69,11 +69,12 @@ def variant_data(variant):
     }
     if variant in fixed:
         return fixed[variant]
-    if variant in (config["selection"]["extra"] or {}):
+    named = {**(config["selection"]["extra"] or {}), **(config["selection"]["selectors"] or {})}
+    if variant in named:
         return f"{R}/selections/{variant}.json"
     raise ValueError(
         f"training variant {variant!r} is neither alpagasus/alpaca/random nor a name in "
-        f"selection.extra ({sorted(config['selection']['extra'] or {})})"
+        f"selection.extra or selection.selectors ({sorted(named)})"
     )
 
 

@@ -78,35 +78,8 @@ rule selection_summary:
 # Selectors (selection.selectors, docs/selection.md "Selectors"): rank by any signal (the
 # judge's score, or a file under {R}/signals/), keep by threshold / top_k / top_fraction, with
 # near-duplicate removal and DEITA's diversity filter over an embedding signal. A checkpoint:
-# training follows its content (rules/common.smk, "reruns by content").
-
-SELECTORS = config["selection"]["selectors"] or {}
-
-
-def selector_rule_of(name):
-    from alpagasus.selection.by_signal import selector_rule
-
-    return selector_rule(SELECTORS[name], config["signals"], where=f"selection.selectors.{name}")
-
-
-# A direction the literature does not give is named now, not when the DAG is built.
-for _name in SELECTORS:
-    selector_rule_of(_name)
-
-
-def selector_inputs(wc):
-    spec = selector_rule_of(wc.name)
-    inputs = {"records": f"{R}/alpaca_52k.json"}
-    if spec["signal"] in ("score", "expected_score"):
-        inputs["scores"] = f"{R}/scores.jsonl"
-    else:
-        inputs["signal"] = f"{R}/signals/{spec['signal']}.jsonl"
-    # One embedding for both (config.check_references): one walk compares records in it.
-    for emb in {spec[f]["embedding"] for f in ("dedupe", "diversity") if f in spec}:
-        inputs["embedding_npy"] = f"{R}/signals/{emb}.npy"
-        inputs["embedding_jsonl"] = f"{R}/signals/{emb}.jsonl"
-    return inputs
-
+# training follows its content (rules/common.smk, "reruns by content"); its inputs:
+# selector_inputs (rules/common.smk).
 
 checkpoint select_signal:
     input:
@@ -117,7 +90,7 @@ checkpoint select_signal:
     wildcard_constraints:
         name="|".join(SELECTORS) or "(?!)",
     params:
-        rule=lambda wc: selector_rule_of(wc.name),
+        rule=lambda wc: selector_rule_of(wc.name),  # what defines the output (literature resolved)
     log:
         f"{R}/logs/select_{{name}}.log",
     conda:

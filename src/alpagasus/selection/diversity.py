@@ -85,24 +85,23 @@ def walk(emb: np.ndarray, order, *, tau: float | None = None, cosine: float | No
             arg[better] = c0 + j[better]
         alive = np.flatnonzero(~_too_close(best, tau, cosine))
         gram = c[alive] @ c[alive].T
-        local: list[int] = []  # positions in `alive` kept in this block, in order
+        close = np.tril(_too_close(gram, tau, cosine), -1)  # close[t, u]: u ranked before t, too close
+        keep = ~close.any(axis=1)  # too close to no earlier candidate: kept whatever the others do
+        for t in np.flatnonzero(~keep):  # the rest in ranking order: kept unless close to one kept
+            keep[t] = not (close[t, :t] & keep[:t]).any()
+        local = np.flatnonzero(keep)
         stop = None
-        for t in range(len(alive)):
-            if local:
-                row = gram[t, local]
-                j = int(row.argmax())
-                if _too_close(row[j:j + 1], tau, cosine)[0]:
-                    # The nearest kept record: before the block or in it, whichever is closer.
-                    i = alive[t]
-                    if row[j] >= best[i]:
-                        dropped[int(cand[i])] = (int(cand[alive[local[j]]]), float(row[j]))
-                    else:
-                        dropped[int(cand[i])] = (kept[arg[i]], float(best[i]))
-                    continue
-            local.append(t)
-            if n_kept + len(local) >= cap:
-                stop = int(alive[t])
+        if n_kept + len(local) >= cap:  # the k-th kept ends the walk: what follows is not looked at
+            local = local[:cap - n_kept]
+            stop = int(alive[local[-1]])
+        for t in np.flatnonzero(~keep):
+            if stop is not None and alive[t] > stop:
                 break
+            # Dropped for a record kept earlier in the block: the nearest of those (it is nearer
+            # than any kept before the block, which were not too close).
+            earlier = local[local < t]
+            j = int(earlier[gram[t, earlier].argmax()])
+            dropped[int(cand[alive[t]])] = (int(cand[alive[j]]), float(gram[t, j]))
         # Candidates of the block past the k-th kept one were never looked at.
         seen = len(cand) if stop is None else stop + 1
         for i in np.flatnonzero(_too_close(best[:seen], tau, cosine)):

@@ -29,9 +29,8 @@ LITERATURE = {
     # the records with IFD below 1: at or above 1 the instruction does not help the model produce
     # the response (Superfiltering's select_data.py keeps `ifd < 1`; Cherry's `<= 1`).
     "ifd": {"direction": "high", "below": 1.0},
-    # The perplexity baseline of DEITA and of Cherry LLM keeps the highest perplexity (the
-    # "hardest" responses); pretraining-data pruning (Marion et al. 2023) prefers other parts of
-    # the distribution: say `direction: low` for that.
+    # The perplexity baseline of DEITA's study keeps the largest perplexity (the "hardest"
+    # responses); pretraining-data pruning prefers low or middle perplexity: `direction: low`.
     "perplexity": {"direction": "high", "below": None},
     # "Long Is More for Alignment" (Zhao et al. 2024): keep the k longest responses.
     "length": {"direction": "high", "below": None},

@@ -1,6 +1,6 @@
 """Reading the per-record signal files a selector ranks by, checked against the records.
 
-The files are those of docs/selection.md ("Signals"): ``{R}/signals/{name}.jsonl``, one JSON
+The files (docs/selection.md, "Selectors"): ``{R}/signals/{name}.jsonl``, one JSON
 object a line in record order with ``index``, ``value`` (a number, or null where it could not be
 computed) and ``record_sha256`` (:func:`alpagasus.selection.agreement.content_hash` of the
 record); and for an embedding, ``{R}/signals/{name}.npy`` (float16, one L2-normalised row per

@@ -243,8 +243,6 @@ def check_references(cfg: dict) -> None:
         _check_judge_paths(name, judge or {})
 
 
-# The judge's fields of scores.jsonl a selector may rank by without a `signals:` entry.
-SCORE_SIGNALS = ("score", "expected_score")
 # What each method of a selector needs.
 METHOD_KEY = {"threshold": "threshold", "top_k": "k", "top_fraction": "fraction"}
 
@@ -255,15 +253,17 @@ def _check_selectors(cfg: dict) -> None:
     selection = cfg.get("selection") or {}
     selectors = selection.get("selectors") or {}
     signals = cfg.get("signals") or {}
+    # The judge's fields of scores.jsonl (selection.score's choices), ranked without a `signals:` entry.
+    score_signals = _schema(SCHEMA)["$defs"]["selection_keys"]["properties"]["score"]["enum"]
     both = sorted(set(selectors) & set(selection.get("extra") or {}))
     if both:
         raise ConfigError(f"config selection.selectors.{both[0]}: also a selection.extra name (both would write "
                           f"selections/{both[0]}.json)")
-    configured = f"signals: {', '.join(sorted(signals)) or 'none'}; or {' / '.join(SCORE_SIGNALS)}"
+    configured = f"signals: {', '.join(sorted(signals)) or 'none'}; or {' / '.join(score_signals)}"
     for name, sel in selectors.items():
         where = f"config selection.selectors.{name}"
         signal = sel.get("signal")
-        if signal not in SCORE_SIGNALS and signal not in signals:
+        if signal not in score_signals and signal not in signals:
             raise ConfigError(f"{where}.signal: no signal named {signal!r} ({configured})")
         if (signals.get(signal) or {}).get("kind") == "embedding":
             raise ConfigError(f"{where}.signal: {signal!r} is an embedding, which ranks nothing; name it under "

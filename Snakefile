@@ -56,6 +56,7 @@ localrules:
     all,
     select,
     select_extra,
+    select_signal,
     random_baseline,
     selection_summary,
     mini_test_set,

@@ -69,11 +69,12 @@ def variant_data(variant):
     }
     if variant in fixed:
         return fixed[variant]
-    if variant in (config["selection"]["extra"] or {}):
+    named = {**(config["selection"]["extra"] or {}), **(config["selection"]["selectors"] or {})}
+    if variant in named:
         return f"{R}/selections/{variant}.json"
     raise ValueError(
         f"training variant {variant!r} is neither alpagasus/alpaca/random nor a name in "
-        f"selection.extra ({sorted(config['selection']['extra'] or {})})"
+        f"selection.extra or selection.selectors ({sorted(named)})"
     )
 
 
@@ -260,6 +261,39 @@ def answers_compared():
     """(size, model, test set) of every answer file that was judged: the report's exact match."""
     return list(dict.fromkeys((s, m, j["test_set"]) for s in config["evaluation"]["sizes"]
                               for j in judgement_files(s) for m in (j["model_a"], j["model_b"])))
+
+
+# --- selectors (rules/select.smk: select_signal) -------------------------------------------
+
+SELECTORS = config["selection"]["selectors"] or {}
+
+
+def selector_rule_of(name):
+    """What defines a selector's output: its config with the literature's direction resolved."""
+    from alpagasus.selection.by_signal import selector_rule
+
+    return selector_rule(SELECTORS[name], config["signals"], where=f"selection.selectors.{name}")
+
+
+# A direction the literature does not give is named now, not when the DAG is built.
+for _name in SELECTORS:
+    selector_rule_of(_name)
+
+
+def selector_inputs(wc):
+    from alpagasus.selection.select import SCORE_FIELDS
+
+    spec = selector_rule_of(wc.name)
+    inputs = {"records": f"{R}/alpaca_52k.json"}
+    if spec["signal"] in SCORE_FIELDS:  # the judge's, in scores.jsonl
+        inputs["scores"] = f"{R}/scores.jsonl"
+    else:
+        inputs["signal"] = f"{R}/signals/{spec['signal']}.jsonl"
+    # One embedding for both (config.check_references): one walk compares records in it.
+    for emb in {spec[f]["embedding"] for f in ("dedupe", "diversity") if f in spec}:
+        inputs["embedding_npy"] = f"{R}/signals/{emb}.npy"
+        inputs["embedding_jsonl"] = f"{R}/signals/{emb}.jsonl"
+    return inputs
 
 
 # --- GGUF base models (rules/train.smk: convert_gguf) ------------------------------------------

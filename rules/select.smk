@@ -73,3 +73,27 @@ rule selection_summary:
         "../envs/report.yaml"
     script:
         "../scripts/selection_summary.py"
+
+
+# Selectors (selection.selectors, docs/selection.md "Selectors"): rank by any signal (the
+# judge's score, or a file under {R}/signals/), keep by threshold / top_k / top_fraction, with
+# near-duplicate removal and DEITA's diversity filter over an embedding signal. A checkpoint:
+# training follows its content (rules/common.smk, "reruns by content"); its inputs:
+# selector_inputs (rules/common.smk).
+
+checkpoint select_signal:
+    input:
+        unpack(selector_inputs),
+    output:
+        selection=f"{R}/selections/{{name}}.json",
+        details=f"{R}/selections/{{name}}.details.json",
+    wildcard_constraints:
+        name="|".join(SELECTORS) or "(?!)",
+    params:
+        rule=lambda wc: selector_rule_of(wc.name),  # what defines the output (literature resolved)
+    log:
+        f"{R}/logs/select_{{name}}.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/select_signal.py"

@@ -123,7 +123,8 @@ def selection_warnings(cfg: dict) -> list[str]:
     if not n:
         return []
     sel = cfg.get("selection") or {}
-    rules = {"selection": sel, **{f"selection.extra.{name}": r for name, r in (sel.get("extra") or {}).items()}}
+    rules = {"selection": sel, **{f"selection.extra.{name}": r for name, r in (sel.get("extra") or {}).items()},
+             **{f"selection.selectors.{name}": r for name, r in (sel.get("selectors") or {}).items()}}
     return [f"config {where}: top_k k = {r['k']} >= data.max_records = {n}: it will keep every scored record "
             f"(set `extra: null` in the overlay to drop the base's selections)"
             for where, r in rules.items() if r.get("method") == "top_k" and (r.get("k") or 0) >= n]
@@ -219,11 +220,14 @@ def check_references(cfg: dict) -> None:
     for name in (cfg.get("rating") or {}).get("compare") or []:
         if name not in judges:
             raise ConfigError(f"config rating.compare: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
-    known = BUILTIN_VARIANTS | set((cfg.get("selection") or {}).get("extra") or {})
+    _check_selectors(cfg)
+    selection = cfg.get("selection") or {}
+    known = BUILTIN_VARIANTS | set(selection.get("extra") or {}) | set(selection.get("selectors") or {})
     refs = set((cfg.get("evaluation") or {}).get("references") or {})
     for v in (cfg.get("training") or {}).get("variants") or []:
         if v not in known:
-            raise ConfigError(f"config training.variants: {v!r} is neither alpagasus/alpaca/random nor a selection.extra name")
+            raise ConfigError(f"config training.variants: {v!r} is neither alpagasus/alpaca/random nor a "
+                              f"selection.extra or selection.selectors name")
     sizes = set(((cfg.get("training") or {}).get("sizes") or {}))
     for s in (cfg.get("evaluation") or {}).get("sizes") or []:
         if sizes and s not in sizes:
@@ -237,6 +241,51 @@ def check_references(cfg: dict) -> None:
         _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
     for name, judge in judges.items():
         _check_judge_paths(name, judge or {})
+
+
+# What each method of a selector needs.
+METHOD_KEY = {"threshold": "threshold", "top_k": "k", "top_fraction": "fraction"}
+
+
+def _check_selectors(cfg: dict) -> None:
+    """selection.selectors name configured signals: a ranking one (score, expected_score or a
+    `signals:` entry that is not an embedding) and, for dedupe / diversity, one embedding."""
+    selection = cfg.get("selection") or {}
+    selectors = selection.get("selectors") or {}
+    signals = cfg.get("signals") or {}
+    # The judge's fields of scores.jsonl (selection.score's choices), ranked without a `signals:` entry.
+    score_signals = _schema(SCHEMA)["$defs"]["selection_keys"]["properties"]["score"]["enum"]
+    both = sorted(set(selectors) & set(selection.get("extra") or {}))
+    if both:
+        raise ConfigError(f"config selection.selectors.{both[0]}: also a selection.extra name (both would write "
+                          f"selections/{both[0]}.json)")
+    configured = f"signals: {', '.join(sorted(signals)) or 'none'}; or {' / '.join(score_signals)}"
+    for name, sel in selectors.items():
+        where = f"config selection.selectors.{name}"
+        signal = sel.get("signal")
+        if signal not in score_signals and signal not in signals:
+            raise ConfigError(f"{where}.signal: no signal named {signal!r} ({configured})")
+        if (signals.get(signal) or {}).get("kind") == "embedding":
+            raise ConfigError(f"{where}.signal: {signal!r} is an embedding, which ranks nothing; name it under "
+                              f"dedupe or diversity, and rank by another signal")
+        key = METHOD_KEY.get(sel.get("method"))
+        if key and sel.get(key) is None:
+            raise ConfigError(f"{where}.{key}: required with method: {sel['method']}")
+        embeddings = set()
+        for part in ("dedupe", "diversity"):
+            emb = (sel.get(part) or {}).get("embedding")
+            if emb is None:
+                continue
+            kind = (signals.get(emb) or {}).get("kind")
+            if emb not in signals or kind != "embedding":
+                got = f"a signal of kind {kind!r}" if emb in signals else "not under signals:"
+                raise ConfigError(f"{where}.{part}.embedding: {emb!r} is {got}; expected a signal of kind embedding "
+                                  f"(signals of that kind: "
+                                  f"{', '.join(sorted(n for n, s in signals.items() if (s or {}).get('kind') == 'embedding')) or 'none'})")
+            embeddings.add(emb)
+        if len(embeddings) > 1:
+            raise ConfigError(f"{where}: dedupe and diversity name different embeddings ({', '.join(sorted(embeddings))}); "
+                              f"one walk down the ranking compares records in one embedding")
 
 
 def _is_local_path(value: str) -> bool:

@@ -2,18 +2,23 @@
 judge behind the fake OpenAI server (through the openai SDK) on answer sets built to be of equal
 quality: the raw winning score declares a winner, the length-controlled one does not."""
 import csv
+import json
 
 import numpy as np
 import pytest
 
 import alpagasus.judging.judges.openai_judge as openai_judge
 from alpagasus.core.io import write_jsonl
-from alpagasus.data.miniature import make_test_items, question_of
+from alpagasus.data import write_records
+from alpagasus.data.miniature import make_records, make_test_items, question_of
 from alpagasus.evaluation import length_control as lc
 from alpagasus.evaluation import stats
 from alpagasus.evaluation.pairwise import judge_pair
 from alpagasus.evaluation.winrate import COLUMNS, write_winrate
 from alpagasus.judging.prompts import pairwise_messages
+from alpagasus.judging.rating import rate_records
+from alpagasus.selection.select import write_random, write_selection, write_summary
+from alpagasus.selection.verbosity import audit
 from alpagasus.testing.fake_openai import FakeOpenAIServer, answer_score, expected_pair
 
 N_ITEMS = 120
@@ -231,6 +236,42 @@ def test_when_quality_differs_and_lengths_are_equal_raw_and_length_controlled_ag
         row = _judged_row(tmp_path, srv)
     assert row["winning_score"] == pytest.approx(1.6, abs=0.01)  # 70% wins, 10% losses, 20% ties
     assert row["lc_winning_score"] == pytest.approx(row["winning_score"], abs=0.002)
-    assert row["lc_ci_low"] == pytest.approx(row["ci_low"], abs=0.03) and row["lc_ci_high"] == pytest.approx(row["ci_high"], abs=0.03)
+    assert row["lc_ci_low"] == pytest.approx(row["ci_low"], abs=0.03)
+    assert row["lc_ci_high"] == pytest.approx(row["ci_high"], abs=0.03)
     assert row["mean_chars_a"] == row["mean_chars_b"]
     assert row["longer_wins_share"] is None and row["length_spearman"] is None
+
+
+# --- the verbosity audit of a selection -------------------------------------------------------
+
+
+def test_the_verbosity_audit_compares_the_kept_lengths_and_the_longest_k():
+    lengths = [5, 1, 9, 3, 7, 2, 10, 4, 8, 6]
+    records = [{"instruction": f"i{n}", "input": "", "output": "x" * n} for n in lengths]
+    v = audit(records, [2, 4, 6, 5])  # lengths 9, 7, 10, 2
+    # kept sorted 2, 7, 9, 10: linear interpolation between order statistics
+    assert v["kept"] == {"q1": 5.75, "median": 8.0, "q3": 9.25, "mean": 7.0}
+    assert v["all"] == {"q1": 3.25, "median": 5.5, "q3": 7.75, "mean": 5.5}
+    # the 4 longest are lengths 10, 9, 8, 7 (records 6, 2, 8, 4): 3 of them kept
+    assert v["longest_k"] == {"k": 4, "overlap": 3, "share": 0.75, "jaccard": 0.6, "share_if_random": 0.4}
+    # equal lengths at the cut: the first record is the longer one
+    tied = [{"instruction": "a", "input": "", "output": "yy"}, {"instruction": "b", "input": "", "output": "yy"}]
+    assert audit(tied, [0])["longest_k"]["overlap"] == 1 and audit(tied, [1])["longest_k"]["overlap"] == 0
+    assert audit(records, [])["kept"]["median"] is None and audit(records, [])["longest_k"]["share"] is None
+    with pytest.raises(ValueError, match="record 1: field 'output' must be a string"):
+        audit([records[0], {"instruction": "x"}], [0])
+
+
+def test_selection_summary_carries_the_verbosity_audit(tmp_path):
+    records = make_records(200, 0.3, seed=4)
+    write_records(tmp_path / "all.json", records)
+    rate_records(records, {"verifier": {"backend": "verifier"}}, {"judge": "verifier"}, tmp_path / "cache",
+                 tmp_path / "scores.jsonl", tmp_path / "cost.json", progress=False)
+    rule = {"method": "threshold", "threshold": 4.5}
+    kept = write_selection(tmp_path / "all.json", tmp_path / "scores.jsonl", rule, tmp_path / "kept.json")
+    write_random(tmp_path / "all.json", tmp_path / "kept.json", 1, tmp_path / "random.json")
+    summary = write_summary(tmp_path / "all.json", tmp_path / "scores.jsonl", rule, tmp_path / "random.json",
+                            tmp_path / "summary.json", tmp_path / "hist.png")
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["verbosity"] == summary["verbosity"] == audit(records, kept)
+    assert 0 < on_disk["verbosity"]["longest_k"]["k"] == len(kept) < len(records)

@@ -171,6 +171,14 @@ def test_the_rule_is_said_in_words_with_the_counts(run):
     (row,) = bins["rows"]
     assert row[0] == "records" and sum(int(c.replace(",", "")) for c in row[1:]) == summary["records"] - summary["unscored"]
     assert row[-1] == f"{summary['kept']:,}"  # the verifier's 5 is an exact answer: the kept ones
+    v, lk = summary["verbosity"], summary["verbosity"]["longest_k"]
+    assert lk["k"] == summary["kept"]
+    assert (f"Verbosity: response length (characters of output) quartiles 25% / median / 75% of the kept records "
+            f"{v['kept']['q1']:,.0f} / {v['kept']['median']:,.0f} / {v['kept']['q3']:,.0f} (mean "
+            f"{v['kept']['mean']:,.0f}), of all records {v['all']['q1']:,.0f} / {v['all']['median']:,.0f} / "
+            f"{v['all']['q3']:,.0f} (mean {v['all']['mean']:,.0f}). {lk['overlap']:,} of the {lk['k']:,} kept are "
+            f"among the {lk['k']:,} longest responses (share {lk['share']:.3f}, Jaccard {lk['jaccard']:.3f}; a "
+            f"random selection of that size would share about {lk['share_if_random']:.3f}).") in sel["text"]
 
 
 @pytest.mark.parametrize("rule, field, words", [
@@ -223,7 +231,8 @@ def test_pairwise_tables_fit_the_page_and_show_exact_match(run):
     expected = {v: N_ITEMS - (-(-N_ITEMS // k) if k else 0) for v, k in WRONG_EVERY.items()}
     assert em["rows"] == [[f"{v}-tiny", f"{expected[v] / N_ITEMS:.3f} ({expected[v]}/{N_ITEMS})"] for v in VARIANTS]
     assert wr["header"] == ["comparison (A vs B)", "test set", "n", "A wins / ties / B wins",
-                            "winning score of A [95% CI]", "sign-test p", "position consistency", "unparsed"]
+                            "winning score of A [95% CI]", "length-controlled [95% CI]", "mean chars A / B",
+                            "sign-test p", "position consistency", "unparsed"]
     assert "Judged by verifier" in wr["caption"]
     with open(res / "winrate_tiny.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -232,11 +241,17 @@ def test_pairwise_tables_fit_the_page_and_show_exact_match(run):
         assert cells[0] == f"alpagasus-tiny vs {r['model_b']}-tiny"
         assert cells[3] == f"{r['win']} / {r['tie']} / {r['lose']}"
         assert cells[4] == f"{r['winning_score']} [{r['ci_low']}, {r['ci_high']}]"  # the CSV's rounding
+        assert cells[5] == f"{r['lc_winning_score']} [{r['lc_ci_low']}, {r['lc_ci_high']}]"
+        assert cells[6] == f"{r['mean_chars_a']} / {r['mean_chars_b']}"
+        # A's answers are the references, B's add an "x" to every k-th one: B is longer
+        assert float(r["mean_chars_b"]) > float(r["mean_chars_a"]) and r["lc_winning_score"] != ""
     assert [img["alt"] for img in pw["images"]] == ["win rates tiny"]
     r = rows[0]
     assert (f"alpagasus-tiny against alpaca-tiny on mini: {r['win']} wins, {r['tie']} ties and {r['lose']} losses "
             f"in {N_ITEMS} items; winning score {r['winning_score']} [{r['ci_low']}, {r['ci_high']}], "
-            f"sign-test p = {r['p_value']}.") in pw["text"]
+            f"sign-test p = {r['p_value']}. At equal length (length-controlled): {r['lc_winning_score']} "
+            f"[{r['lc_ci_low']}, {r['lc_ci_high']}]; mean answer length {r['mean_chars_a']} vs {r['mean_chars_b']} "
+            f"characters. The longer answer won {r['longer_wins_share']} of the decided judgements") in pw["text"]
 
 
 def test_cost_numbers_add_up_and_say_the_verifier_ran_locally(run):
@@ -284,12 +299,16 @@ def test_the_commit_is_git_s_and_marked_when_files_differ(tmp_path):
 def test_the_winrate_figure_prints_the_csv_s_numbers(tmp_path):
     row = {"model_a": "a", "model_b": "b", "test_set": "t", "n": 200, "win": 60, "tie": 107, "lose": 33,
            "winning_score": 1.135, "ci_low": 1.045, "ci_high": 1.2251, "p_value": 0.00412,
-           "position_consistency": 0.8, "unparsed": 0, "relative_score": 1.01, "judge": "j"}
+           "position_consistency": 0.8, "unparsed": 0, "relative_score": 1.01, "judge": "j",
+           "mean_chars_a": 410.5, "mean_chars_b": 388.0, "longer_wins_share": 0.61, "length_spearman": 0.2,
+           "lc_winning_score": 1.1, "lc_ci_low": 1.01, "lc_ci_high": 1.19}
     write_table([row], tmp_path / "w.csv")
     with open(tmp_path / "w.csv", newline="") as fh:
         (back,) = csv.DictReader(fh)
     assert score_label(row) == f"{back['winning_score']} [{back['ci_low']}, {back['ci_high']}]  p={back['p_value']}"
     assert score_label(row) == "1.135 [1.045, 1.2251]  p=0.00412"
+    assert list(back)[-7:] == ["mean_chars_a", "mean_chars_b", "longer_wins_share", "length_spearman",
+                               "lc_winning_score", "lc_ci_low", "lc_ci_high"]
 
 
 # Written into a copy of the page: the widest element's right edge against the body's.

@@ -1,17 +1,20 @@
 """Win/Tie/Lose tables from pairwise judgements: the paper's rule, plus what it never reported
-(sign test, bootstrap interval of the winning score, position consistency), and the figure."""
+(sign test, bootstrap interval of the winning score, position consistency, the answers' lengths,
+the judge's length bias and the length-controlled winning score of length_control), and the figure."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from alpagasus.evaluation import stats
+from alpagasus.evaluation import length_control, stats
 from alpagasus.core.io import atomic_open, read_jsonl
 from alpagasus.evaluation.pairwise import order_scores
 
 COLUMNS = ["model_a", "model_b", "test_set", "n", "win", "tie", "lose", "winning_score", "ci_low",
-           "ci_high", "p_value", "position_consistency", "unparsed", "relative_score", "judge"]
+           "ci_high", "p_value", "position_consistency", "unparsed", "relative_score", "judge",
+           # Appended, so that readers of the older columns by position still read them.
+           *length_control.COLUMNS]
 
 
 def _round(x, nd=4):
@@ -24,14 +27,16 @@ def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = stat
     test set), then a pooled row per comparison over its test sets."""
     rows, by_comparison = [], {}
     for j in judgements:
-        pairs = [order_scores(r) for r in read_jsonl(j["path"])]
-        by_comparison.setdefault((j["model_a"], j["model_b"]), []).append((j["test_set"], pairs))
+        judged = read_jsonl(j["path"])
+        by_comparison.setdefault((j["model_a"], j["model_b"]), []).append((j["test_set"], judged))
     for (a, b), sets in by_comparison.items():
-        groups = [(name, pairs) for name, pairs in sets]
+        groups = list(sets)
         if len(sets) > 1:
-            groups.append(("pooled", [p for _, pairs in sets for p in pairs]))
-        for name, pairs in groups:
+            groups.append(("pooled", [r for _, judged in sets for r in judged]))
+        for name, judged in groups:
+            pairs = [order_scores(r) for r in judged]
             agg = stats.aggregate(pairs, bootstrap_samples=bootstrap_samples, seed=seed)
+            lengths = length_control.row_columns(judged, pairs, bootstrap_samples, seed)
             rows.append({
                 "model_a": a, "model_b": b, "test_set": name, "n": agg["n"], "win": agg["win"],
                 "tie": agg["tie"], "lose": agg["lose"], "winning_score": _round(agg["winning_score"]),
@@ -41,6 +46,9 @@ def table_rows(judgements: list[dict], judge: str, bootstrap_samples: int = stat
                 "position_consistency": _round(agg["position_consistency"]),
                 "unparsed": agg["unparsed"], "relative_score": _round(stats.relative_total_score(pairs)),
                 "judge": judge,
+                "mean_chars_a": _round(lengths["mean_chars_a"], 1), "mean_chars_b": _round(lengths["mean_chars_b"], 1),
+                **{k: _round(lengths[k]) for k in ("longer_wins_share", "length_spearman", "lc_winning_score",
+                                                   "lc_ci_low", "lc_ci_high")},
             })
     return rows
 

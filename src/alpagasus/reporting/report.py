@@ -162,7 +162,27 @@ def _selection_section(s: dict, score_hist, judge: str) -> list[str]:
                       f"values; at the cut ({_fmt(used['cut_value'])}) {used['ties_at_cut']:,} records tie, "
                       f"{used['ties_at_cut_kept']:,} of them kept by the content-hash tie-break; largest tie group "
                       f"{used['largest_tie_group']:,}."))
+    if s.get("verbosity"):
+        out.append(_p(html.escape(verbosity_in_words(s["verbosity"]))))
     return out
+
+
+def verbosity_in_words(v: dict) -> str:
+    """The verbosity audit (selection/verbosity.py) as a sentence: length quartiles of the kept
+    and of all responses, and the overlap with as many of the longest."""
+    def q(d):
+        if d["median"] is None:
+            return "none"
+        return f"{d['q1']:,.0f} / {d['median']:,.0f} / {d['q3']:,.0f} (mean {d['mean']:,.0f})"
+
+    lk = v["longest_k"]
+    text = (f"Verbosity: response length ({v['length_unit']}) quartiles 25% / median / 75% of the kept records "
+            f"{q(v['kept'])}, of all records {q(v['all'])}.")
+    if lk["k"]:
+        text += (f" {lk['overlap']:,} of the {lk['k']:,} kept are among the {lk['k']:,} longest responses "
+                 f"(share {lk['share']:.3f}, Jaccard {lk['jaccard']:.3f}; a random selection of that size "
+                 f"would share about {lk['share_if_random']:.3f}).")
+    return text
 
 
 def _agreement_section(json_path, png) -> list[str]:
@@ -226,17 +246,27 @@ def _exact_match_rows(generations: list[tuple[str, str, str, str | Path]], size:
 
 
 # The win-rate CSV's columns as the page shows them; n, ci and p merged into readable cells,
-# the judge named in the sentence above, the relative score left to the CSV.
+# the judge named in the sentence above, the relative score and the judge's length bias left to
+# the CSV and the sentences below the table.
 WINRATE_PAGE_COLUMNS = ["comparison (A vs B)", "test set", "n", "A wins / ties / B wins",
-                        "winning score of A [95% CI]", "sign-test p", "position consistency", "unparsed"]
+                        "winning score of A [95% CI]", "length-controlled [95% CI]", "mean chars A / B",
+                        "sign-test p", "position consistency", "unparsed"]
+
+
+def _with_ci(r: dict, score: str, low: str, high: str) -> str:
+    """"score [low, high]" as the CSV writes them; empty where the CSV has no score (a table
+    written before a column existed has none)."""
+    return f"{r[score]} [{r[low]}, {r[high]}]" if r.get(score) not in (None, "") else ""
 
 
 def _winrate_rows(rows: list[dict], size: str) -> list[dict]:
     return [{"comparison (A vs B)": f"{r['model_a']}-{size} vs {r['model_b']}-{size}", "test set": r["test_set"],
              "n": r["n"],
              "A wins / ties / B wins": f"{r['win']} / {r['tie']} / {r['lose']}",
-             "winning score of A [95% CI]": f"{r['winning_score']} [{r['ci_low']}, {r['ci_high']}]"
-             if r["winning_score"] != "" else "",
+             "winning score of A [95% CI]": _with_ci(r, "winning_score", "ci_low", "ci_high"),
+             "length-controlled [95% CI]": _with_ci(r, "lc_winning_score", "lc_ci_low", "lc_ci_high"),
+             "mean chars A / B": f"{r['mean_chars_a']} / {r['mean_chars_b']}"
+             if r.get("mean_chars_a") not in (None, "") else "",
              "sign-test p": r["p_value"], "position consistency": r["position_consistency"],
              "unparsed": r["unparsed"]} for r in rows]
 
@@ -251,9 +281,16 @@ def _finding(r: dict, size: str) -> str:
     where = "over all test sets" if r["test_set"] == "pooled" else f"on {r['test_set']}"
     if r["winning_score"] == "":
         return f"{r['model_a']}-{size} against {r['model_b']}-{size} {where}: no item judged."
-    return (f"{r['model_a']}-{size} against {r['model_b']}-{size} {where}: {r['win']} wins, {r['tie']} ties and "
+    text = (f"{r['model_a']}-{size} against {r['model_b']}-{size} {where}: {r['win']} wins, {r['tie']} ties and "
             f"{r['lose']} losses in {r['n']} items; winning score {r['winning_score']} "
             f"[{r['ci_low']}, {r['ci_high']}], sign-test p = {r['p_value']}.")
+    if r.get("lc_winning_score") not in (None, ""):
+        text += (f" At equal length (length-controlled): {_with_ci(r, 'lc_winning_score', 'lc_ci_low', 'lc_ci_high')}; "
+                 f"mean answer length {r['mean_chars_a']} vs {r['mean_chars_b']} characters.")
+    if r.get("longer_wins_share") not in (None, ""):
+        rho = f", Spearman {r['length_spearman']} of score vs length difference" if r.get("length_spearman") else ""
+        text += f" The longer answer won {r['longer_wins_share']} of the decided judgements{rho}."
+    return text
 
 
 def _pairwise_section(winrates, generations) -> list[str]:
@@ -275,7 +312,12 @@ def _pairwise_section(winrates, generations) -> list[str]:
     out.append('<p class="note">Win/Tie/Lose: per item, model A gets +1/0/-1 in each of the two orders; '
                "sum &gt; 0 win, = 0 tie, &lt; 0 lose. Winning score = (W - L)/n + 1, with a bootstrap 95% "
                "interval; p is a two-sided sign test of wins vs losses; position consistency is how often "
-               "the two orders agree. Unparsed judgements are excluded from n and counted.</p>")
+               "the two orders agree. Unparsed judgements are excluded from n and counted. Length-controlled: "
+               "the winning score that a logistic model of each item's outcome (a tie as half a win) on the "
+               "ratio of the two answers' lengths predicts at equal length, with a bootstrap 95% interval; "
+               "where length and quality go together (the longer answer always worse, or always better) it "
+               "takes the real difference away too. The longer answer's share of the decided judgements is "
+               "0.5 for a judge indifferent to length (docs/evaluation.md, Length control).</p>")
     return out
 
 

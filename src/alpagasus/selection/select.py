@@ -17,6 +17,7 @@ from collections import Counter
 from alpagasus.core.config import filled
 from alpagasus.data import record_key
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG
+from alpagasus.selection import verbosity
 
 # The paper's histogram bins (PAPER.md section 1).
 PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
@@ -77,7 +78,8 @@ def _flag_kind(flag: str) -> str:
 
 
 def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | None = None,
-              exclude_flagged: bool = False) -> dict:
+              exclude_flagged: bool = False, records: list[dict] | None = None) -> dict:
+    """The selection in numbers; with ``records`` also its verbosity audit (verbosity.audit)."""
     scores = [r["score"] for r in rows]
     status = Counter(r["status"] for r in rows)
     exact = Counter(f"{s:g}" for s in scores if s is not None)
@@ -97,7 +99,7 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
                         f"(flag {JUDGE_DIRECTED_FLAG} in scores.jsonl): their score may be the record's, not "
                         f"the judge's; selection.exclude_flagged: true drops them")
         log.warning("%s", warnings[-1])
-    return {
+    summary = {
         "records": len(rows),
         "rule": rule,
         "kept": len(kept),
@@ -113,6 +115,9 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
         "exclude_flagged": exclude_flagged,
         "warnings": warnings,
     }
+    if records is not None:
+        summary["verbosity"] = verbosity.audit(records, kept)
+    return summary
 
 
 def load_scores(path, n_records: int | None = None) -> list[dict]:
@@ -231,7 +236,7 @@ def write_summary(records_path, scores_path, rule: dict, random_path, summary_pa
     with open(random_path, encoding="utf-8") as fh:
         random_size = len(json.load(fh))
     summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size,
-                        exclude_flagged=bool(rule.get("exclude_flagged")))
+                        exclude_flagged=bool(rule.get("exclude_flagged")), records=records)
     summary["score_used"] = {"field": field, **cut_ties(ranked, kept)}
     write_json(summary_path, summary)
     score_histogram(summary, plot_path)

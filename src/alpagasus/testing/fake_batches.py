@@ -372,7 +372,7 @@ class FakeBatches:
                      "response": {"status_code": 500, "request_id": rid,
                                   "body": error_body("The server had an error while processing your request.",
                                                       "server_error", None)}}, False)
-        text = reply_text(messages, srv.position_bias)
+        text = reply_text(messages, srv.position_bias, srv.length_bias)
         pt, ct = reply_usage(messages, text)
         completion = {"id": f"chatcmpl-fakebatch-{rid}", "object": "chat.completion", "created": int(time.time()),
                       "model": model, "system_fingerprint": "fp_fake",

@@ -201,8 +201,10 @@ class FakeOpenAIServer:
     """An OpenAI-compatible ``/v1/chat/completions`` endpoint on 127.0.0.1, in a background thread.
 
     It runs its own event loop in a daemon thread so that synchronous tests and code that runs
-    its own asyncio loop can both talk to it over real HTTP. ``latency_s``, ``faults`` and
-    ``position_bias`` are read per request and may be reassigned while the server runs.
+    its own asyncio loop can both talk to it over real HTTP. ``latency_s``, ``faults``,
+    ``position_bias`` and ``length_bias`` are read per request and may be reassigned while the
+    server runs. ``length_bias`` (None: off): on answers of equal quality and unequal length the
+    pairwise judge prefers the longer one with this probability (see :func:`expected_pair`).
 
     Log entries (:meth:`log`): ``t``/``t_done`` (``time.monotonic()`` at arrival / when the
     answer was sent or the connection dropped; None while in flight), ``key``
@@ -231,6 +233,7 @@ class FakeOpenAIServer:
         seed: int = 0,
         log_path: str | None = None,
         position_bias: float = 0.0,
+        length_bias: float | None = None,
         shutdown_timeout_s: float = 1.0,
         chars_per_token: float = 4.0,
     ) -> None:
@@ -243,6 +246,9 @@ class FakeOpenAIServer:
         self.seed = seed
         self.log_path = log_path
         self.position_bias = position_bias
+        if length_bias is not None and not 0.0 <= length_bias <= 1.0:
+            raise ValueError(f"length_bias must be a probability in [0, 1] or None, got {length_bias!r}")
+        self.length_bias = length_bias
         self.shutdown_timeout_s = shutdown_timeout_s
         if chars_per_token <= 0:
             raise ValueError("chars_per_token must be > 0")
@@ -533,7 +539,7 @@ class FakeOpenAIServer:
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
                                 content_type="application/json")
 
-        text = NO_SCORE_REPLY if fault == "no_score" else reply_text(messages, self.position_bias)
+        text = NO_SCORE_REPLY if fault == "no_score" else reply_text(messages, self.position_bias, self.length_bias)
         if fault == "echo_key":  # some servers repeat what they were sent, credentials included
             text = f"{text}\n(request authorised with {auth.removeprefix('Bearer ')})"
         pt, ct = reply_usage(messages, text, self.chars_per_token)
@@ -600,6 +606,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log", default=None, help="append each request's log entry here as a JSON line")
     p.add_argument("--position-bias", type=float, default=0.0)
+    p.add_argument("--length-bias", type=float, default=None,
+                   help="on equal-quality answers prefer the longer one with this probability (default: off)")
     p.add_argument("--chars-per-token", type=float, default=4.0,
                    help="how usage is billed: 4 characters a token (default); 1 = a token per character")
     p.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE",
@@ -636,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         log_path=args.log,
         position_bias=args.position_bias,
+        length_bias=args.length_bias,
         chars_per_token=args.chars_per_token,
     )
     stop = threading.Event()

@@ -164,35 +164,61 @@ def parse_pairwise_user(content: str) -> tuple[str, str, str]:
     return m.group("q"), m.group("a1"), m.group("a2")
 
 
-def expected_pair(messages: list[dict], position_bias: float = 0.0) -> tuple[float, float]:
+def _check_length_bias(length_bias: float | None) -> None:
+    if length_bias is not None and not 0.0 <= length_bias <= 1.0:
+        raise ValueError(f"length_bias must be a probability in [0, 1] or None, got {length_bias!r}")
+
+
+def expected_pair(messages: list[dict], position_bias: float = 0.0,
+                  length_bias: float | None = None) -> tuple[float, float]:
     """Scores (assistant 1, assistant 2) the fake judge gives a pairwise prompt.
 
     ``position_bias`` is added to assistant 1 to simulate a judge that favours the answer shown
     first. The biased score is clamped to the protocol's 1..10 scale (a real judge never says
     11), so with a bias the shift is exact only where it does not cross the scale's ends.
+
+    ``length_bias`` (None: off) simulates a judge that prefers longer answers: where the two
+    answers are of equal quality (equal :func:`answer_score`) and unequal length, it prefers
+    the longer one with probability ``length_bias`` (else the shorter), drawn from a hash of
+    the prompt, so each order of an item draws on its own and a rerun draws the same. The
+    preferred answer gets one point more (one point less for the other at the top of the
+    scale). Answers of unequal quality are scored as without it. Applied before the position bias.
     """
-    q, a1, a2 = parse_pairwise_user(_user_text(messages))
-    s1 = min(10.0, max(1.0, answer_score(q, a1) + position_bias))
-    return float(s1), float(answer_score(q, a2))
+    _check_length_bias(length_bias)
+    text = _user_text(messages)
+    q, a1, a2 = parse_pairwise_user(text)
+    s1, s2 = float(answer_score(q, a1)), float(answer_score(q, a2))
+    if length_bias is not None and s1 == s2 and len(a1) != len(a2):
+        u = _u64(hashlib.sha256(("length\x1f" + text).encode("utf-8")).digest(), 0) / 2**64
+        first_longer = len(a1) > len(a2)
+        first_preferred = first_longer if u < length_bias else not first_longer
+        up = 1.0 if s1 < 10 else 0.0
+        if first_preferred:
+            s1, s2 = s1 + up, s2 - (1.0 - up)
+        else:
+            s1, s2 = s1 - (1.0 - up), s2 + up
+    s1 = min(10.0, max(1.0, s1 + position_bias))
+    return float(s1), float(s2)
 
 
-def pairwise_reply(messages: list[dict], position_bias: float = 0.0) -> str:
+def pairwise_reply(messages: list[dict], position_bias: float = 0.0, length_bias: float | None = None) -> str:
     """The full reply text to a pairwise prompt, in one of several score-line shapes."""
-    s1, s2 = expected_pair(messages, position_bias)
+    s1, s2 = expected_pair(messages, position_bias, length_bias)
     d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
     shape = _PAIR_SHAPES[_u64(d, 1) % len(_PAIR_SHAPES)]
     expl = _PAIR_EXPLANATIONS[_u64(d, 2) % len(_PAIR_EXPLANATIONS)]
     return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
 
 
-def reply_text(messages: list[dict], position_bias: float = 0.0) -> str:
+def reply_text(messages: list[dict], position_bias: float = 0.0, length_bias: float | None = None) -> str:
     """The fake judge's deterministic answer to a chat request (online and in a batch alike)."""
+    _check_length_bias(length_bias)  # before the try: a wrong setting is not a non-pairwise prompt
     kind = classify(messages)
     if kind == "rating":
         return rating_reply(messages)
     if kind == "pairwise":
         try:
-            return pairwise_reply(messages, position_bias)
+            return pairwise_reply(messages, position_bias, length_bias)
         except ValueError:
             return OTHER_REPLY
     return OTHER_REPLY

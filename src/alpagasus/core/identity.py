@@ -168,3 +168,38 @@ def generation_key(*, checkpoint: str, test_set_sha256: str, testset: str, model
                        "model": model_name, "template": template, "max_new_tokens": int(max_new_tokens),
                        "dtype": dtype}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- a per-record signal ------------------------------------------------------------------------
+
+# Keys of a signal that change how it runs, not its values: a change reruns nothing.
+SIGNAL_OPERATIONAL_KEYS = ("batch_size", "device_map", "resources")
+# Kinds whose values come from the same forward passes: IFD's two losses give the perplexity,
+# so the two share their cached losses.
+SAME_VALUES_AS = {"perplexity": "ifd"}
+# Where a model and its tokenizer are found: not what they are (the sha256 of their files is, in
+# signal_cache_key).
+SIGNAL_LOCATION_KEYS = ("model", "revision", "gguf_file", "tokenizer")
+# Bumped when what a cached value means changes (a new loss definition), never otherwise.
+SIGNAL_CACHE_VERSION = 1
+
+
+def signal_identity(signal_cfg: dict) -> dict:
+    """What defines a signal's values (its rule's params): the kind, the model as named (model,
+    revision, gguf_file), dtype, max_length, tokenizer and the kind's own keys; not the batch
+    size, device or job size."""
+    from alpagasus.core.config import filled
+
+    signal = filled("signals.*", signal_cfg)
+    return {k: v for k, v in sorted(signal.items()) if k not in SIGNAL_OPERATIONAL_KEYS}
+
+
+def signal_cache_key(identity: dict, weights_sha256: str, **context) -> str:
+    """The per-record cache a signal's values live in: what the model *is* (the sha256 of its
+    weights, not where it was found), the keys that define the values, and ``context`` (the
+    tokenizer files' sha256, the prompt template, the effective max_length)."""
+    what = {k: v for k, v in identity.items() if k not in SIGNAL_LOCATION_KEYS}
+    what["kind"] = SAME_VALUES_AS.get(what["kind"], what["kind"])
+    blob = json.dumps({"signal": what, "weights_sha256": weights_sha256, "context": context,
+                       "version": SIGNAL_CACHE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -12,6 +12,7 @@ until the whole file has passed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -204,6 +205,12 @@ def write_records(path: str | os.PathLike, records: list[dict]) -> None:
 
 def record_key(rec: dict) -> tuple[str, str, str]:
     return (rec["instruction"], rec["input"], rec["output"])
+
+
+def content_hash(rec: dict) -> str:
+    """sha256 of a record's instruction, input and output: the record matched by content (a
+    released selection against ours, a signal file's line against its record)."""
+    return hashlib.sha256("\x1f".join(record_key(rec)).encode("utf-8")).hexdigest()
 
 
 def duplicate_groups(records: list[dict]) -> list[list[int]]:

@@ -18,21 +18,16 @@ each release: precision |ours & theirs| / |ours|, recall |ours & theirs| / |thei
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 
 import numpy as np
 
-from alpagasus.data import record_key
+from alpagasus.data import content_hash, record_key  # noqa: F401  (content_hash: re-exported)
 
 GRID = 0.5
 MAX_SCORE = 5.0
 GRID_LABELS = [f"{GRID * i:g}" for i in range(int(MAX_SCORE / GRID) + 1)]
-
-
-def content_hash(rec: dict) -> str:
-    return hashlib.sha256("\x1f".join(record_key(rec)).encode("utf-8")).hexdigest()
 
 
 def grid_index(score: float) -> int:

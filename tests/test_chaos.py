@@ -116,8 +116,10 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("url", [f"http://127.0.0.1:{_closed_port()}/v1", "htp://127.0.0.1/v1"])
+# The port is found when the test runs, not at collection: xdist's workers must collect the same ids.
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{closed_port}/v1", "htp://127.0.0.1/v1"])
 def test_an_unreachable_server_stops_within_seconds(tmp_path, api_key, monkeypatch, url):
+    url = url.format(closed_port=_closed_port())
     monkeypatch.setattr(openai_judge, "BACKOFF_BASE_S", 1.0)  # the real backoff
     judge = judge_cfg(types.SimpleNamespace(base_url=url), concurrency=16, timeout_s=60, max_retries=8)
     t0 = time.monotonic()

@@ -97,6 +97,7 @@ def measured(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")  # three training processes at once (conftest.py)
 def test_the_memory_estimate_is_near_the_measured_peak(measured):
     for name, (est, peak) in measured.items():
         print(f"{name}: estimate {est['total_mb']:.0f} MB, measured peak RSS {peak:.0f} MB")
@@ -105,6 +106,7 @@ def test_the_memory_estimate_is_near_the_measured_peak(measured):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 def test_what_a_bigger_micro_batch_and_checkpointing_change_is_what_was_measured(measured):
     """Eight rows instead of one add activations (and logits); checkpointing takes most of them
     back. The estimate's differences follow the measured peaks' (weights and overhead cancel)."""

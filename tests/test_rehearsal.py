@@ -25,6 +25,9 @@ VARIANTS = ["alpagasus", "alpaca", "random"]
 TEST_SETS = ["vicuna", "sinstruct"]
 N_RECORDS, N_ITEMS, STEPS = 120, 5, 2
 CONVERTED = "models/SmolLM2-135M-Instruct.Q4_1"
+# A run on both cores: it shares an xdist worker with the other heavy runs (conftest.py); the
+# first test builds it, bounded by its snakemake's own timeout rather than the default 600 s.
+pytestmark = [pytest.mark.xdist_group("heavy"), pytest.mark.timeout(1500)]
 
 
 def test_the_shipped_overlay_passes_the_checks_and_drops_the_paper_extra_selections(tmp_path):

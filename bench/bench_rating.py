@@ -34,10 +34,10 @@ from alpagasus.judging.rating import rate_records  # noqa: E402
 from _report import report  # noqa: E402  (bench/_report.py)
 
 
-def start_server(latency_ms: float, rpm_cap: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency_ms: float, rpm_cap: float, log: str | None = None) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "alpagasus.testing.fake_openai", "--latency-ms", str(latency_ms),
-         "--rpm-cap", str(rpm_cap), "--port", "0"],
+         "--rpm-cap", str(rpm_cap), "--port", "0", *(["--log", log] if log else [])],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
     line = proc.stdout.readline().split()
@@ -67,12 +67,14 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="default: enough to fill the cap")
     ap.add_argument("--sequential-sample", type=int, default=60)
     ap.add_argument("--out", help="also write the figures here (JSON)")
+    ap.add_argument("--server-log", help="the server's own log of every request (JSON lines, arrival and "
+                                         "reply times): the timings as the server saw them")
     args = ap.parse_args()
 
     records = load_records(args.records)[: args.limit]
     cap_rps = args.rpm / 60
     concurrency = args.concurrency or int(cap_rps * args.latency_ms / 1000 * 1.5) + 8
-    server, base_url = start_server(args.latency_ms, args.rpm)
+    server, base_url = start_server(args.latency_ms, args.rpm, args.server_log)
     os.environ["BENCH_KEY"] = "sk-bench"
     try:
         seq_rps = asyncio.run(sequential(records, base_url, args.sequential_sample))

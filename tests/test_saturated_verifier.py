@@ -56,13 +56,14 @@ def test_saturated_overlay_selection_stage(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")  # a miniature on both cores (conftest.py)
 def test_saturated_miniature_end_to_end(tmp_path):
     """The README's saturated run: both selections train, the exact verifier judges them pairwise.
     The outcome is measured and printed (for the README), not forced."""
     import csv
 
     from alpagasus.core.io import read_jsonl
-    from test_miniature import _snakemake
+    from conftest import run_snakemake as _snakemake
 
     _, wall = _snakemake(tmp_path, "--configfile", REPO / "config/smoke.yaml", REPO / "config/saturated.yaml")
     res = tmp_path / "results/saturated"

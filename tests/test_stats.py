@@ -177,12 +177,29 @@ def test_bootstrap_deterministic_for_seed() -> None:
     assert len(others) > 1
 
 
-def test_bootstrap_contains_point_estimate() -> None:
-    outcomes = [1] * 41 + [0] * 15 + [-1] * 24
-    low, high = bootstrap_ci(outcomes, n_samples=4000, seed=0)
-    point = np.mean(outcomes) + 1
-    assert low < point < high
-    assert 0.0 <= low and high <= 2.0
+def test_bootstrap_exact_small_cases() -> None:
+    # [win, tie]: a resample of 2 items has 0, 1 or 2 wins with probabilities 1/4, 1/2, 1/4, so
+    # its winning score is 1.0, 1.5 or 2.0; the 2.5/97.5% percentiles are the extremes and the
+    # 40/60% ones the middle value.
+    assert bootstrap_ci([1, 0], n_samples=20_000, seed=0, alpha=0.05) == (1.0, 2.0)
+    assert bootstrap_ci([1, 0], n_samples=20_000, seed=0, alpha=0.8) == (1.5, 1.5)
+    assert bootstrap_ci([1, -1], n_samples=20_000, seed=0, alpha=0.05) == (0.0, 2.0)
+    assert bootstrap_ci([1, -1], n_samples=20_000, seed=0, alpha=0.8) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize(("alpha", "low", "high"), [(0.05, 0.93, 0.985), (0.5, 0.44, 0.60)])
+def test_bootstrap_interval_covers_the_true_score_at_its_nominal_rate(alpha, low, high) -> None:
+    """Simulated test sets of 100 items drawn with a known win/tie/lose rate (true winning score
+    1 + 0.45 - 0.25 = 1.2): the interval holds the truth in about 1 - alpha of them."""
+    rng = np.random.default_rng(2024)
+    truth, trials = 1.2, 300
+    hits = 0
+    for _ in range(trials):
+        outcomes = rng.choice([1, 0, -1], size=100, p=[0.45, 0.30, 0.25])
+        lo, hi = bootstrap_ci(outcomes, n_samples=2000, seed=int(rng.integers(2**31)), alpha=alpha)
+        assert 0.0 <= lo <= hi <= 2.0
+        hits += lo <= truth <= hi
+    assert low <= hits / trials <= high, hits / trials
 
 
 def test_bootstrap_width_matches_normal_approximation() -> None:

@@ -1,5 +1,4 @@
 """The real DAG through `snakemake`, with the openai judge pointed at the fake server."""
-import json
 import os
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import yaml
 from conftest import REPO
 
 from alpagasus.data import load_records
-from alpagasus.data.miniature import solve
 from alpagasus.testing.fake_openai import FakeOpenAIServer
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -58,23 +56,6 @@ def test_bad_config_stops_before_any_rule_naming_the_key(tmp_path, bad, message)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
-
-
-@pytest.mark.slow
-def test_miniature_selection_keeps_exactly_the_correct_records(tmp_path):
-    cfg = overlay(tmp_path / "small.yaml", {"data": {"miniature": {"n_records": 600}}})
-    snakemake(tmp_path, "results/smoke/filtered_9k.json", "results/smoke/random_9k.json",
-              "results/smoke/selection_summary.json", "--configfile", REPO / "config/smoke.yaml", cfg)
-    res = tmp_path / "results/smoke"
-    records = load_records(res / "alpaca_52k.json")
-    correct = [r for r in records if r["output"] == solve(r["instruction"], r["input"])]
-    assert 0.6 * 600 < len(correct) < 0.8 * 600  # 30% corrupted, a few accidentally right
-    assert load_records(res / "filtered_9k.json") == correct  # same records, original order
-    rand = load_records(res / "random_9k.json")
-    assert len(rand) == len(correct) and rand != correct
-    summary = json.loads((res / "selection_summary.json").read_text())
-    assert summary["kept"] == len(correct) and summary["unscored"] == 0
-    assert (res / "plots/score_hist.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -22,14 +22,15 @@ def harness_selections(kind):
     return {n: variant_data(random_variant(COMPARE["k"]) if n == "random" else n) for n in names}
 
 
+def harness_keys():
+    """(size, kind) of every harness table, in the order of harness_outputs."""
+    return [(size, kind) for size in config["evaluation"]["sizes"] for kind in ("selectors", "data_size")
+            if HARNESS[kind]]
+
+
 def harness_outputs():
-    out = []
-    for size in config["evaluation"]["sizes"]:
-        if HARNESS["selectors"]:
-            out += [f"{R}/selectors_{size}.csv", f"{R}/plots/selectors_{size}.png"]
-        if HARNESS["data_size"]:
-            out += [f"{R}/data_size_{size}.csv", f"{R}/plots/data_size_{size}.png"]
-    return out
+    """The table and plot of each harness table, in pairs."""
+    return [f for size, kind in harness_keys() for f in (f"{R}/{kind}_{size}.csv", f"{R}/plots/{kind}_{size}.png")]
 
 
 # A checkpoint, as every rule that writes training data (rules/common.smk, "reruns by content").

@@ -157,7 +157,7 @@ def test_a_compared_selector_takes_the_comparisons_k(tmp_path):
 @pytest.mark.parametrize("overlay, key", [
     ({"evaluation": {"selectors": {"names": ["nope"], "k": 10}}}, "evaluation.selectors.names: no selector named 'nope'"),
     ({"selection": {"selectors": {"v": {"signal": "score", "method": "top_k"}}},
-      "evaluation": {"selectors": {"names": ["v"]}}}, "evaluation.selectors.k: required"),
+      "evaluation": {"selectors": {"names": ["v"], "k": None}}}, "evaluation.selectors.k: required"),
     ({"selection": {"selectors": {"v": {"signal": "score", "method": "threshold", "threshold": 4}}},
       "evaluation": {"selectors": {"names": ["v"], "k": 10}}}, "selection.selectors.v.method"),
     ({"selection": {"selectors": {"v": {"signal": "score", "method": "top_k", "k": 5}}},
@@ -209,3 +209,68 @@ def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
     assert len(load_records(res / "selections" / "random_k1000.json")) == k
     # The generated comparisons are ordinary ones: judged by judge_pair in both orders.
     assert (res / "judgements" / "tiny" / "verifier_seed43-vs-random_k1000_seed43" / "mini.jsonl").exists()
+
+
+# --- the README's selectors block and the report's section, from a synthetic results dir -------
+
+
+def _fake_results(tmp_path):
+    """A results dir as the overlay leaves it: selections, answers of 2 seeds, the table."""
+    from alpagasus.evaluation.selectors_table import random_variant
+
+    res = tmp_path / "res"
+    (res / "selections").mkdir(parents=True)
+    rev = "Write the word backwards."
+    good = [{"instruction": rev, "input": w, "output": w[::-1]} for w in ("abc", "dog", "cats")]
+    bad = [{"instruction": rev, "input": "emu", "output": "emu"}]
+    (res / "selections" / "verifier.json").write_text(json.dumps(good + good[:1]))
+    (res / "selections" / f"{random_variant(4)}.json").write_text(json.dumps(good[:2] + bad + bad))
+    for variant, hits in (("verifier", [3, 2]), (random_variant(4), [1, 1])):
+        for name, h in zip((variant, f"{variant}_seed43"), hits):
+            d = res / "generations" / f"{name}-tiny"
+            d.mkdir(parents=True)
+            d.joinpath("mini.jsonl").write_text("".join(
+                json.dumps({"id": str(i), "answer": "x" if i >= h else "r", "reference": "r"}) + "\n" for i in range(4)))
+    entries = []
+    for sel, opp, w in (("verifier", "random", 6), ("verifier", "alpaca", 7), ("random", "alpaca", 5)):
+        for seed in (42, 43):
+            entries.append({"selector": sel, "opponent": opp, "seed": seed, "paths": {
+                "mini": _judgements(tmp_path / "j" / f"{sel}-{opp}-{seed}.jsonl", [1] * w + [-1] * (10 - w))}})
+    sels = {"verifier": str(res / "selections" / "verifier.json"),
+            "random": str(res / "selections" / f"{random_variant(4)}.json")}
+    st.write_selectors(entries, sels, "verifier", 4, res / "selectors_tiny.csv", res / "plots" / "selectors_tiny.png",
+                       title="t", bootstrap_samples=100)
+    return res
+
+
+def test_the_readme_selectors_block_is_printed_from_the_results(tmp_path):
+    from alpagasus.reporting import miniature_table as mt
+
+    res = _fake_results(tmp_path)
+    text = mt.selectors_markdown(res)
+    lines = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()[2:]}
+    assert set(lines) == {"verifier", "random"}
+    v, r = lines["verifier"], lines["random"]
+    assert v[1] == "4" and v[2] == "1.000" and r[2] == "0.500"        # precision from solve()
+    assert v[3] == "3.2" and r[3] == "3.0"                            # mean response chars
+    assert v[4] == f"0.625 ± {np.std([0.75, 0.5], ddof=1):.3f}"       # exact match over 2 seeds
+    assert v[5].startswith("1.200 [") and r[5] == ""                  # vs random; random has none
+    assert "2 seeds" in text.splitlines()[0] and "k = 4" in text.splitlines()[0]
+    # Rewritten between its own markers, the main block left alone.
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{mt.START}\nmain\n{mt.END}\nb\n{mt.SELECTORS_START}\nold\n{mt.SELECTORS_END}\nc\n")
+    assert mt.main([str(res), "--selectors", "--readme", str(readme)]) == 0
+    new = readme.read_text()
+    assert mt.committed_section(new, start=mt.SELECTORS_START, end=mt.SELECTORS_END) == text
+    assert mt.committed_section(new) == "main\n"
+
+
+def test_the_report_has_a_selectors_section(tmp_path):
+    from alpagasus.reporting.report import _harness_section
+
+    res = _fake_results(tmp_path)
+    html = "".join(_harness_section([("tiny", "selectors", res / "selectors_tiny.csv",
+                                      res / "plots" / "selectors_tiny.png")]))
+    assert "Selectors compared" in html and "k = 4" in html and "data:image/png;base64," in html
+    assert html.count("<tr>") == 1 + 3  # header + a row per selector and opponent
+    assert _harness_section([]) == []

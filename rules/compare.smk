@@ -3,34 +3,7 @@
 # (evaluation/selectors_table.py plan) and judged by rule judge_pair with the configured ones
 # (rules/common.smk all_comparisons); the tables read the same judgement files back.
 
-from alpagasus.evaluation.selectors_table import plan as harness_plan, random_variant
-
-COMPARE = config["evaluation"]["selectors"]
-HARNESS = harness_plan(config["evaluation"], config["training"]["seed"])
-
-
-def harness_entries(kind, size):
-    """The plan's entries with their judgement files, per test set."""
-    return [{**e, "paths": {t: f"{R}/judgements/{size}/{e['model_a']}-vs-{e['model_b']}/{t}.jsonl"
-                            for t in config["generation"]["test_sets"]}}
-            for e in HARNESS[kind]]
-
-
-def harness_selections(kind):
-    """Selector name -> the selection file its training-seed variant trains on."""
-    names = dict.fromkeys(e["selector"] for e in HARNESS[kind])
-    return {n: variant_data(random_variant(COMPARE["k"]) if n == "random" else n) for n in names}
-
-
-def harness_keys():
-    """(size, kind) of every harness table, in the order of harness_outputs."""
-    return [(size, kind) for size in config["evaluation"]["sizes"] for kind in ("selectors", "data_size")
-            if HARNESS[kind]]
-
-
-def harness_outputs():
-    """The table and plot of each harness table, in pairs."""
-    return [f for size, kind in harness_keys() for f in (f"{R}/{kind}_{size}.csv", f"{R}/plots/{kind}_{size}.png")]
+# Helpers: rules/common.smk ("selectors compared").
 
 
 # A checkpoint, as every rule that writes training data (rules/common.smk, "reruns by content").

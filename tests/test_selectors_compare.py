@@ -179,13 +179,13 @@ def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
     # The shipped overlay with 2 seeds and 40 training steps: the rows and columns are what is
     # checked here, not the models (the README's table comes from the full overlay).
     shrink = tmp_path / "shrink.yaml"
-    shrink.write_text(yaml.safe_dump({"evaluation": {"seeds": [42, 43]},
+    shrink.write_text(yaml.safe_dump({"evaluation": {"seeds": [42, 43], "data_size": ["verifier", "alpagasus"]},
                                       "training": {"sizes": {"tiny": {"max_steps": 40, "save_every_steps": 40}}}}))
     cfg = yaml.safe_load(SMOKE.read_text())
     res = tmp_path / cfg["results_dir"]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--cores", "2", "--configfile", str(SMOKE), str(OVERLAY), str(shrink), "--",
-           f"{cfg['results_dir']}/selectors_tiny.csv"]
+           f"{cfg['results_dir']}/selectors_tiny.csv", f"{cfg['results_dir']}/data_size_tiny.csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-6000:]
     with open(res / "selectors_tiny.csv", newline="") as fh:
@@ -207,6 +207,15 @@ def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
     kept = load_records(res / "selections" / "verifier.json")
     assert all(r["output"] == solve(r["instruction"], r["input"]) for r in kept)
     assert len(load_records(res / "selections" / "random_k1000.json")) == k
+    # The data-size curve from the same machinery: each selection against the full set, its size its own.
+    curve = st.read_table(res / "data_size_tiny.csv")
+    assert [(r["selector"], r["opponent"], r["seeds"]) for r in curve] == [("verifier", "alpaca", "2"),
+                                                                          ("alpagasus", "alpaca", "2")]
+    assert curve[0]["kept"] == str(k) and curve[1]["kept"] == str(len(load_records(res / "filtered_9k.json")))
+    # verifier vs alpaca is one comparison, judged once for both tables.
+    same = [r for r in rows if (r["selector"], r["opponent"]) == ("verifier", "alpaca")][0]
+    assert same["winning_score"] == curve[0]["winning_score"]
+    assert (res / "plots" / "data_size_tiny.png").stat().st_size > 0
     # The generated comparisons are ordinary ones: judged by judge_pair in both orders.
     assert (res / "judgements" / "tiny" / "verifier_seed43-vs-random_k1000_seed43" / "mini.jsonl").exists()
 

@@ -66,6 +66,9 @@ localrules:
     report,
     judging_estimate,
     judge_agreement,
+    random_at_k,
+    selectors_table,
+    data_size_table,
 
 
 include: "rules/common.smk"
@@ -77,6 +80,7 @@ include: "rules/signals.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/judge.smk"
+include: "rules/compare.smk"
 include: "rules/report.smk"
 
 
@@ -91,4 +95,5 @@ rule all:
         f"{R}/plots/score_hist.png",
         [f"{R}/selections/{name}.json" for name in config["selection"]["extra"] or {}],
         agreement_outputs(),
+        harness_outputs(),
     default_target: True

@@ -41,11 +41,20 @@ def answers_file(name, size, testset):
     return f"{R}/generations/{name}-{size}/{testset}.jsonl"
 
 
+def all_comparisons():
+    # evaluation.comparisons, then those the harnesses generate (evaluation.selectors and
+    # data_size, rules/compare.smk): one judging path for all.
+    from alpagasus.evaluation.selectors_table import generated_comparisons
+
+    return [*config["evaluation"]["comparisons"],
+            *generated_comparisons(config["evaluation"], config["training"]["seed"])]
+
+
 def judgement_files(size):
     return [
         {"model_a": a, "model_b": b, "test_set": t,
          "path": f"{R}/judgements/{size}/{a}-vs-{b}/{t}.jsonl"}
-        for a, b in config["evaluation"]["comparisons"]
+        for a, b in all_comparisons()
         for t in config["generation"]["test_sets"]
     ]
 
@@ -53,15 +62,28 @@ def judgement_files(size):
 def compared_checkpoints():
     # The checkpoints behind the configured comparisons (references are not trained here).
     ev = config["evaluation"]
-    names = dict.fromkeys(v for pair in ev["comparisons"] for v in pair if v not in ev["references"])
+    names = dict.fromkeys(v for pair in all_comparisons() for v in pair if v not in ev["references"])
     return [f"{R}/checkpoints/{v}-{s}" for s in ev["sizes"] for v in names]
 
 
 # --- training and generation (training.sizes) ---------------------------------------------
 
 
+def variant_seed(variant):
+    """The training seed of a variant: ``{name}_seed{N}`` (evaluation.seeds) trains with N."""
+    from alpagasus.evaluation.selectors_table import split_seed
+
+    return split_seed(variant, config["training"]["seed"])[1]
+
+
 def variant_data(variant):
-    """The JSON list of Alpaca records a training variant uses."""
+    """The JSON list of Alpaca records a training variant uses (a seeded one: its name's)."""
+    from alpagasus.evaluation.selectors_table import random_variant, split_seed
+
+    variant = split_seed(variant, config["training"]["seed"])[0]
+    k = config["evaluation"]["selectors"]["k"]
+    if k is not None and variant == random_variant(k):  # rules/compare.smk random_at_k
+        return f"{R}/selections/{variant}.json"
     fixed = {
         "alpagasus": f"{R}/filtered_9k.json",
         "alpaca": f"{R}/alpaca_52k.json",
@@ -364,3 +386,35 @@ def signal_models(wc):
 
 def signal_threads(wc):
     return int(SIGNALS[wc.signal]["resources"]["cpus_per_task"])
+
+
+# --- selectors compared (rules/compare.smk) ------------------------------------------------
+
+from alpagasus.evaluation.selectors_table import plan as harness_plan, random_variant
+
+COMPARE = config["evaluation"]["selectors"]
+HARNESS = harness_plan(config["evaluation"], config["training"]["seed"])
+
+
+def harness_entries(kind, size):
+    """The plan's entries with their judgement files, per test set."""
+    return [{**e, "paths": {t: f"{R}/judgements/{size}/{e['model_a']}-vs-{e['model_b']}/{t}.jsonl"
+                            for t in config["generation"]["test_sets"]}}
+            for e in HARNESS[kind]]
+
+
+def harness_selections(kind):
+    """Selector name -> the selection file its training-seed variant trains on."""
+    names = dict.fromkeys(e["selector"] for e in HARNESS[kind])
+    return {n: variant_data(random_variant(COMPARE["k"]) if n == "random" else n) for n in names}
+
+
+def harness_keys():
+    """(size, kind) of every harness table, in the order of harness_outputs."""
+    return [(size, kind) for size in config["evaluation"]["sizes"] for kind in ("selectors", "data_size")
+            if HARNESS[kind]]
+
+
+def harness_outputs():
+    """The table and plot of each harness table, in pairs."""
+    return [f for size, kind in harness_keys() for f in (f"{R}/{kind}_{size}.csv", f"{R}/plots/{kind}_{size}.png")]

@@ -15,6 +15,7 @@ rule report:
         ],
         agreement=agreement_outputs(),
         generations=[answers_file(m, s, t) for s, m, t in answers_compared()],
+        harnesses=harness_outputs(),  # rules/compare.smk: (table, plot) per size and kind
     output:
         html=report(f"{R}/report.html", caption="../report/report_html.rst", category="0. The run on one page",
                     labels={"result": "report.html"}),
@@ -22,6 +23,7 @@ rule report:
     params:
         sizes=config["evaluation"]["sizes"],
         generation_keys=answers_compared(),
+        harness_keys=harness_keys(),
         config_files=config_files_used(),
         config_overrides=dict(workflow.config_settings.config),
     log:

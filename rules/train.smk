@@ -47,7 +47,7 @@ rule train:
         data_sha256=trained_on_sha256,
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
         template=lambda wc: config["training"]["template"],
-        seed=config["training"]["seed"],
+        seed=lambda wc: variant_seed(wc.variant),  # training.seed, or a seeded variant's (evaluation.seeds)
     threads: lambda wc: int(_res(wc.size, "resources")["cpus_per_task"])
     resources:
         **rule_resources("resources"),

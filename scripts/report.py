@@ -20,6 +20,8 @@ build(selection_summary=i.selection_summary, score_hist=i.score_hist, rating_cos
       agreement=list(i.agreement) or None,
       loss_curves=list(zip(sizes, snakemake.output.loss_curves)),
       generations=[(*key, path) for key, path in zip(p.generation_keys, i.generations)],
+      harnesses=[(size, kind, i.harnesses[2 * n], i.harnesses[2 * n + 1])
+                 for n, (size, kind) in enumerate(p.harness_keys)],
       judge_backends={name: j.get("backend") for name, j in cfg["judges"].items()},
       provenance=provenance(config_files=p.config_files, overrides=p.config_overrides, seeds=seeds,
                             where=Path(snakemake.scriptdir)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 
 import jsonschema
@@ -220,6 +221,7 @@ def check_references(cfg: dict) -> None:
     for name in (cfg.get("rating") or {}).get("compare") or []:
         if name not in judges:
             raise ConfigError(f"config rating.compare: no judge named {name!r} (judges: {', '.join(sorted(judges))})")
+    _apply_comparison_k(cfg)
     _check_selectors(cfg)
     selection = cfg.get("selection") or {}
     known = BUILTIN_VARIANTS | set(selection.get("extra") or {}) | set(selection.get("selectors") or {})
@@ -236,11 +238,54 @@ def check_references(cfg: dict) -> None:
         for v in (a, b):
             if v not in known | refs:
                 raise ConfigError(f"config evaluation.comparisons: {v!r} is not a variant or a reference")
+    for name in (cfg.get("evaluation") or {}).get("data_size") or []:
+        if name not in known - {"alpaca"}:
+            raise ConfigError(f"config evaluation.data_size: {name!r} is neither alpagasus/random nor a "
+                              f"selection.extra or selection.selectors name")
+    for name in known:
+        if SEEDED_NAME.match(name):
+            raise ConfigError(f"config selection: the name {name!r} ends like a seeded variant (_seed<N>, "
+                              f"evaluation.seeds); rename it")
     for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
         _check_size_paths(name, size or {})
         _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
     for name, judge in judges.items():
         _check_judge_paths(name, judge or {})
+
+
+# A variant trained with another seed than training.seed (evaluation/selectors_table.py seeded).
+SEEDED_NAME = re.compile(r"^.+_seed\d+$")
+
+
+def _apply_comparison_k(cfg: dict) -> None:
+    """evaluation.selectors names selection.selectors entries of method top_k; the comparison's
+    k is theirs (filled where they name none: one home for the size they are compared at)."""
+    comp = (cfg.get("evaluation") or {}).get("selectors") or {}
+    names = comp.get("names") or []
+    if not names:
+        return
+    k = comp.get("k")
+    if k is None:
+        raise ConfigError("config evaluation.selectors.k: required with evaluation.selectors.names (the size "
+                          "every selector keeps; the paper's: 9229, the records its judge rated >= 4.5)")
+    selectors = (cfg.get("selection") or {}).get("selectors") or {}
+    for name in names:
+        if name in BUILTIN_VARIANTS:
+            raise ConfigError(f"config evaluation.selectors.names: {name!r} is a built-in variant, not a selector "
+                              f"(random at k and the full set are every selector's opponents; the judge's "
+                              f"selection at k is a selector with signal: score, method: top_k)")
+        if name not in selectors:
+            raise ConfigError(f"config evaluation.selectors.names: no selector named {name!r} under "
+                              f"selection.selectors ({', '.join(sorted(selectors)) or 'none'})")
+        sel = selectors[name]
+        if sel.get("method") != "top_k":
+            raise ConfigError(f"config selection.selectors.{name}.method: {sel.get('method')!r}, but "
+                              f"evaluation.selectors compares it at k = {k}: use method: top_k")
+        if sel.get("k") is None:
+            sel["k"] = k
+        elif sel["k"] != k:
+            raise ConfigError(f"config selection.selectors.{name}.k: {sel['k']}, but evaluation.selectors.k is {k} "
+                              f"(leave it out: the comparison's k is used)")
 
 
 # What each method of a selector needs.

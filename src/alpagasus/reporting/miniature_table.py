@@ -64,8 +64,10 @@ def markdown(results: str | Path, size: str = "tiny", test_set: str = "mini") ->
               "dropped": summary["records"] - summary["kept"]}
     rows = read_winrate(res / f"winrate_{size}.csv", test_set)
     first = rows[0]["model_a"]
-    if any(r["model_a"] != first for r in rows):
-        raise ValueError(f"{res}/winrate_{size}.csv: the table expects one model A in every comparison")
+    # The table is model A's against each other model: the configured comparisons come first,
+    # those the selectors' overlay generates follow (rules/common.smk all_comparisons) and have
+    # their own block (selectors_markdown).
+    rows = [r for r in rows if r["model_a"] == first]
     models = [first, *[r["model_b"] for r in rows]]
     against = {r["model_b"]: r for r in rows}
 
@@ -89,20 +91,83 @@ def markdown(results: str | Path, size: str = "tiny", test_set: str = "mini") ->
     return "\n".join(out) + "\n"
 
 
-def replace_section(text: str, section: str, where: str = "README") -> str:
+# The selectors' block (config/selectors_smoke.yaml): a second generated section of the README.
+SELECTORS_START = ("<!-- miniature-selectors:start (python -m alpagasus.reporting.miniature_table results/smoke "
+                   "--selectors --readme README.md) -->")
+SELECTORS_END = "<!-- miniature-selectors:end -->"
+
+
+def _seeded_generations(res: Path, variant: str, size: str, test_set: str) -> list[Path]:
+    """The answers of every seed's model of a variant: ``{variant}-{size}`` and ``{variant}_seed{N}-{size}``."""
+    plain = res / "generations" / f"{variant}-{size}" / f"{test_set}.jsonl"
+    seeded = sorted((res / "generations").glob(f"{variant}_seed*-{size}/{test_set}.jsonl"))
+    return [p for p in [plain, *seeded] if p.exists()]
+
+
+def _mean_sd(values: list[float]) -> str:
+    import statistics
+
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def selectors_markdown(results: str | Path, size: str = "tiny", test_set: str = "mini") -> str:
+    """The README's selectors section, from ``selectors_{size}.csv`` and the files it was made of:
+    per selector the records kept, their precision (the share whose response is the correct
+    one: the miniature's ``solve`` knows it), their mean response length, the exact match of its
+    models (mean ± sd over seeds) and its winning scores against random at the same k, raw and
+    length-controlled, pooled over seeds."""
+    from alpagasus.data import load_records
+    from alpagasus.data.miniature import solve
+    from alpagasus.evaluation.selectors_table import random_variant, read_table
+
+    res = Path(results)
+    rows = [r for r in read_table(res / f"selectors_{size}.csv") if r["test_set"] in (test_set, "pooled")]
+    if not rows:
+        raise ValueError(f"{res}/selectors_{size}.csv: no row for test set {test_set!r}")
+    k = int(rows[0]["k"])
+    seeds = rows[0]["seeds"]
+    out = [f"| selector (k = {k:,}) | kept | precision | mean response chars | exact match on {test_set} "
+           f"(mean ± sd, {seeds} seeds) | vs random: winning score [95% CI] | length-controlled [95% CI] "
+           f"| vs alpaca: winning score [95% CI] |",
+           "|---|---|---|---|---|---|---|---|"]
+
+    def ci(r, a, lo, hi):
+        return "" if r is None or r[a] == "" else f"{float(r[a]):.3f} [{float(r[lo]):.3f}, {float(r[hi]):.3f}]"
+
+    for sel in dict.fromkeys(r["selector"] for r in rows):
+        variant = random_variant(k) if sel == "random" else sel
+        kept = load_records(res / "selections" / f"{variant}.json")
+        correct = sum(r["output"] == solve(r["instruction"], r["input"]) for r in kept)
+        em = []
+        for path in _seeded_generations(res, variant, size, test_set):
+            hits, n = exact_match(path)
+            em.append(hits / n)
+        vs = {r["opponent"]: r for r in rows if r["selector"] == sel}
+        mean_chars = sum(len(r["output"]) for r in kept) / len(kept) if kept else float("nan")
+        cells = [sel, f"{len(kept):,}", f"{correct / len(kept):.3f}" if kept else "", f"{mean_chars:.1f}",
+                 _mean_sd(em) if em else "", ci(vs.get("random"), "winning_score", "ci_low", "ci_high"),
+                 ci(vs.get("random"), "lc_winning_score", "lc_ci_low", "lc_ci_high"),
+                 ci(vs.get("alpaca"), "winning_score", "ci_low", "ci_high")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def replace_section(text: str, section: str, where: str = "README", start: str = START, end: str = END) -> str:
     """``text`` with what lies between the markers replaced by ``section``."""
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise ValueError(f"{where}: expected one {START!r} line followed by one {END!r} line")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{section}{END}{tail}"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"{where}: expected one {start!r} line followed by one {end!r} line")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{section}{end}{tail}"
 
 
-def committed_section(text: str, where: str = "README") -> str:
+def committed_section(text: str, where: str = "README", start: str = START, end: str = END) -> str:
     """What lies between the markers (as ``markdown`` prints it)."""
-    if text.count(START) != 1 or text.count(END) != 1:
-        raise ValueError(f"{where}: expected one {START!r} line followed by one {END!r} line")
-    return text.split(START, 1)[1].split(END, 1)[0].lstrip("\n")
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise ValueError(f"{where}: expected one {start!r} line followed by one {end!r} line")
+    return text.split(start, 1)[1].split(end, 1)[0].lstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", help="the miniature's results directory (results/smoke)")
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--test-set", default="mini")
+    ap.add_argument("--selectors", action="store_true",
+                    help="the selectors' section (a run with config/selectors_smoke.yaml) instead of the main one")
     ap.add_argument("--readme", help="rewrite the section between the markers in this file instead of printing")
     args = ap.parse_args(argv)
-    section = markdown(args.results, args.size, args.test_set)
+    if args.selectors:
+        section = selectors_markdown(args.results, args.size, args.test_set)
+        markers = {"start": SELECTORS_START, "end": SELECTORS_END}
+    else:
+        section = markdown(args.results, args.size, args.test_set)
+        markers = {"start": START, "end": END}
     if args.readme:
         path = Path(args.readme)
-        new = replace_section(path.read_text(encoding="utf-8"), section, str(path))
+        new = replace_section(path.read_text(encoding="utf-8"), section, str(path), **markers)
         with atomic_open(path) as fh:
             fh.write(new)
     else:

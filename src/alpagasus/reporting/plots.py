@@ -150,3 +150,68 @@ def loss_figure(train_logs: list[dict], title: str):
 def loss_curves(train_logs: list[dict], path: str | Path, title: str = "Training loss on response tokens") -> None:
     """The variants of one size in one chart, so their curves can be compared."""
     _save(loss_figure(train_logs, title), path)
+
+
+def _pooled(rows: list[dict]) -> list[dict]:
+    """A harness's rows over every test set: its pooled rows, or its only test set's."""
+    pooled = [r for r in rows if r["test_set"] == "pooled"]
+    return pooled or rows
+
+
+def _num(x):
+    return None if x in (None, "") else float(x)
+
+
+def selectors_plot(rows: list[dict], path: str | Path, title: str) -> None:
+    """Winning score with its 95% interval per selector (pooled over test sets and seeds), one
+    marker per opponent, and the length-controlled score beside it (hollow)."""
+    rows = _pooled(rows)
+    selectors = list(dict.fromkeys(r["selector"] for r in rows))
+    opponents = list(dict.fromkeys(r["opponent"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.5 * len(selectors) * max(1, len(opponents))))
+    colors = dict(zip(opponents, ["tab:blue", "tab:orange", "tab:green", "tab:purple"]))
+    step = 0.8 / max(1, len(opponents))
+    for j, opp in enumerate(opponents):
+        for i, sel in enumerate(selectors):
+            r = next((r for r in rows if r["selector"] == sel and r["opponent"] == opp), None)
+            if r is None or _num(r["winning_score"]) is None:
+                continue
+            y = i + (j - (len(opponents) - 1) / 2) * step
+            ws, lo, hi = _num(r["winning_score"]), _num(r["ci_low"]), _num(r["ci_high"])
+            ax.errorbar([ws], [y], xerr=[[ws - lo], [hi - ws]], fmt="o", color=colors[opp], capsize=3,
+                        label=f"vs {opp}" if i == 0 else None)
+            lc = _num(r.get("lc_winning_score"))
+            if lc is not None:
+                ax.plot([lc], [y], marker="D", mfc="none", color=colors[opp], ls="none",
+                        label=f"vs {opp}, length-controlled" if i == 0 else None)
+    ax.axvline(1.0, color="gray", ls="--", lw=1)
+    ax.set_yticks(range(len(selectors)), [f"{s} ({next(r['kept'] for r in rows if r['selector'] == s)})"
+                                          for s in selectors])
+    ax.invert_yaxis()
+    ax.set_xlabel("winning score (1 = parity) with 95% bootstrap interval; hollow: length-controlled")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+
+
+def data_size_plot(rows: list[dict], path: str | Path, title: str) -> None:
+    """The paper's Fig. 1: winning score against the full set by the number of records kept."""
+    rows = sorted(_pooled(rows), key=lambda r: int(r["kept"]))
+    xs = [int(r["kept"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ws = [_num(r["winning_score"]) for r in rows]
+    ok = [i for i, w in enumerate(ws) if w is not None]
+    ax.errorbar([xs[i] for i in ok], [ws[i] for i in ok],
+                yerr=[[ws[i] - _num(rows[i]["ci_low"]) for i in ok], [_num(rows[i]["ci_high"]) - ws[i] for i in ok]],
+                fmt="o-", capsize=3, label="winning score vs the full set")
+    lc = [(xs[i], _num(rows[i].get("lc_winning_score"))) for i in ok if _num(rows[i].get("lc_winning_score")) is not None]
+    if lc:
+        ax.plot(*zip(*lc), "D--", mfc="none", label="length-controlled")
+    for i in ok:
+        ax.annotate(rows[i]["selector"], (xs[i], ws[i]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_xlabel("records kept")
+    ax.set_ylabel("winning score (1 = parity)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)

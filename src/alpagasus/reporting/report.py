@@ -321,6 +321,42 @@ def _pairwise_section(winrates, generations) -> list[str]:
     return out
 
 
+def _harness_rows(rows: list[dict]) -> list[dict]:
+    return [{"selector": r["selector"], "kept": r["kept"], "against": r["opponent"], "test set": r["test_set"],
+             "seeds": r["seeds"], "n": r["n"],
+             "winning score [95% CI], seeds pooled": _with_ci(r, "winning_score", "ci_low", "ci_high"),
+             "over seeds: mean (sd)": (f"{r['seed_mean']} ({r['seed_sd'] or '-'})" if r.get("seed_mean") else ""),
+             "length-controlled [95% CI]": _with_ci(r, "lc_winning_score", "lc_ci_low", "lc_ci_high"),
+             "kept records' mean response chars": r["kept_mean_response_chars"],
+             "mean answer chars (selector / opponent)": f"{r['mean_chars_a']} / {r['mean_chars_b']}"}
+            for r in rows]
+
+
+def _harness_section(harnesses) -> list[str]:
+    """``harnesses``: (size, kind, csv, png), kind "selectors" or "data_size" (evaluation/selectors_table.py)."""
+    if not harnesses:
+        return []
+    out = ["<h2>Selectors compared</h2>"]
+    for size, kind, table, png in harnesses:
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if kind == "selectors":
+            k = rows[0]["k"] if rows else "?"
+            head = (f"{size}: each selector keeps k = {k} records, is trained with the same recipe and judged "
+                    f"in both orders against random at the same k and against the full set.")
+        else:
+            head = f"{size}: the paper's data-size curve, each selection against the full set."
+        out.append(f"<h3>{html.escape(head)}</h3>")
+        out.append(_table(_harness_rows(rows), text_columns=("selector", "test set"),
+                          caption=f"All columns in {Path(table).name}."))
+        out.append(_img(png, f"{kind} {size}"))
+    out.append('<p class="note">Every seed (evaluation.seeds) is a training of its own; the winning score pools '
+               "their items, the mean and sd are over each seed's own winning score. A selector trained with a "
+               "seed is judged against random trained with the same seed, and against the full set trained "
+               "with the training seed (docs/evaluation.md, Selectors compared).</p>")
+    return out
+
+
 COST_COLUMNS = ["stage", "judge", "judgements needed", "repeats (judged once)", "from cache", "judged now",
                 "not judged", "HTTP requests", "tokens in / out", "USD", "estimated USD"]
 
@@ -384,13 +420,15 @@ def _cost_section(rating_cost, judge_costs, judge_backends: dict[str, str]) -> l
 def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str], winrates: list[tuple[str, str, str]],
           judge_costs: list[str], out_path, title: str = "alpagasus run", agreement: list[str] | None = None,
           provenance: dict | None = None, loss_curves: list[tuple[str, str]] | None = None,
-          generations: list[tuple[str, str, str, str]] = (), judge_backends: dict[str, str] | None = None) -> None:
+          generations: list[tuple[str, str, str, str]] = (), judge_backends: dict[str, str] | None = None,
+          harnesses: list[tuple[str, str, str, str]] = ()) -> None:
     """``winrates``: (size, csv path, png path). ``checkpoints``: checkpoint directories.
     ``agreement``: (judge_agreement.json, its figure) where judges were compared.
     ``provenance``: as ``provenance()`` returns it. ``loss_curves``: (size, png to write) per size;
     without them the figures go to a temporary directory (the page embeds them anyway).
     ``generations``: (size, model, test set, answers .jsonl), for exact match where answers are known.
-    ``judge_backends``: judge name -> backend, to say which stages ran locally."""
+    ``judge_backends``: judge name -> backend, to say which stages ran locally.
+    ``harnesses``: (size, "selectors" | "data_size", csv, png) of the selectors compared."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if provenance:
         parts += _provenance_section(provenance)
@@ -405,6 +443,7 @@ def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str],
             loss_curves = [(s, Path(tmp) / f"loss_curves_{s}.png") for s in sizes]
         parts += _training_section(checkpoints, loss_curves)
     parts += _pairwise_section(winrates, generations)
+    parts += _harness_section(harnesses)
     parts += _cost_section(rating_cost, judge_costs, judge_backends or {})
 
     with atomic_open(out_path) as fh:

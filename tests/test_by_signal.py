@@ -278,7 +278,7 @@ def jobs(out: str) -> list[dict]:
 
 
 def test_a_dry_run_selects_by_signal_and_trains_the_variant(tmp_path):
-    over = {"signals": {"length": {"kind": "length"}, "emb": {"kind": "embedding"}},
+    over = {"signals": {"length": {"kind": "length"}, "emb": {"kind": "embedding", "model": "hashing"}},
             "selection": {"selectors": {
                 "judge_top": {"signal": "score", "method": "top_k", "k": 100},
                 "longest": {"signal": "length", "method": "top_k", "k": 100, "diversity": {"embedding": "emb"}}}},
@@ -314,7 +314,7 @@ def test_a_real_run_selects_from_signal_files_and_stops_on_a_stale_one(tmp_path)
     """The miniature's records, a length signal and an n-gram embedding written for them, and the
     rule run for real; then a signal of other records stops it with the file named."""
     over = {"data": {"miniature": {"n_records": 300}},
-            "signals": {"length": {"kind": "length"}, "emb": {"kind": "embedding"}},
+            "signals": {"length": {"kind": "length"}, "emb": {"kind": "embedding", "model": "hashing"}},
             "selection": {"selectors": {
                 "judge_top": {"signal": "score", "method": "top_k", "k": 40},
                 "longest": {"signal": "length", "method": "top_k", "k": 40,

@@ -81,7 +81,8 @@ def _saturated(cfg):
     judge = cfg["judges"][cfg["rating"]["judge"]]
     assert judge == {**judge, "backend": "verifier", "saturate": True, "score_mode": "logprobs"}
     assert cfg["evaluation"]["judge"] == "verifier" and not cfg["judges"]["verifier"].get("saturate")
-    assert cfg["selection"]["extra"]["top_expected"] == {"method": "top_k", "k": 2804, "score": "expected_score"}
+    top = cfg["selection"]["extra"]["top_expected"]
+    assert top == {**top, "method": "top_k", "k": 2804, "score": "expected_score"}
     assert cfg["training"]["variants"] == ["alpagasus", "top_expected"]
     assert cfg["evaluation"]["comparisons"] == [["top_expected", "alpagasus"]]
     assert cfg["results_dir"] == "results/saturated" and cfg["cache_dir"] == "cache/saturated"
@@ -111,8 +112,24 @@ def _rehearsal(cfg):
     assert cfg["generation"]["test_sets"] == ["vicuna", "koala", "wizardlm", "sinstruct"]
 
 
+def _selectors(cfg):
+    """config/selectors.yaml: every kind of signal on real records, with the real small models."""
+    kinds = {s["kind"] for s in cfg["signals"].values()}
+    assert kinds == {"ifd", "perplexity", "length", "embedding"}
+    assert cfg["data"]["max_records"] and cfg["data"]["source"] != "miniature"
+
+
+def _selectors_smoke(cfg):
+    """config/selectors_smoke.yaml over smoke.yaml: selectors compared at one k over seeds."""
+    assert cfg["data"]["source"] == "miniature"
+    assert cfg["evaluation"]["selectors"]["names"] and cfg["evaluation"]["selectors"]["k"] >= 1
+    assert len(cfg["evaluation"]["seeds"]) >= 2
+
+
 # Every shipped file, with the files it is meant to be loaded over, and what it must mean.
 SHIPPED = {
+    "selectors.yaml": (("config.yaml",), _selectors),
+    "selectors_smoke.yaml": (("config.yaml", "smoke.yaml"), _selectors_smoke),
     "config.yaml": ((), _paper),
     "smoke.yaml": (("config.yaml",), _smoke),
     "dolly.yaml": (("config.yaml",), _dolly),
@@ -128,7 +145,7 @@ def test_every_shipped_config_is_checked_below():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_pass(name):
-    if name == "rehearsal.yaml":  # its base model is the wheel's GGUF file, checked at load time
+    if name in ("rehearsal.yaml", "selectors.yaml"):  # the wheel's GGUF file, checked at load time
         requires_package(*SMOLLM2)
     under, means = SHIPPED[name]
     means(load(*(CONFIG / f for f in under), CONFIG / name))

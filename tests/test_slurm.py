@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import filecmp
+import collections
 import json
 import os
 import re
@@ -676,7 +677,12 @@ def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
     # Every job ran as a Slurm job, except the Snakefile's declared localrules.
     jobs = parse_jobs(log)
     stats = job_stats(log)
-    assert len(jobs) == stats["total"], (len(jobs), stats)
+    # The data and selection rules are checkpoints (content-keyed reruns, docs/reliability.md):
+    # the first plan counts jobs that the DAG, updated after them, may not need; every job that
+    # ran was planned, and every planned rule ran.
+    ran = collections.Counter(j["rule"] for j in jobs)
+    assert len(jobs) <= stats["total"], (len(jobs), stats)
+    assert set(ran) == set(stats) - {"total"}, (ran, stats)
     slurm = slurm_jobs(run_id_of(log))
     remote = [j for j in jobs if not j["local"]]
     assert remote, "no job went to Slurm"

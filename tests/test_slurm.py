@@ -679,10 +679,10 @@ def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
     stats = job_stats(log)
     # The data and selection rules are checkpoints (content-keyed reruns, docs/reliability.md):
     # the first plan counts jobs that the DAG, updated after them, may not need; every job that
-    # ran was planned, and every planned rule ran.
+    # ran was planned, no rule more often than planned.
     ran = collections.Counter(j["rule"] for j in jobs)
     assert len(jobs) <= stats["total"], (len(jobs), stats)
-    assert set(ran) == set(stats) - {"total"}, (ran, stats)
+    assert all(n <= stats.get(rule, 0) for rule, n in ran.items()), (ran, stats)
     slurm = slurm_jobs(run_id_of(log))
     remote = [j for j in jobs if not j["local"]]
     assert remote, "no job went to Slurm"

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from alpagasus.core.config import filled
-from alpagasus.judging.cache import JudgementCache, cached_keys, errno_text, judgement_key, write_ledger
+from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
 from alpagasus.judging.engine import run_judgements
-from alpagasus.core.io import check_writable, read_jsonl, write_json, write_jsonl
+from alpagasus.core.io import check_writable, read_jsonl, write_json
 from alpagasus.judging.judges import JudgeRequest, make_judge
 from alpagasus.judging.parsing import parse_pair
 from alpagasus.judging.prompts import PAIRWISE_PROMPT_VERSION, pairwise_messages
@@ -122,12 +122,7 @@ def judge_pair(answers_a_path, answers_b_path, test_set_path, judges_cfg: dict, 
             f"{missing} of {2 * len(ids)} judgements of {model_a} vs {model_b} on {testset} are missing "
             f"({outcome.failure_summary() or outcome.budget_text()}); {outcome.budget_text()}; "
             f"every reply received is cached, so rerunning sends only those")
-    try:
-        write_jsonl(out_path, rows)
-    except OSError as exc:
-        raise IncompleteJudgingError(f"cannot write {out_path}: {errno_text(exc)}; every reply is cached and "
-                                     f"the ledger is in {ledger_path}: a rerun writes it without sending "
-                                     f"anything") from None
+    write_results(out_path, rows, ledger_path, IncompleteJudgingError)
     return ledger
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 # What a judgement is paid for is defined with the other result identities.
-from alpagasus.core.io import write_json
+from alpagasus.core.io import write_json, write_jsonl
 from alpagasus.core.identity import judgement_key  # noqa: F401  (re-exported: rating, pairwise)
 from alpagasus.judging.cost import budget_key
 
@@ -233,3 +233,13 @@ def write_ledger(ledger_path, cache_dir, ledger: dict, stage: str | None = None)
     log.error("this run's ledger, written nowhere else: %s", json.dumps(ledger))
     return (f"; cannot write {ledger_path}: {errno_text(cost_error)}, nor {history}: "
             f"{errno_text(history_error)} (this run's ledger is in the log)")
+
+
+def write_results(path, rows, ledger_path, error_cls) -> None:
+    """A stage's results, after its ledger: a full disk here loses nothing paid (every reply is
+    cached), so it is one ``error_cls`` line naming the file and where the ledger is."""
+    try:
+        write_jsonl(path, rows)
+    except OSError as exc:
+        raise error_cls(f"cannot write {path}: {errno_text(exc)}; every reply is cached and the ledger is in "
+                        f"{ledger_path}: a rerun writes it without sending anything") from None

@@ -14,10 +14,10 @@ import logging
 from pathlib import Path
 
 from alpagasus.core.config import defaults, filled
-from alpagasus.judging.cache import JudgementCache, cached_keys, errno_text, judgement_key, write_ledger
+from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
-from alpagasus.core.io import check_writable, write_json, write_jsonl
+from alpagasus.core.io import check_writable, write_json
 from alpagasus.judging.judges import Failure, FailureKind, JudgeRequest, make_judge
 from alpagasus.judging.parsing import parse_rating
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG, judge_directed
@@ -168,12 +168,7 @@ def rate_records(
         log.warning("INCOMPLETE RATING (rating.allow_incomplete: true): %d of %d records have no score "
                     "(%d failed, %d over budget) and will not be selected; %s", missing, len(records),
                     counts["failed"], counts["budget"], outcome.failure_summary() or outcome.budget_text())
-    try:
-        write_jsonl(scores_path, rows)
-    except OSError as exc:
-        raise IncompleteRatingError(f"cannot write {scores_path}: {errno_text(exc)}; every reply is cached "
-                                    f"and the ledger is in {ledger_path}: a rerun writes it without "
-                                    f"sending anything") from None
+    write_results(scores_path, rows, ledger_path, IncompleteRatingError)
     return ledger
 
 

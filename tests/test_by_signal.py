@@ -20,7 +20,7 @@ from alpagasus.data import load_records
 from alpagasus.selection import by_signal
 from alpagasus.selection.agreement import content_hash
 from alpagasus.selection.select import select_indices
-from alpagasus.selection.signal_files import SignalFileError, read_embedding, read_signal
+from alpagasus.selection.signals import SignalError, read_embedding, read_signal, signal_values, unit_rows
 
 
 def recs(n, tag="r"):
@@ -151,7 +151,7 @@ def write_embedding(d: Path, records, x):
 
 
 def refused(match, fn, *args):
-    with pytest.raises(SignalFileError, match=match) as info:
+    with pytest.raises(SignalError, match=match) as info:
         fn(*args)
     assert "\n" not in str(info.value)
     return str(info.value)
@@ -161,21 +161,21 @@ def test_a_signal_file_that_does_not_match_the_records_stops_naming_it(tmp_path)
     records = recs(5)
     hashes = [content_hash(r) for r in records]
     good = write_signal(tmp_path / "good.jsonl", records, [1, 2, None, 4, 5])
-    assert read_signal(good, hashes) == [1.0, 2.0, None, 4.0, 5.0]
+    assert signal_values(good, hashes=hashes) == [1.0, 2.0, None, 4.0, 5.0]
     lines = good.read_text().splitlines()
     cases = {
         "short": ("\n".join(lines[:4]) + "\n", r"short.jsonl: 4 lines for the 5 records of x.json"),
-        "swapped": ("\n".join([lines[1], lines[0], *lines[2:]]) + "\n", r"swapped.jsonl: line 1: index 1, expected 0"),
+        "swapped": ("\n".join([lines[1], lines[0], *lines[2:]]) + "\n", r"swapped.jsonl: line 1: index 1 where 0 was expected"),
         "other": (write_signal(tmp_path / "o.jsonl", [*records[:3], {**records[3], "output": "edited"}, records[4]],
                                [1, 2, 3, 4, 5]).read_text(),
                   r"other.jsonl: line 4: record_sha256 '[0-9a-f]{64}' is not that of record 3 of x.json"),
-        "nan": (good.read_text().replace('"value": 2', '"value": NaN'), r"nan.jsonl: line 2: field 'value' is nan"),
-        "text": (good.read_text().replace('"value": 2', '"value": "2"'), r"text.jsonl: line 2: field 'value' is '2'"),
-        "broken": (good.read_text().replace("}", "", 1), r"broken.jsonl: line 1: not JSON"),
+        "nan": (good.read_text().replace('"value": 2', '"value": NaN'), r"nan.jsonl: line 2: field 'value': nan is neither"),
+        "text": (good.read_text().replace('"value": 2', '"value": "2"'), r"text.jsonl: line 2: field 'value': '2' is neither"),
+        "broken": (good.read_text().replace("}", "", 1), r"broken.jsonl: line 1: not valid JSON"),
     }
     for name, (text, match) in cases.items():
         (tmp_path / f"{name}.jsonl").write_text(text)
-        msg = refused(match, read_signal, tmp_path / f"{name}.jsonl", hashes, "x.json")
+        msg = refused(match, lambda p: read_signal(p, hashes=hashes, records_path="x.json"), tmp_path / f"{name}.jsonl")
         assert msg.startswith(str(tmp_path / f"{name}.jsonl")), msg
 
 
@@ -185,16 +185,26 @@ def test_an_embedding_that_does_not_match_stops_naming_it(tmp_path):
     x = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     npy, jsonl = write_embedding(tmp_path, records, x)
-    got = read_embedding(npy, jsonl, hashes)
+    def read(npy_path, hashes=hashes):
+        return read_embedding(npy_path, jsonl_path=jsonl, hashes=hashes)
+
+    got = unit_rows(read(npy))
     assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
     assert np.allclose(got, x, atol=2e-3)
     np.save(tmp_path / "rows.npy", x[:5].astype(np.float16))
-    refused(r"rows.npy: 5 rows for the 6 records", read_embedding, tmp_path / "rows.npy", jsonl, hashes)
+    refused(r"rows.npy: a 2-D array of shape \(5, 8\), expected one row for each of the 6 records", read,
+            tmp_path / "rows.npy")
     np.save(tmp_path / "norm.npy", (x * np.array([[1], [1], [2], [1], [1], [1]])).astype(np.float16))
-    refused(r"norm.npy: row 2 has norm 2, expected 1", read_embedding, tmp_path / "norm.npy", jsonl, hashes)
-    np.save(tmp_path / "flat.npy", x[:, 0])
-    refused(r"flat.npy: a 1-D float32 array", read_embedding, tmp_path / "flat.npy", jsonl, hashes)
-    refused(r"emb.jsonl: 6 lines for the 7 records", read_embedding, npy, jsonl, hashes + ["0" * 64])
+    refused(r"norm.npy: row 2 has norm 2, expected 1", read, tmp_path / "norm.npy")
+    np.save(tmp_path / "flat.npy", x[:, 0].astype(np.float16))
+    refused(r"flat.npy: a 1-D array of shape \(6,\)", read, tmp_path / "flat.npy")
+    np.save(tmp_path / "wide.npy", x)
+    refused(r"wide.npy: dtype float32, expected float16", read, tmp_path / "wide.npy")
+    inf = x.astype(np.float16)
+    inf[3, 1] = np.inf
+    np.save(tmp_path / "inf.npy", inf)
+    refused(r"inf.npy: row 3 is not finite", read, tmp_path / "inf.npy")
+    refused(r"emb.jsonl: 6 lines for the 7 records", read, npy, hashes + ["0" * 64])
 
 
 def test_write_selection_checks_before_it_writes(tmp_path):
@@ -220,7 +230,7 @@ def test_write_selection_checks_before_it_writes(tmp_path):
     # A signal of other records: one line naming the file, nothing written.
     write_signal(signal, alpaca[:399] + [alpaca[0]], lengths)
     out2 = tmp_path / "sel" / "again.json"
-    with pytest.raises(SignalFileError, match=r"length.jsonl: line 400: record_sha256"):
+    with pytest.raises(SignalError, match=r"length.jsonl: line 400: record_sha256"):
         by_signal.write_selection(records_path, r, out2, tmp_path / "sel" / "again.details.json",
                                   signal_path=signal, embedding_npy=npy, embedding_jsonl=jsonl)
     assert sorted(p.name for p in out.parent.iterdir()) == ["longest.details.json", "longest.json"]

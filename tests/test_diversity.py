@@ -165,4 +165,5 @@ def test_the_diversity_bench_runs_small(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["records"] == 3000 and r["kept"] == 600 and r["same_kept_set_on_sample"] is True
-    assert r["speedup_over_naive"] == pytest.approx(r["naive_sample_s"] / r["blocked_sample_s"], rel=0.01)
+    # The speedup is printed to 2 decimals, the times to the microsecond.
+    assert r["speedup_over_naive"] == pytest.approx(r["naive_sample_s"] / r["blocked_sample_s"], abs=0.006)

@@ -95,7 +95,8 @@ def _snakemake(args, cwd, timeout_s, log_path, env=None, background=False):
 
 # --- parsing Snakemake's and Slurm's output ----------------------------------------------------
 
-_JOB_HEADER = re.compile(r"^(localrule|rule) (\w+):\s*$")
+# A checkpoint's job block is headed `checkpoint X:` (`localcheckpoint X:` when local).
+_JOB_HEADER = re.compile(r"^(local)?(?:rule|checkpoint) (\w+):\s*$")
 
 
 def parse_jobs(log: str) -> list[dict]:
@@ -109,7 +110,7 @@ def parse_jobs(log: str) -> list[dict]:
             submitted[m.group(1)] = m.group(2)
         m = _JOB_HEADER.match(line)
         if m:
-            cur = {"rule": m.group(2), "local": m.group(1) == "localrule", "resources": {},
+            cur = {"rule": m.group(2), "local": m.group(1) == "local", "resources": {},
                    "wildcards": {}}
             jobs.append(cur)
             continue

@@ -161,16 +161,16 @@ def cut_of(values: list[float | None], ranking: list[int], ordered: list[int]) -
 
 
 def signal_values(records: list[dict], rule: dict, signal_path=None, scores_path=None,
-                  records_path="the records", hashes: list[str] | None = None) -> list[float | None]:
+                  records_path=None, hashes: list[str] | None = None) -> list[float | None]:
     """Each record's value of the rule's signal: from scores.jsonl for score / expected_score (a
     record not ``scored`` has none), else from its signal file, checked against the records."""
-    from alpagasus.selection import signal_files
+    from alpagasus.selection import signals
 
     if rule["signal"] in SCORE_FIELDS:
         from alpagasus.selection.select import load_scores, scores_of
 
         return scores_of(load_scores(scores_path, len(records)), rule["signal"], scores_path)
-    return signal_files.read_signal(signal_path, hashes or signal_files.record_hashes(records), records_path)
+    return signals.signal_values(signal_path, records, records_path=records_path, hashes=hashes)
 
 
 def write_selection(records_path, rule: dict, out_path, details_path, *, signal_path=None, scores_path=None,
@@ -179,14 +179,15 @@ def write_selection(records_path, rule: dict, out_path, details_path, *, signal_
     the cut, the near-duplicate clusters). Every input is checked before anything is written."""
     from alpagasus.core.io import write_json
     from alpagasus.data import load_records, write_records
-    from alpagasus.selection import signal_files
+    from alpagasus.selection import signals
 
     records = load_records(records_path)
-    hashes = signal_files.record_hashes(records)
+    hashes = signals.record_hashes(records)
     values = signal_values(records, rule, signal_path, scores_path, records_path, hashes)
     emb = None
     if rule.get("dedupe") or rule.get("diversity"):
-        emb = signal_files.read_embedding(embedding_npy, embedding_jsonl, hashes, records_path)
+        emb = signals.unit_rows(signals.read_embedding(embedding_npy, jsonl_path=embedding_jsonl,
+                                                       records_path=records_path, hashes=hashes))
     kept, details = select(values, [_tiebreak(r) for r in records], rule, emb)
     for warning in details["warnings"]:
         log.warning("%s: %s", out_path, warning)

@@ -46,23 +46,37 @@ def write_signal(path: str | os.PathLike, rows: list[dict]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
 
 
-def read_signal(path: str | os.PathLike, records: list[dict]) -> list[dict]:
-    """The lines of a signal file, checked against ``records``: one line a record, in order
-    (``index``), each computed on that record (``record_sha256``), with a number or null as
-    ``value``. Anything else is a SignalError naming the file and the line."""
+def record_hashes(records: list[dict]) -> list[str]:
+    """What each line of a signal file must carry as ``record_sha256``, in record order."""
+    return [content_hash(r) for r in records]
+
+
+def read_signal(path: str | os.PathLike, records: list[dict] | None = None, *, records_path=None,
+                hashes: list[str] | None = None) -> list[dict]:
+    """The lines of a signal file, checked against ``records`` (or their ``hashes``): one line a
+    record, in order (``index``), each computed on that record (``record_sha256``), with a
+    number or null as ``value``. Anything else is a SignalError naming the file and the line
+    (``records_path`` names the records in the message)."""
     path = Path(path)
+    of = f" of {records_path}" if records_path else ""
+    if hashes is None:
+        hashes = record_hashes(records)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SignalError(f"{path}: no such signal file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SignalError(f"{path}: cannot read ({exc})") from None
+    except OSError as exc:
+        raise SignalError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise SignalError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     lines = text.splitlines()
-    if len(lines) != len(records):
-        raise SignalError(f"{path}: {len(lines)} lines for {len(records)} records (a signal file has one line "
-                          f"per record, in record order: recompute it for these records)")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) != len(hashes):
+        raise SignalError(f"{path}: {len(lines)} lines for the {len(hashes)} records{of} (a signal "
+                          f"file has one line per record, in record order: recompute it for these records)")
     rows = []
-    for i, (line, rec) in enumerate(zip(lines, records)):
+    for i, line in enumerate(lines):
         where = f"{path}: line {i + 1}"
         try:
             r = json.loads(line)
@@ -70,22 +84,27 @@ def read_signal(path: str | os.PathLike, records: list[dict]) -> list[dict]:
             raise SignalError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(r, dict):
             raise SignalError(f"{where}: expected an object, got {type(r).__name__}")
-        if r.get("index") != i:
+        if r.get("index") != i or isinstance(r.get("index"), bool):
             raise SignalError(f"{where}: index {r.get('index')!r} where {i} was expected (record order)")
-        if r.get("record_sha256") != content_hash(rec):
-            raise SignalError(f"{where}: record_sha256 does not match record {i} of the records (the file was "
-                              f"computed on other records: recompute it)")
-        value = r.get("value", "missing")
+        if r.get("record_sha256") != hashes[i]:
+            raise SignalError(f"{where}: record_sha256 {r.get('record_sha256')!r} is not that of record {i}{of} "
+                              f"(the file was computed on other records: recompute it)")
+        if "value" not in r:
+            raise SignalError(f"{where}: no field 'value'")
+        value = r["value"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
-            raise SignalError(f"{where}: field 'value': {value!r} is neither a finite number nor null")
+            raise SignalError(f"{where}: field 'value': {value!r} is neither a finite number nor null (null: "
+                              f"the signal could not be computed for the record)")
         rows.append(r)
     return rows
 
 
-def signal_values(path: str | os.PathLike, records: list[dict]) -> list[float | None]:
+def signal_values(path: str | os.PathLike, records: list[dict] | None = None, *, records_path=None,
+                  hashes: list[str] | None = None) -> list[float | None]:
     """The ``value`` of every record (None where it could not be computed), checked as read_signal."""
-    return [r["value"] for r in read_signal(path, records)]
+    return [None if r["value"] is None else float(r["value"])
+            for r in read_signal(path, records, records_path=records_path, hashes=hashes)]
 
 
 def embedding_paths(jsonl_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -107,30 +126,54 @@ def write_embedding(npy_path: str | os.PathLike, jsonl_path: str | os.PathLike, 
     write_signal(jsonl_path, rows)
 
 
-def read_embedding(npy_path: str | os.PathLike, records: list[dict], jsonl_path: str | os.PathLike | None = None):
-    """The (n_records, dim) float16 matrix, checked against ``records`` through its JSONL (the
-    .jsonl beside it unless given) and for its shape and norms."""
+# An embedding row is L2-normalised up to float16's rounding (a relative error of ~5e-4 per
+# component); a row further from norm 1 than this was not normalised.
+NORM_TOLERANCE = 1e-2
+
+
+def read_embedding(npy_path: str | os.PathLike, records: list[dict] | None = None,
+                   jsonl_path: str | os.PathLike | None = None, *, records_path=None,
+                   hashes: list[str] | None = None):
+    """The (n_records, dim) float16 matrix, checked against ``records`` (or their ``hashes``)
+    through its JSONL (the .jsonl beside it unless given) and for its shape, values and norms."""
     import numpy as np
 
     npy_path = Path(npy_path)
+    of = f" of {records_path}" if records_path else ""
     jsonl_path = Path(jsonl_path) if jsonl_path else embedding_paths(npy_path)[1]
-    read_signal(jsonl_path, records)
+    if hashes is None:
+        hashes = record_hashes(records)
+    read_signal(jsonl_path, records_path=records_path, hashes=hashes)
     try:
         matrix = np.load(npy_path, allow_pickle=False)
     except FileNotFoundError:
         raise SignalError(f"{npy_path}: no such embedding file") from None
     except (OSError, ValueError) as exc:
-        raise SignalError(f"{npy_path}: not a NumPy array file ({exc})") from None
-    if matrix.ndim != 2 or matrix.shape[0] != len(records):
-        raise SignalError(f"{npy_path}: shape {matrix.shape}, expected one row for each of {len(records)} records")
+        raise SignalError(f"{npy_path}: not a NumPy array file ({str(exc).splitlines()[0]})") from None
+    if matrix.ndim != 2 or matrix.shape[0] != len(hashes):
+        raise SignalError(f"{npy_path}: a {matrix.ndim}-D array of shape {matrix.shape}, expected one row for each "
+                          f"of the {len(hashes)} records{of} (recompute it)")
     if matrix.dtype != np.float16:
         raise SignalError(f"{npy_path}: dtype {matrix.dtype}, expected float16")
-    norms = np.linalg.norm(matrix.astype(np.float32), axis=1)
-    bad = np.flatnonzero(np.abs(norms - 1) > 1e-2)
+    wide = matrix.astype(np.float32)
+    finite = np.isfinite(wide).all(axis=1)
+    if not finite.all():
+        raise SignalError(f"{npy_path}: row {int(np.flatnonzero(~finite)[0])} is not finite")
+    norms = np.linalg.norm(wide, axis=1)
+    bad = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
     if bad.size:
-        raise SignalError(f"{npy_path}: row {int(bad[0])} has norm {norms[bad[0]]:.4f}, not 1 (rows are "
+        raise SignalError(f"{npy_path}: row {int(bad[0])} has norm {norms[bad[0]]:.4g}, expected 1 (rows are "
                           f"L2-normalised)")
     return matrix
+
+
+def unit_rows(matrix):
+    """float32 rows of norm 1: float16 rounding leaves norms a little off 1, and a cosine is an
+    exact inner product only of unit rows."""
+    import numpy as np
+
+    wide = np.asarray(matrix, dtype=np.float32)
+    return wide / np.linalg.norm(wide, axis=1, keepdims=True)
 
 
 def text_of(record: dict, fields) -> str:

@@ -380,8 +380,9 @@ def signal_params(wc):
 
 
 def signal_models(wc):
-    # The GGUF files it names, converted once by rule convert_gguf (rules/train.smk).
-    return list(converted_models(SIGNALS[wc.signal], MODELS).values())
+    # The GGUF files it names, converted once by rule convert_gguf (rules/train.smk), and the
+    # checkpoints of this pipeline it names (trained:VARIANT-SIZE), trained by rule train.
+    return list(converted_models(SIGNALS[wc.signal], MODELS, R).values())
 
 
 def signal_threads(wc):

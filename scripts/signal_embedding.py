@@ -14,6 +14,6 @@ import torch  # noqa: E402
 torch.set_num_threads(sm.threads)
 name, cfg = sm.wildcards.signal, sm.config["signals"][sm.wildcards.signal]
 matrix, rows, stats = embedding_rows(name, cfg, load_records(sm.input.records), cache_dir=sm.params.cache_dir,
-                                     converted=converted_models(cfg, sm.config["models_dir"]))
+                                     converted=converted_models(cfg, sm.config["models_dir"], sm.config["results_dir"]))
 write_embedding(sm.output.npy, sm.output.jsonl, matrix, rows)
 logging.getLogger("alpagasus").info("signal %s: %s", name, stats)

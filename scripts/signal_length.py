@@ -8,4 +8,4 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 logs.setup(sm.log[0])
 name, cfg = sm.wildcards.signal, sm.config["signals"][sm.wildcards.signal]
 write_signal(sm.output[0], length_rows(name, cfg, load_records(sm.input.records),
-                                       converted=converted_models(cfg, sm.config["models_dir"])))
+                                       converted=converted_models(cfg, sm.config["models_dir"], sm.config["results_dir"])))

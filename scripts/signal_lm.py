@@ -13,6 +13,6 @@ import torch  # noqa: E402
 torch.set_num_threads(sm.threads)
 name, cfg = sm.wildcards.signal, sm.config["signals"][sm.wildcards.signal]
 rows, stats = lm_signal_rows(name, cfg, load_records(sm.input.records), cache_dir=sm.params.cache_dir,
-                             template=sm.params.template, converted=converted_models(cfg, sm.config["models_dir"]))
+                             template=sm.params.template, converted=converted_models(cfg, sm.config["models_dir"], sm.config["results_dir"]))
 write_signal(sm.output[0], rows)
 logging.getLogger("alpagasus").info("signal %s: %s", name, stats)

@@ -357,3 +357,15 @@ def test_a_real_run_selects_from_signal_files_and_stops_on_a_stale_one(tmp_path)
     assert proc.returncode != 0
     log = (res / "logs/select_longest.log").read_text()
     assert "signals/length.jsonl: line 1: record_sha256" in log
+
+
+def test_ifd_under_a_model_this_pipeline_trains_waits_for_its_training(tmp_path):
+    # config/selectors_smoke.yaml: the miniature's IFD comes from its own full-set model.
+    proc = dry_run(tmp_path, "results/smoke/signals/ifd.jsonl", "--configfile", REPO / "config/smoke.yaml",
+                   REPO / "config/selectors_smoke.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = jobs(proc.stdout)
+    train = [j for j in planned if j["rule"] == "train"]
+    signal = [j for j in planned if j["rule"] == "signal_lm"]
+    assert [j["output"] for j in train] == [["results/smoke/checkpoints/alpaca-tiny"]]
+    assert len(signal) == 1 and "results/smoke/checkpoints/alpaca-tiny" in signal[0]["input"]

@@ -122,8 +122,16 @@ def _selectors(cfg):
 def _selectors_smoke(cfg):
     """config/selectors_smoke.yaml over smoke.yaml: selectors compared at one k over seeds."""
     assert cfg["data"]["source"] == "miniature"
-    assert cfg["evaluation"]["selectors"]["names"] and cfg["evaluation"]["selectors"]["k"] >= 1
-    assert len(cfg["evaluation"]["seeds"]) >= 2
+    # Five selectors at one k (issue #17 item 6): four named, random at k added by the harness,
+    # every signal offline, IFD from the miniature's own model trained on the full set.
+    sel, sig = cfg["selection"]["selectors"], cfg["signals"]
+    assert cfg["evaluation"]["selectors"]["names"] == ["verifier", "cherry", "longest", "diverse"]
+    assert all(sel[n]["method"] == "top_k" and sel[n]["k"] == cfg["evaluation"]["selectors"]["k"] == 1000
+               for n in cfg["evaluation"]["selectors"]["names"])
+    assert (sel["verifier"]["signal"], sel["cherry"]["signal"], sel["longest"]["signal"]) == ("score", "ifd", "length")
+    assert sel["diverse"]["diversity"]["embedding"] == "hashing" and sig["hashing"]["model"] == "hashing"
+    assert sig["ifd"]["model"] == "trained:alpaca-tiny" and sig["length"]["tokenizer"] == "char"
+    assert cfg["evaluation"]["seeds"] is None  # one seed: the five selectors' trainings
 
 
 # Every shipped file, with the files it is meant to be loaded over, and what it must mean.

@@ -114,6 +114,31 @@ def test_the_schema_fills_each_kind_and_names_a_wrong_key(tmp_path):
             validate(cfg)
 
 
+def test_a_trained_model_names_a_variant_and_size_of_this_config(tmp_path):
+    from alpagasus.core.model_files import ModelFileError, model_directory
+    from alpagasus.selection.signals import converted_models
+
+    def check(spec):
+        cfg = read_yaml(REPO / "config" / "config.yaml")
+        cfg["signals"] = {"ifd": {"kind": "ifd", "model": spec}}
+        return validate(cfg)
+
+    assert check("trained:alpaca-7b")["signals"]["ifd"]["model"] == "trained:alpaca-7b"
+    check("trained:alpagasus_seed43-13b")  # a seeded variant is one too
+    for spec, message in [("trained:alpaca", r"signals.ifd.model: trained:alpaca: expected trained:VARIANT-SIZE"),
+                          ("trained:cherry-7b", r"signals.ifd.model: 'trained:cherry-7b' names variant 'cherry'"),
+                          ("trained:alpaca-70b", r"signals.ifd.model: 'trained:alpaca-70b' names size '70b', which is "
+                                                 r"not under training.sizes \(13b, 7b\)")]:
+        with pytest.raises(ConfigError, match=message):
+            check(spec)
+    # The checkpoint rule train writes is the signal rule's input, and the directory the model is read from.
+    made = converted_models({"kind": "ifd", "model": "trained:alpaca-7b", "tokenizer": None}, "models", "results/x")
+    assert made == {"trained:alpaca-7b": "results/x/checkpoints/alpaca-7b"}
+    assert model_directory("trained:alpaca-7b", converted=tmp_path) == tmp_path
+    with pytest.raises(ModelFileError, match="trained:alpaca-7b: a model this pipeline trains"):
+        model_directory("trained:alpaca-7b")
+
+
 # --- IFD and perplexity with a real causal LM ------------------------------------------------------
 
 

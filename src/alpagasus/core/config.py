@@ -246,6 +246,7 @@ def check_references(cfg: dict) -> None:
         if SEEDED_NAME.match(name):
             raise ConfigError(f"config selection: the name {name!r} ends like a seeded variant (_seed<N>, "
                               f"evaluation.seeds); rename it")
+    _check_trained_models(cfg, known, sizes)
     for name, size in ((cfg.get("training") or {}).get("sizes") or {}).items():
         _check_size_paths(name, size or {})
         _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
@@ -262,13 +263,13 @@ def _apply_comparison_k(cfg: dict) -> None:
     k is theirs (filled where they name none: one home for the size they are compared at)."""
     comp = (cfg.get("evaluation") or {}).get("selectors") or {}
     names = comp.get("names") or []
+    k = comp.get("k")
+    selectors = (cfg.get("selection") or {}).get("selectors") or {}
     if not names:
         return
-    k = comp.get("k")
     if k is None:
         raise ConfigError("config evaluation.selectors.k: required with evaluation.selectors.names (the size "
                           "every selector keeps; the paper's: 9229, the records its judge rated >= 4.5)")
-    selectors = (cfg.get("selection") or {}).get("selectors") or {}
     for name in names:
         if name in BUILTIN_VARIANTS:
             raise ConfigError(f"config evaluation.selectors.names: {name!r} is a built-in variant, not a selector "
@@ -331,6 +332,30 @@ def _check_selectors(cfg: dict) -> None:
         if len(embeddings) > 1:
             raise ConfigError(f"{where}: dedupe and diversity name different embeddings ({', '.join(sorted(embeddings))}); "
                               f"one walk down the ranking compares records in one embedding")
+
+
+def _check_trained_models(cfg: dict, known: set[str], sizes: set[str]) -> None:
+    """A signal's ``trained:VARIANT-SIZE`` names a variant this config can train (a seeded one
+    too) at one of its training sizes."""
+    from alpagasus.core.model_files import ModelFileError, is_trained, trained_name
+
+    for name, signal in (cfg.get("signals") or {}).items():
+        for key in ("model", "tokenizer"):
+            spec = (signal or {}).get(key)
+            if not is_trained(spec):
+                continue
+            where = f"config signals.{name}.{key}"
+            try:
+                variant, size = trained_name(spec)
+            except ModelFileError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            unseeded = re.sub(r"_seed\d+$", "", variant)
+            if unseeded not in known and not re.fullmatch(r"random_k\d+", unseeded):
+                raise ConfigError(f"{where}: {spec!r} names variant {variant!r}, which is neither alpagasus/alpaca/"
+                                  f"random nor a selection.extra or selection.selectors name")
+            if size not in sizes:
+                raise ConfigError(f"{where}: {spec!r} names size {size!r}, which is not under training.sizes "
+                                  f"({', '.join(sorted(sizes)) or 'none'})")
 
 
 def _is_local_path(value: str) -> bool:

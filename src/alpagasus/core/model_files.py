@@ -41,6 +41,32 @@ def is_gguf(value) -> bool:
     return isinstance(value, str) and value.lower().endswith(".gguf")
 
 
+# A model this pipeline trains, named by its training variant and size (``trained:alpaca-tiny``):
+# the checkpoint rule train writes, {results_dir}/checkpoints/{variant}-{size}. A signal's model
+# can be one (Cherry's IFD comes from a model trained on the data being selected; the miniature
+# has no other model of its own).
+TRAINED_PREFIX = "trained:"
+
+
+def is_trained(value) -> bool:
+    return isinstance(value, str) and value.startswith(TRAINED_PREFIX)
+
+
+def trained_name(spec: str) -> tuple[str, str]:
+    """(variant, size) of ``trained:VARIANT-SIZE`` (a variant name has no '-', a size may)."""
+    variant, sep, size = spec[len(TRAINED_PREFIX):].partition("-")
+    if not variant or not sep or not size:
+        raise ModelFileError(f"{spec}: expected trained:VARIANT-SIZE (a training variant and a training size, "
+                             f"e.g. trained:alpaca-tiny)")
+    return variant, size
+
+
+def trained_checkpoint(spec: str, results_dir: str) -> str:
+    """The checkpoint directory rule train writes for ``trained:VARIANT-SIZE``."""
+    variant, size = trained_name(spec)
+    return f"{results_dir}/checkpoints/{variant}-{size}"
+
+
 def is_package_file(value) -> bool:
     return isinstance(value, str) and value.startswith(PACKAGE_PREFIX)
 
@@ -214,7 +240,13 @@ def model_directory(model: str, revision: str | None = None, gguf_file: str | No
     ``package:MODULE/FILE.gguf``) as its conversion (``converted``, the workflow's rule
     convert_gguf output, or converted once at run time), ``gguf_file`` inside a directory or
     hub repo likewise, a zipped directory (``.zip``) extracted once, else a local directory or a
-    hub snapshot."""
+    hub snapshot; ``trained:VARIANT-SIZE`` as this pipeline's checkpoint (``converted``, the
+    directory rule train wrote)."""
+    if is_trained(model):
+        if not converted:
+            raise ModelFileError(f"{model}: a model this pipeline trains; its checkpoint directory is given by the "
+                                 f"workflow (rule train's output), not found on its own")
+        return Path(converted)
     if is_gguf(model):
         if gguf_file:
             raise ModelFileError(f"model {model!r} is a GGUF file already; gguf_file {gguf_file!r} names another")

@@ -129,7 +129,7 @@ def selectors_markdown(results: str | Path, size: str = "tiny", test_set: str = 
     k = int(rows[0]["k"])
     seeds = rows[0]["seeds"]
     out = [f"| selector (k = {k:,}) | kept | precision | mean response chars | exact match on {test_set} "
-           f"(mean ± sd, {seeds} seeds) | vs random: winning score [95% CI] | length-controlled [95% CI] "
+           f"({'mean ± sd, ' + seeds + ' seeds' if seeds != '1' else '1 seed'}) | vs random: winning score [95% CI] | length-controlled [95% CI] "
            f"| vs alpaca: winning score [95% CI] |",
            "|---|---|---|---|---|---|---|---|"]
 

@@ -201,10 +201,20 @@ def torch_dtype(name: str):
 MODEL_KEYS = ("model", "tokenizer")
 
 
-def converted_models(signal_cfg: dict, models_dir: str) -> dict[str, str]:
-    """GGUF spec -> the directory rule convert_gguf converts it into, for each GGUF file the
-    signal names (a training base model's conversion is the same directory)."""
-    from alpagasus.core.model_files import converted_name, is_gguf
+def converted_models(signal_cfg: dict, models_dir: str, results_dir: str | None = None) -> dict[str, str]:
+    """Model spec -> the directory the workflow makes it into, for each model the signal names
+    that the workflow makes: a GGUF file, converted by rule convert_gguf (a training base
+    model's conversion is the same directory), and ``trained:VARIANT-SIZE``, the checkpoint rule
+    train writes under ``results_dir`` (the signal's rule waits for that training)."""
+    from alpagasus.core.model_files import converted_name, is_gguf, is_trained, trained_checkpoint
 
-    return {signal_cfg[k]: f"{models_dir}/{converted_name(signal_cfg[k])}"
-            for k in MODEL_KEYS if is_gguf(signal_cfg.get(k))}
+    made = {}
+    for key in MODEL_KEYS:
+        spec = signal_cfg.get(key)
+        if is_gguf(spec):
+            made[spec] = f"{models_dir}/{converted_name(spec)}"
+        elif is_trained(spec):
+            if results_dir is None:
+                raise SignalError(f"signal model {spec}: a trained checkpoint needs the results directory")
+            made[spec] = trained_checkpoint(spec, results_dir)
+    return made

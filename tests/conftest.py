@@ -27,6 +27,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 GROUP_OF_FIXTURE = {"miniature_run": "heavy"}
 
 
+# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own
+# pytest_collection_modifyitems, registered after this conftest and so called before it; marks
+# added later are never seen (each worker then built its own miniature, side by side).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group"):

@@ -263,13 +263,13 @@ def _apply_comparison_k(cfg: dict) -> None:
     k is theirs (filled where they name none: one home for the size they are compared at)."""
     comp = (cfg.get("evaluation") or {}).get("selectors") or {}
     names = comp.get("names") or []
-    k = comp.get("k")
-    selectors = (cfg.get("selection") or {}).get("selectors") or {}
     if not names:
         return
+    k = comp.get("k")
     if k is None:
         raise ConfigError("config evaluation.selectors.k: required with evaluation.selectors.names (the size "
                           "every selector keeps; the paper's: 9229, the records its judge rated >= 4.5)")
+    selectors = (cfg.get("selection") or {}).get("selectors") or {}
     for name in names:
         if name in BUILTIN_VARIANTS:
             raise ConfigError(f"config evaluation.selectors.names: {name!r} is a built-in variant, not a selector "

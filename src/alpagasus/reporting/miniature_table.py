@@ -128,8 +128,9 @@ def selectors_markdown(results: str | Path, size: str = "tiny", test_set: str = 
         raise ValueError(f"{res}/selectors_{size}.csv: no row for test set {test_set!r}")
     k = int(rows[0]["k"])
     seeds = rows[0]["seeds"]
+    over_seeds = "1 seed" if seeds == "1" else f"mean ± sd, {seeds} seeds"
     out = [f"| selector (k = {k:,}) | kept | precision | mean response chars | exact match on {test_set} "
-           f"({'mean ± sd, ' + seeds + ' seeds' if seeds != '1' else '1 seed'}) | vs random: winning score [95% CI] | length-controlled [95% CI] "
+           f"({over_seeds}) | vs random: winning score [95% CI] | length-controlled [95% CI] "
            f"| vs alpaca: winning score [95% CI] |",
            "|---|---|---|---|---|---|---|---|"]
 

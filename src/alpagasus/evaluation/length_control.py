@@ -72,7 +72,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from alpagasus.evaluation import stats
 
@@ -241,6 +240,8 @@ def length_bias(score_diff: Sequence[float], length_diff: Sequence[float]) -> di
     share = float(np.mean(np.sign(s[decided]) == np.sign(d[decided]))) if n_decided else None
     rho = None
     if s.size >= 3 and np.ptp(s) > 0 and np.ptp(d) > 0:
+        from scipy.stats import spearmanr  # not at the top: see stats.sign_test
+
         rho = float(spearmanr(s, d).statistic)
     return {"longer_wins_share": share, "decided": n_decided, "length_spearman": rho}
 

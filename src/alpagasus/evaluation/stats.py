@@ -26,7 +26,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Tuple
 
 import numpy as np
-from scipy.stats import binomtest
 
 from alpagasus.core.config import defaults
 
@@ -131,6 +130,10 @@ def sign_test(win: int, lose: int) -> float:
         raise ValueError("win and lose must be non-negative")
     if win + lose == 0:
         return 1.0
+    # scipy.stats imported here, not at the top: the Snakefile imports this module to plan the
+    # DAG, and scipy.stats costs ~3 s of every snakemake start (each Slurm job parses it again).
+    from scipy.stats import binomtest
+
     return float(binomtest(win, win + lose, 0.5, alternative="two-sided").pvalue)
 
 

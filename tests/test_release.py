@@ -50,7 +50,7 @@ def test_the_release_loads_with_datasets_and_its_card_says_how_it_was_made(tmp_p
     rel = tmp_path / "release" / "alpagasus"
     loaded = datasets.load_dataset(str(rel), cache_dir=str(tmp_path / "hf_cache"))
     assert list(loaded) == ["train"] and loaded["train"].to_list() == kept  # every column, in order
-    assert json.loads((rel / "alpagasus.json").read_text()) == kept
+    assert json.loads((rel / "kept.json").read_text()) == kept  # the selection's own file name
     card = (rel / "README.md").read_text()
     meta = front_matter(card)
     assert meta["license"] == "cc-by-nc-4.0" and meta["language"] == ["en"]

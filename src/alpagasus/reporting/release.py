@@ -3,7 +3,7 @@
     release/alpagasus/
         README.md                           the dataset card: Hub metadata, then how it was made
         data/train-00000-of-00001.parquet   the records (the card's ``configs`` points here)
-        alpagasus.json                      the same records in Alpaca's JSON, as users know it
+        filtered_9k.json                    the same records in the JSON users know (its name in the run)
 
 ``datasets.load_dataset("release/alpagasus")`` loads the Parquet split the card names;
 ``alpagasus publish --selection alpagasus --repo ORG/NAME`` uploads the directory as a dataset
@@ -157,7 +157,7 @@ def write_release(selection_path, records_path, scores_path, out_dir, *, name: s
                                      schema=pa.schema([(c, pa.string() if c in ("instruction", "input", "output")
                                                         else _arrow_type(kept, c)) for c in columns]))
         pq.write_table(table, tmp / PARQUET)
-        (tmp / f"{name}.json").write_text(json.dumps(kept, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        (tmp / Path(selection_path).name).write_text(json.dumps(kept, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(text, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

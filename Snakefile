@@ -69,6 +69,7 @@ localrules:
     random_at_k,
     selectors_table,
     data_size_table,
+    release,
 
 
 include: "rules/common.smk"
@@ -96,4 +97,5 @@ rule all:
         [f"{R}/selections/{name}.json" for name in config["selection"]["extra"] or {}],
         agreement_outputs(),
         harness_outputs(),
+        release_outputs(),
     default_target: True

@@ -273,6 +273,23 @@ def agreement_wanted():
     return bool(config["rating"]["compare"] or config["selection"]["compare_to"])
 
 
+def release_names():
+    # Every selection (the full set is none): the judge's, the random baseline, the extra rules
+    # and the selectors.
+    sel = config["selection"]
+    return ["alpagasus", "random", *(sel["extra"] or {}), *(sel["selectors"] or {})]
+
+
+def release_outputs():
+    return [f"{R}/release/{name}" for name in release_names()]
+
+
+def release_how(name):
+    from alpagasus.reporting.release import how_made
+
+    return how_made(name, config["selection"], config["selection"]["random_seed"])
+
+
 def agreement_outputs():
     return [f"{R}/judge_agreement.json", f"{R}/plots/judge_agreement.png"] if agreement_wanted() else []
 

@@ -32,3 +32,29 @@ rule report:
         "../envs/report.yaml"
     script:
         "../scripts/report.py"
+
+
+# A selection ready for the Hub (reporting/release.py): the records as Parquet and JSON with a
+# dataset card saying how they were made; `alpagasus publish` uploads the directory.
+rule release:
+    input:
+        selection=lambda w: variant_data(w.name),
+        records=f"{R}/alpaca_52k.json",
+        scores=f"{R}/scores.jsonl",
+        rating_cost=f"{R}/rating_cost.json",
+        data_summary=f"{R}/data_summary.json",
+    output:
+        directory(f"{R}/release/{{name}}"),
+    wildcard_constraints:
+        name="[A-Za-z0-9_]+",
+    params:
+        how=lambda w: release_how(w.name),
+        data=identity.data_identity(config["data"]),
+        license=config["data"]["license"],
+        language=config["data"]["language"],
+    log:
+        f"{R}/logs/release/{{name}}.log",
+    conda:
+        "../envs/api.yaml"
+    script:
+        "../scripts/release.py"

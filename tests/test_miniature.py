@@ -159,3 +159,19 @@ def test_table_differences_allow_a_hosts_rounding_and_nothing_else():
         assert bad != committed
         diff = table_differences(committed, bad)
         assert diff and what in diff[0], (what, diff)
+
+
+@pytest.mark.slow
+def test_each_selection_is_released_for_the_hub(run, tmp_path):
+    import datasets
+
+    _, res, _ = run
+    cost = json.loads((res / "rating_cost.json").read_text())
+    for name, data in (("alpagasus", "filtered_9k.json"), ("random", "random_9k.json")):
+        rel = res / "release" / name
+        loaded = datasets.load_dataset(str(rel), cache_dir=str(tmp_path / "hf_cache"))
+        assert loaded["train"].to_list() == load_records(res / data)
+        card = (rel / "README.md").read_text()
+        assert yaml.safe_load(card.split("---\n")[1])["license"] == "cc0-1.0"  # smoke.yaml's data.license
+        for text in (cost["model"], cost["prompt_version"], f"{len(loaded['train']):,} of 4,000"):
+            assert text in card, (name, text)

@@ -1,4 +1,4 @@
-"""Command line for the library, outside Snakemake: `alpagasus rate|estimate|check-config|batches`.
+"""Command line for the library, outside Snakemake: `alpagasus rate|estimate|check-config|batches|publish`.
 
 Configs are the pipeline's own (config/config.yaml plus overlays), merged and validated the
 same way, so a command here does exactly what the rule would. A mistake in the data or the
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel", action="store_true", help="cancel the unfinished batches")
     p.add_argument("--json", action="store_true", help="one JSON object a line instead of a table")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    p = sub.add_parser("publish", help="upload a selection's release (rule release) to the Hugging Face Hub")
+    p.add_argument("--selection", required=True, help="the selection's name (alpagasus, random, an extra, a selector)")
+    p.add_argument("--repo", required=True, help="the dataset repository, ORG/NAME (created if absent)")
+    p.add_argument("--results", default="results", help="the run's results directory (config key results_dir)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return ap
 
 
@@ -92,6 +98,14 @@ def _to_log(message: str) -> None:
 def _run(args) -> int:
     if args.cmd == "batches":
         return _batches(args)
+    if args.cmd == "publish":
+        from pathlib import Path
+
+        from alpagasus.reporting.release import publish
+
+        url = publish(Path(args.results) / "release" / args.selection, args.repo, private=args.private)
+        print(f"published {args.selection} to {url}")
+        return 0
     if args.cmd == "check-config":
         paths = args.config if len(args.config) > 1 or "config.yaml" in args.config[0] else \
             [str(config_mod.REPO / "config" / "config.yaml"), *args.config]

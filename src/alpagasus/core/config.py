@@ -254,6 +254,8 @@ def check_references(cfg: dict) -> None:
         _check_gguf(f"training.sizes.{name}.base_model", (size or {}).get("base_model"))
     for name, judge in judges.items():
         _check_judge_paths(name, judge or {})
+        if (why := structured_output_conflict(name, judge or {})) is not None:
+            raise ConfigError(why)
 
 
 # A variant trained with another seed than training.seed (evaluation/selectors_table.py seeded).
@@ -394,6 +396,14 @@ def _check_size_paths(name: str, size: dict) -> None:
         path = path if path.is_absolute() else REPO / path  # relative to the repository
         if not path.is_file():
             raise ConfigError(f"config training.sizes.{name}.fsdp_config: {path} does not exist")
+
+
+def structured_output_conflict(name: str, judge_cfg: dict) -> str | None:
+    """Why judge ``name`` cannot ask for structured output (judging/structured.py), or None."""
+    if judge_cfg.get("structured_output") and judge_cfg.get("score_mode") == "logprobs":
+        return (f"config judges.{name}: structured_output: true with score_mode: logprobs (the expected score "
+                f"is read from the first token's probabilities, and a JSON reply starts with '{{'); choose one")
+    return None
 
 
 def _check_judge_paths(name: str, judge: dict) -> None:

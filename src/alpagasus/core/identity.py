@@ -61,7 +61,7 @@ SAME_JUDGEMENTS_AS = {"openai_batch": "openai"}
 # they differ from the schema's default, so a config without them keeps the params, and the
 # outputs, it always had (and an online judge and its batch twin stay one identity).
 JUDGE_OPTIONAL_KEYS = ("score_mode", "top_logprobs", "saturate", "revision", "gguf_file", "dtype",
-                       "max_new_tokens")
+                       "max_new_tokens", "structured_output")
 
 
 def judge_identity(judge_cfg: dict) -> dict:

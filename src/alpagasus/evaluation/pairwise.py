@@ -15,6 +15,7 @@ from alpagasus.core.config import filled
 from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
 from alpagasus.judging.engine import run_judgements
 from alpagasus.core.io import check_writable, read_jsonl, write_json
+from alpagasus.judging import structured
 from alpagasus.judging.judges import JudgeRequest, make_judge
 from alpagasus.judging.parsing import parse_pair
 from alpagasus.judging.prompts import PAIRWISE_PROMPT_VERSION, pairwise_messages
@@ -53,6 +54,7 @@ def build_requests(answers_a: dict, answers_b: dict, judge, source: str = "") ->
         only_a, only_b = sorted(set(answers_a) - set(answers_b)), sorted(set(answers_b) - set(answers_a))
         raise ValueError(f"{source}: the two answer files cover different items "
                          f"(only in A: {only_a[:5]}, only in B: {only_b[:5]})")
+    params, fmt = structured.request_params(judge, "pairwise")
     ids = list(answers_a)
     pairs = []
     for i in ids:
@@ -62,8 +64,9 @@ def build_requests(answers_a: dict, answers_b: dict, judge, source: str = "") ->
         reqs = []
         for first, second in ((a["answer"], b["answer"]), (b["answer"], a["answer"])):
             msgs = pairwise_messages(q, first, second)
-            key = judgement_key(judge.model, PAIRWISE_PROMPT_VERSION, judge.params, msgs)
-            reqs.append(JudgeRequest(key, msgs, {**ctx, "question": q, "answer_1": first, "answer_2": second}))
+            key = judgement_key(judge.model, PAIRWISE_PROMPT_VERSION, params, msgs)
+            reqs.append(JudgeRequest(key, msgs, {**ctx, "question": q, "answer_1": first, "answer_2": second},
+                                     response_format=fmt))
         pairs.append(tuple(reqs))
     return ids, pairs
 

@@ -18,6 +18,7 @@ from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, 
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json
+from alpagasus.judging import structured
 from alpagasus.judging.judges import Failure, FailureKind, JudgeRequest, make_judge
 from alpagasus.judging.parsing import parse_rating
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG, judge_directed
@@ -44,6 +45,7 @@ def build_requests(records: list[dict], judge, dimension: str, max_field_chars: 
     requests, flags = [], []
     version = rating_prompt_version(dimension, prompt)
     directed = []
+    params, fmt = structured.request_params(judge, "rating")
     for i, rec in enumerate(records):
         fields, rec_flags = {}, []
         for name in ("instruction", "input", "output"):
@@ -58,8 +60,8 @@ def build_requests(records: list[dict], judge, dimension: str, max_field_chars: 
             rec_flags.append(JUDGE_DIRECTED_FLAG)
             directed.append((i, *found))
         messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension, prompt)
-        key = judgement_key(judge.model, version, judge.params, messages)
-        requests.append(JudgeRequest(key=key, messages=messages, context=fields))
+        key = judgement_key(judge.model, version, params, messages)
+        requests.append(JudgeRequest(key=key, messages=messages, context=fields, response_format=fmt))
         flags.append(rec_flags)
     if directed:
         # One line, not one per record: a large set may hold thousands of honest matches.

@@ -372,7 +372,18 @@ class FakeBatches:
                      "response": {"status_code": 500, "request_id": rid,
                                   "body": error_body("The server had an error while processing your request.",
                                                       "server_error", None)}}, False)
-        text = reply_text(messages, srv.position_bias, srv.length_bias)
+        fmt = body.get("response_format")
+        entry["response_format"] = ((fmt.get("json_schema") or {}).get("name") or fmt.get("type")
+                                    if isinstance(fmt, dict) else fmt)
+        try:
+            text = reply_text(messages, srv.position_bias, srv.length_bias, response_format=fmt)
+        except ValueError as exc:  # the line's own fault: an error line, not billed
+            entry.update(status="400", paid=False)
+            self._log(entry)
+            return ({"id": rid, "custom_id": cid, "error": None,
+                     "response": {"status_code": 400, "request_id": rid,
+                                  "body": error_body(str(exc), "invalid_request_error", "invalid_response_format")}},
+                    False)
         pt, ct = reply_usage(messages, text)
         completion = {"id": f"chatcmpl-fakebatch-{rid}", "object": "chat.completion", "created": int(time.time()),
                       "model": model, "system_fingerprint": "fp_fake",

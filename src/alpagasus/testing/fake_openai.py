@@ -539,7 +539,16 @@ class FakeOpenAIServer:
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
                                 content_type="application/json")
 
-        text = NO_SCORE_REPLY if fault == "no_score" else reply_text(messages, self.position_bias, self.length_bias)
+        fmt = body.get("response_format")
+        entry["response_format"] = ((fmt.get("json_schema") or {}).get("name") or fmt.get("type")
+                                    if isinstance(fmt, dict) else fmt)
+        try:
+            text = (NO_SCORE_REPLY if fault == "no_score"
+                    else reply_text(messages, self.position_bias, self.length_bias, response_format=fmt))
+        except ValueError as exc:  # a response_format OpenAI refuses: 400, not billed
+            self._finish(entry, "400")
+            return web.json_response(error_body(str(exc), "invalid_request_error", "invalid_response_format"),
+                                     status=400)
         if fault == "echo_key":  # some servers repeat what they were sent, credentials included
             text = f"{text}\n(request authorised with {auth.removeprefix('Bearer ')})"
         pt, ct = reply_usage(messages, text, self.chars_per_token)

@@ -210,9 +210,71 @@ def pairwise_reply(messages: list[dict], position_bias: float = 0.0, length_bias
     return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
 
 
-def reply_text(messages: list[dict], position_bias: float = 0.0, length_bias: float | None = None) -> str:
-    """The fake judge's deterministic answer to a chat request (online and in a batch alike)."""
+def response_schema(response_format: Any) -> dict | None:
+    """The JSON schema a request's ``response_format`` asks for (None: free text), checked as
+    OpenAI checks it; ValueError with the server's message for one it would answer 400."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise ValueError("response_format.type must be one of 'text', 'json_object', 'json_schema'")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object", "properties": {}}
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("schema"), dict):
+        raise ValueError("response_format.json_schema needs a 'name' and a 'schema'")
+    schema = spec["schema"]
+    props = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(props, dict):
+        raise ValueError("response_format.json_schema.schema must be an object schema with properties")
+    if spec.get("strict") and (schema.get("additionalProperties") is not False
+                               or sorted(schema.get("required") or []) != sorted(props)):
+        raise ValueError("Invalid schema for response_format: in strict mode, 'additionalProperties' must be "
+                         "false and every property must be required")
+    return schema
+
+
+def structured_reply(messages: list[dict], schema: dict, position_bias: float = 0.0,
+                     length_bias: float | None = None) -> str:
+    """The fake judge's answer as one JSON object of ``schema``: its number properties named
+    ``score`` (a rating) or ``assistant_1``/``assistant_2`` (a pair) hold the same scores as the
+    free-text reply, any other number 0, every string the explanation."""
+    d = hashlib.sha256(_user_text(messages).encode("utf-8")).digest()
+    kind = classify(messages)
+    numbers: dict[str, float] = {}
+    explanation = OTHER_REPLY
+    if kind == "rating":
+        numbers = {"score": expected_rating(messages)}
+        explanation = _EXPLANATIONS[_u64(d, 2) % len(_EXPLANATIONS)]
+    elif kind == "pairwise":
+        try:
+            s1, s2 = expected_pair(messages, position_bias, length_bias)
+            numbers = {"assistant_1": s1, "assistant_2": s2}
+            explanation = _PAIR_EXPLANATIONS[_u64(d, 2) % len(_PAIR_EXPLANATIONS)]
+        except ValueError:
+            pass
+    out: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        kind_of = prop.get("type") if isinstance(prop, dict) else None
+        if kind_of in ("number", "integer"):
+            out[name] = numbers.get(name, 0)
+        else:
+            out[name] = explanation
+    if not out:  # json_object: no schema to follow
+        out = {**numbers, "explanation": explanation}
+    return json.dumps(out)
+
+
+def reply_text(messages: list[dict], position_bias: float = 0.0, length_bias: float | None = None,
+               response_format: Any = None) -> str:
+    """The fake judge's deterministic answer to a chat request (online and in a batch alike): a
+    JSON object where ``response_format`` asks for one (ValueError for one OpenAI refuses)."""
     _check_length_bias(length_bias)  # before the try: a wrong setting is not a non-pairwise prompt
+    schema = response_schema(response_format)
+    if schema is not None:
+        return structured_reply(messages, schema, position_bias, length_bias)
     kind = classify(messages)
     if kind == "rating":
         return rating_reply(messages)

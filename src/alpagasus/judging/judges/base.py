@@ -18,12 +18,14 @@ class JudgeRequest:
 
     ``messages`` is what an LLM judge sees; ``context`` carries the same item as structured
     fields so a programmatic judge (the verifier) can answer without parsing the prompt back.
-    ``key`` identifies what is paid for (see cache.judgement_key).
+    ``key`` identifies what is paid for (see cache.judgement_key; it holds ``response_format``).
     """
 
     key: str
     messages: list[dict]
     context: dict = field(default_factory=dict)
+    # The chat-completions response_format to send (judging/structured.py), or None: free text.
+    response_format: dict | None = None
 
 
 @dataclass(frozen=True)

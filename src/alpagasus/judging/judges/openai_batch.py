@@ -58,6 +58,7 @@ class OpenAIBatchJudge(SDKJudge):
         self.model = self.cfg["model"]
         # Exactly the online judge's: a judgement made by either backend is the other's too.
         self.params = judge_sampling(self.cfg)  # the online judge's: the same cache keys
+        self.check_structured()
         self.backoff_base_s = BACKOFF_BASE_S if backoff_base_s is None else backoff_base_s
         self._key = os.environ.get(self.cfg["api_key_env"])
         self.attempts = 0        # request lines in batches this run created (what it may pay for)
@@ -81,7 +82,7 @@ class OpenAIBatchJudge(SDKJudge):
     # -- one request line ---------------------------------------------------------------------
 
     def request_line(self, request: JudgeRequest) -> bytes:
-        body = {"model": self.model, "messages": request.messages, **self.params}
+        body = self.body(request)
         line = {"custom_id": request.key, "method": "POST", "url": ENDPOINT, "body": body}
         return (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 

@@ -20,7 +20,7 @@ import openai
 
 from alpagasus.judging import cost
 from alpagasus.judging.expected_score import trim_to_score
-from alpagasus.core.config import filled
+from alpagasus.core.config import filled, structured_output_conflict
 from alpagasus.core.identity import judge_sampling
 from alpagasus.judging.ratelimit import RateLimiter
 from alpagasus.judging.judges.base import (FailureKind, JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, JudgeTransientError)
@@ -102,9 +102,24 @@ def retry_after_seconds(headers) -> float | None:
 
 
 class SDKJudge:
-    """What the online and the batch judge share: the price, the server, the SDK client."""
+    """What the online and the batch judge share: the price, the server, the SDK client, the
+    request body."""
 
     http_client = None  # a factory of the SDK's transport; None: the SDK's default
+
+    @property
+    def structured_output(self) -> bool:
+        """Whether requests ask for a JSON schema's object (judging/structured.py)."""
+        return bool(self.cfg["structured_output"])
+
+    def check_structured(self) -> None:
+        if (why := structured_output_conflict(self.name, self.cfg)) is not None:
+            raise JudgeFatalError(why)
+
+    def body(self, request: JudgeRequest) -> dict:
+        """The chat-completions request body (the online request, a batch's request line)."""
+        fmt = {"response_format": request.response_format} if request.response_format else {}
+        return {"model": self.model, "messages": request.messages, **self.params, **fmt}
 
     def usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return cost.usd(self.cfg, prompt_tokens, completion_tokens)
@@ -146,6 +161,7 @@ class OpenAIJudge(SDKJudge):
         if self.cfg["score_mode"] == "logprobs":
             # Only in logprobs mode: text-mode cache keys stay exactly what they always were.
             self.params.update(logprobs=True, top_logprobs=self.cfg["top_logprobs"])
+        self.check_structured()
         self.concurrency = self.cfg["concurrency"]
         # A request waiting out a Retry-After or a backoff gives its place in flight to one that
         # can go: it tells the engine (which may start another worker) and holds no slot.
@@ -211,10 +227,6 @@ class OpenAIJudge(SDKJudge):
         if self._sending is None or self._sending[0] is not loop:
             self._sending = (loop, asyncio.Semaphore(self.cfg["concurrency"]))
         return self._sending[1]
-
-    def body(self, request: JudgeRequest) -> dict:
-        """The chat-completions request body (what the Batch API backend sends too)."""
-        return {"model": self.model, "messages": request.messages, **self.params}
 
     def read(self, resp) -> JudgeReply:
         """A 200 is only a judgement if it is a chat completion with text in it."""

@@ -9,11 +9,19 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# This workflow's own files, wherever it is run from: read through workflow.current_basedir and
+# workflow.source_path, never workflow.basedir, which is the *caller's* directory when this
+# Snakefile is used as a module (`module alpagasus: snakefile: ...`; snakemake issues #2914, #3467).
+WORKFLOW_DIR = Path(str(workflow.current_basedir))
+BASE_CONFIG = Path(workflow.source_path("config/config.yaml"))
+
 # The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
-# checkout); without one they fall back to this tree's src/, since Snakemake appends its own
-# sys.path to every script's (in a conda env too).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from alpagasus.core.config import (check_workflow_inputs, merge_overlays, read_yaml,  # noqa: E402
+# checkout, or the pinned package the envs install); a local checkout's src/ is the fallback,
+# since Snakemake appends its own sys.path to every script's (in a conda env too). A module
+# fetched from GitHub has no local src/: the installed package is used.
+if (WORKFLOW_DIR / "src" / "alpagasus").is_dir():
+    sys.path.insert(0, str(WORKFLOW_DIR / "src"))
+from alpagasus.core.config import (check_workflow_inputs, merge, merge_overlays, read_yaml,  # noqa: E402
                                    selection_warnings, validate)
 from alpagasus.core.stop_signals import ignore_time_limit_warning  # noqa: E402
 
@@ -25,7 +33,12 @@ ignore_time_limit_warning()
 
 
 # Paths relative to this file, so `--directory elsewhere` works too.
-configfile: Path(workflow.basedir) / "config" / "config.yaml"
+configfile: BASE_CONFIG
+# Used as a module (`config: config`), Snakemake skips the configfile above and passes the
+# caller's config alone: the paper's config goes under it, so a caller's config (or its
+# --configfile overlays) holds only what it changes. Standalone, this merge changes nothing (the
+# base is already under every overlay).
+config.update(merge(read_yaml(BASE_CONFIG), config))
 
 
 # `snakemake --report report.zip`: Snakemake's own report (results marked with report() in
@@ -38,7 +51,7 @@ report: "report/workflow.rst"
 # twice in one file (Snakemake's YAML keeps the last silently) and an overlay's `{}` that
 # removes nothing, each with the file and line.
 merge_overlays(
-    read_yaml(Path(workflow.basedir) / "config" / "config.yaml"),
+    read_yaml(BASE_CONFIG),
     [(str(f), read_yaml(f)) for f in workflow.overwrite_configfiles or []],
 )
 # The schema (config/schema.yaml) and the cross-references, with one line naming the key; the

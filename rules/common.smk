@@ -301,8 +301,8 @@ def config_files_used():
     overlays in the order given (later ones win), relative to the workflow so that two checkouts
     of one run read alike. (The commit and date are read by the report script: as params they
     would rerun the report on every commit and every day.)"""
-    base = Path(workflow.basedir)
-    files = [base / "config" / "config.yaml", *workflow.overwrite_configfiles]
+    base = WORKFLOW_DIR
+    files = [BASE_CONFIG, *workflow.overwrite_configfiles]
     return [str(Path(f).relative_to(base)) if Path(f).is_relative_to(base) else str(f) for f in files]
 
 

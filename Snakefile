@@ -13,7 +13,11 @@ min_version("9.0")
 # workflow.source_path, never workflow.basedir, which is the *caller's* directory when this
 # Snakefile is used as a module (`module alpagasus: snakefile: ...`; snakemake issues #2914, #3467).
 WORKFLOW_DIR = Path(str(workflow.current_basedir))
-BASE_CONFIG = Path(workflow.source_path("config/config.yaml"))
+# A local checkout's own file (its path is in the report's params: a cached copy's temporary
+# path would rerun the report every time); a remote module's, through Snakemake's source cache.
+BASE_CONFIG = WORKFLOW_DIR / "config" / "config.yaml"
+if not BASE_CONFIG.is_file():
+    BASE_CONFIG = Path(workflow.source_path("config/config.yaml"))
 
 # The library. Rule scripts import the installed `alpagasus` (pip install -e . of this
 # checkout, or the pinned package the envs install); a local checkout's src/ is the fallback,

@@ -42,7 +42,8 @@ configfile: BASE_CONFIG
 # caller's config alone: the paper's config goes under it, so a caller's config (or its
 # --configfile overlays) holds only what it changes. Standalone, this merge changes nothing (the
 # base is already under every overlay).
-config.update(merge(read_yaml(BASE_CONFIG), config))
+PAPER_CONFIG = read_yaml(BASE_CONFIG)
+config.update(merge(PAPER_CONFIG, config))
 
 
 # `snakemake --report report.zip`: Snakemake's own report (results marked with report() in
@@ -55,7 +56,7 @@ report: "report/workflow.rst"
 # twice in one file (Snakemake's YAML keeps the last silently) and an overlay's `{}` that
 # removes nothing, each with the file and line.
 merge_overlays(
-    read_yaml(BASE_CONFIG),
+    PAPER_CONFIG,
     [(str(f), read_yaml(f)) for f in workflow.overwrite_configfiles or []],
 )
 # The schema (config/schema.yaml) and the cross-references, with one line naming the key; the

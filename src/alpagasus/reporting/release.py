@@ -114,7 +114,7 @@ def how_made(name: str, selection_cfg: dict, seed: int) -> str:
     if selector is None:
         raise ValueError(f"release {name!r}: not a selection (alpagasus, random, selection.extra or "
                          f"selection.selectors)")
-    words = rule_in_words({**selector, "fraction": selector.get("fraction")}, field=selector["signal"])
+    words = rule_in_words(selector, field=selector["signal"])
     if selector.get("diversity"):
         words += f", walking that ranking through DEITA's diversity filter over {selector['diversity']['embedding']}"
     if selector.get("dedupe"):
@@ -153,9 +153,7 @@ def write_release(selection_path, records_path, scores_path, out_dir, *, name: s
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "data").mkdir()
-        table = pa.Table.from_pylist([{c: rec.get(c) for c in columns} for rec in kept],
-                                     schema=pa.schema([(c, pa.string() if c in ("instruction", "input", "output")
-                                                        else _arrow_type(kept, c)) for c in columns]))
+        table = pa.Table.from_pylist([{c: rec.get(c) for c in columns} for rec in kept])
         pq.write_table(table, tmp / PARQUET)
         (tmp / Path(selection_path).name).write_text(json.dumps(kept, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(text, encoding="utf-8")
@@ -166,13 +164,6 @@ def write_release(selection_path, records_path, scores_path, out_dir, *, name: s
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"name": name, "kept": len(kept), "records": len(records), "histogram": dict(hist), "audit": audit}
-
-
-def _arrow_type(rows: list[dict], column: str):
-    """An extra column's Arrow type, inferred from its values (source_row: int64)."""
-    import pyarrow as pa
-
-    return pa.array([r.get(column) for r in rows]).type
 
 
 def publish(release_dir, repo: str, *, private: bool = False, token_env: str = "HF_TOKEN") -> str:

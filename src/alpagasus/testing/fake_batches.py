@@ -25,7 +25,7 @@ import time
 
 from aiohttp import web
 
-from alpagasus.testing.replies import classify, draw, error_body, reply_text, reply_usage, request_key
+from alpagasus.testing.replies import classify, draw, error_body, format_name, reply_text, reply_usage, request_key
 
 
 MAX_LINES = 50_000
@@ -373,8 +373,7 @@ class FakeBatches:
                                   "body": error_body("The server had an error while processing your request.",
                                                       "server_error", None)}}, False)
         fmt = body.get("response_format")
-        entry["response_format"] = ((fmt.get("json_schema") or {}).get("name") or fmt.get("type")
-                                    if isinstance(fmt, dict) else fmt)
+        entry["response_format"] = format_name(fmt)
         try:
             text = reply_text(messages, srv.position_bias, srv.length_bias, response_format=fmt)
         except ValueError as exc:  # the line's own fault: an error line, not billed

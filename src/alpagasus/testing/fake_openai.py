@@ -42,7 +42,7 @@ from aiohttp import web
 
 from alpagasus.testing.fake_batches import FakeBatches  # the Batch API's /v1/files and /v1/batches
 from alpagasus.testing.replies import (NO_SCORE_REPLY, OTHER_REPLY, RATING_SCORES, answer_score, classify, draw,
-                                       error_body, expected_pair, expected_rating, pairwise_reply,
+                                       error_body, format_name, expected_pair, expected_rating, pairwise_reply,
                                        parse_pairwise_user, rating_reply, reply_logprobs, reply_text,
                                        reply_usage, request_key, user_text)
 
@@ -540,8 +540,7 @@ class FakeOpenAIServer:
                                 content_type="application/json")
 
         fmt = body.get("response_format")
-        entry["response_format"] = ((fmt.get("json_schema") or {}).get("name") or fmt.get("type")
-                                    if isinstance(fmt, dict) else fmt)
+        entry["response_format"] = format_name(fmt)
         try:
             text = (NO_SCORE_REPLY if fault == "no_score"
                     else reply_text(messages, self.position_bias, self.length_bias, response_format=fmt))

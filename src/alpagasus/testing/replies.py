@@ -210,6 +210,13 @@ def pairwise_reply(messages: list[dict], position_bias: float = 0.0, length_bias
     return shape.format(a=_fmt(s1), b=_fmt(s2), e=expl)
 
 
+def format_name(response_format: Any) -> str | None:
+    """How the server's log names a request's response_format: its schema's name, else its type."""
+    if not isinstance(response_format, dict):
+        return response_format
+    return (response_format.get("json_schema") or {}).get("name") or response_format.get("type")
+
+
 def response_schema(response_format: Any) -> dict | None:
     """The JSON schema a request's ``response_format`` asks for (None: free text), checked as
     OpenAI checks it; ValueError with the server's message for one it would answer 400."""

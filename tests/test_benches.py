@@ -178,7 +178,7 @@ def test_rating_bench_rates_agree_with_the_servers_own_clock(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_judge_bench_on_smollm2(tmp_path):
+def test_local_judge_bench_on_smollm2(tmp_path, smollm2_converted):
     requires_package(*SMOLLM2)
     data = shared_path("data", "alpaca", "alpaca_data.json")
     t0 = time.perf_counter()

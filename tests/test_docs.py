@@ -19,7 +19,7 @@ SRC = REPO / "src"
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 README_MAX_LINES = 260
 
-# `alpagasus.judging.prompts`, `alpagasus.training.gguf.convert_gguf_to_hf`
+# `alpagasus.judging.prompts`, `alpagasus.core.model_files.convert_gguf_to_hf`
 MODULE = re.compile(r"\balpagasus(?:\.[A-Za-z_]\w*)+")
 # Paths from the repository root, as the pages write them (braces and globs included):
 # `src/alpagasus/core/identity.py`, `scripts/{train,generate}.py`, `rules/*.smk`,

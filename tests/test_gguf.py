@@ -62,17 +62,14 @@ def test_a_gguf_base_model_is_converted_once_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_conversion_computes_what_the_gguf_file_computes(tmp_path):
-    _needs_wheel()
+def test_conversion_computes_what_the_gguf_file_computes(smollm2_converted, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alpagasus.training.gguf import convert_gguf_to_hf
-
     src = locate(SMOL)
-    out = convert_gguf_to_hf(src.parent, src.name, tmp_path / "smol")
+    out = smollm2_converted  # converted_gguf -> convert_gguf_to_hf, once a session
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
-    assert not (tmp_path / "smol.tmp").exists()
+    assert not [p for p in out.parent.iterdir() if ".tmp" in p.name]
     converted = AutoModelForCausalLM.from_pretrained(out)
     original = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
     tok, tok_gguf = AutoTokenizer.from_pretrained(out), AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
@@ -82,3 +79,54 @@ def test_conversion_computes_what_the_gguf_file_computes(tmp_path):
         assert torch.equal(converted(**ids).logits, original(**ids).logits)
     assert getattr(converted.config, "quantization_config", None) is None
     converted.save_pretrained(tmp_path / "resaved")  # what training does with it: no refusal
+
+
+def test_processes_needing_one_conversion_at_once_pay_for_one(tmp_path, monkeypatch):
+    """converted_gguf's lock: concurrent callers (here threads, each with its own lock file
+    handle, as separate jobs have) wait for one conversion, then all read it."""
+    import threading
+    import time
+
+    from alpagasus.core import model_files
+
+    src = tmp_path / "m.gguf"
+    src.write_bytes(b"GGUF weights")
+    calls = []
+
+    def slow_convert(src_dir, gguf_file, out_dir):
+        calls.append(out_dir)
+        time.sleep(0.3)
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        return out_dir
+
+    monkeypatch.setenv("ALPAGASUS_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(model_files, "convert_gguf_to_hf", slow_convert)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(model_files.converted_gguf(tmp_path, "m.gguf")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(got)) == 1 and (got[0] / "config.json").is_file()
+    assert got[0].name == model_files.weights_sha256(tmp_path, "m.gguf")[:24]
+    # Another file, another conversion.
+    (tmp_path / "n.gguf").write_bytes(b"other weights")
+    assert model_files.converted_gguf(tmp_path, "n.gguf") != got[0] and len(calls) == 2
+
+
+def test_the_rules_copy_shares_the_cached_files_and_is_whole_or_absent(tmp_path):
+    from alpagasus.core.model_files import linked_copy
+
+    src = tmp_path / "cache" / "abc"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.safetensors").write_bytes(b"w" * 100)
+    (src / "sub" / "t.json").write_text("{}")
+    dst = linked_copy(src, tmp_path / "models" / "m") if (tmp_path / "models").mkdir() is None else None
+    assert (dst / "model.safetensors").stat().st_ino == (src / "model.safetensors").stat().st_ino  # a link
+    assert (dst / "sub" / "t.json").read_text() == "{}"
+    (dst / "stale").write_text("x")
+    linked_copy(src, dst)  # a rerun replaces the directory whole
+    assert sorted(p.name for p in dst.iterdir()) == ["model.safetensors", "sub"]
+    assert [p.name for p in dst.parent.iterdir()] == ["m"]  # no temporary left

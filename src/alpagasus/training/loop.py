@@ -17,9 +17,10 @@ from alpagasus.training.packing import collate, plan_step, step_token_counts, to
 from alpagasus.core.stop_signals import StopFlag
 from alpagasus.training.checkpoint import keep_only_trainable_weights, resume, save_state
 from alpagasus.training.distributed import agree_on_stop
-from alpagasus.training.export import export, summarize
+from alpagasus.training.export import LOGGED_HYPERPARAMETERS, export, peak_memory_mb, summarize
 from alpagasus.training.run import RunState, setup
 from alpagasus.training.spec import TrainSpec
+from alpagasus.training.tracking import Tracking, read_run_ids, step_metrics, write_run_ids
 
 log = logging.getLogger("alpagasus.training")
 
@@ -47,28 +48,63 @@ def train(spec: TrainSpec) -> dict:
         if flag.signum and run.world == 1:  # stopped during setup: nothing new to save
             raise TrainingInterrupted(flag.signum, run.start_step)
         run.model.train()
-        bar = progress_bar(run)
-        for step in range(run.start_step, run.total_steps):
-            record = train_step(run, step)
-            run.history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
-            bar.update(1)
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"{spec.output}: loss is {record['loss']} at step {step + 1}")
-            done = step + 1
-            stop = agree_on_stop(run.accelerator, flag.signum)
-            if stop:
-                save_state(run, done)
-                bar.close()
-                if run.main:
-                    log.warning("stopped by signal %d after step %d; state saved in %s", stop, done, run.work_dir)
-                raise TrainingInterrupted(stop, done)
-            if done % int(run.size["save_every_steps"]) == 0 and done < run.total_steps:
-                save_state(run, done)
-        bar.close()
-        train_log = summarize(run)
-        export(run, train_log)
+        tracking = start_tracking(run)
+        try:
+            train_log = _steps(run, flag, tracking)
+        except BaseException:
+            tracking.finish(failed=True)  # a resumed training goes on in the same runs
+            raise
+        tracking.finish()
         return train_log
+
+
+def start_tracking(run: RunState) -> Tracking:
+    """The trackers training.report_to names, on the main process only; a resumed training goes
+    on in the runs it started."""
+    spec = run.spec
+    tracking = Tracking(spec.tracking if run.main else None)
+    if tracking.active:
+        config = {"variant": spec.variant, "size": spec.size_name, "seed": spec.seed, "data": str(spec.data),
+                  "data_sha256": run.data_sha, "base_model": run.size["base_model"], "template": spec.template,
+                  "world_size": run.world, "total_steps": run.total_steps,
+                  "hyperparameters": {k: run.size[k] for k in LOGGED_HYPERPARAMETERS}}
+        ids = tracking.start(f"{spec.variant}-{spec.size_name}", config, read_run_ids(run.work_dir))
+        run.work_dir.mkdir(parents=True, exist_ok=True)
+        write_run_ids(run.work_dir, ids)
+    return tracking
+
+
+def _steps(run: RunState, flag: StopFlag, tracking: Tracking) -> dict:
+    spec = run.spec
+    bar = progress_bar(run)
+    for step in range(run.start_step, run.total_steps):
+        record = train_step(run, step)
+        run.history.append(record)
+        if tracking.active:
+            tracking.log(step_metrics(record, peak_memory_mb(run.accelerator.device.type)), record["step"])
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+        bar.update(1)
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(f"{spec.output}: loss is {record['loss']} at step {step + 1}")
+        done = step + 1
+        stop = agree_on_stop(run.accelerator, flag.signum)
+        if stop:
+            save_state(run, done)
+            bar.close()
+            if run.main:
+                log.warning("stopped by signal %d after step %d; state saved in %s", stop, done, run.work_dir)
+            raise TrainingInterrupted(stop, done)
+        if done % int(run.size["save_every_steps"]) == 0 and done < run.total_steps:
+            save_state(run, done)
+    bar.close()
+    train_log = summarize(run)
+    export(run, train_log)
+    if tracking.active:
+        tracking.summary({f"final/{k}": train_log[k] for k in ("final_loss", "tokens_per_s", "wall_time_s",
+                                                                 "tokens_seen") if train_log.get(k) is not None})
+        if spec.save_model:
+            write_run_ids(spec.output, tracking.run_ids)  # for the results rules (win rates)
+    return train_log
 
 
 def train_step(run: RunState, step: int) -> dict:

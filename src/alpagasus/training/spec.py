@@ -31,6 +31,7 @@ class TrainSpec:
     progress: bool = True
     save_model: bool = True  # False: benchmarks that only want the log
     mem_mb: int | None = None  # the memory the job was granted (compared with the estimate)
+    tracking: dict | None = None  # alpagasus.training.tracking.settings(): where steps are reported
 
     def resolved_size(self) -> dict:
         unknown = sorted(set(self.size) - set(SIZE_DEFAULTS) - {"resources", "generate_resources"})

@@ -7,6 +7,7 @@ what cannot run on CPU is changed, and said: FSDP2 instead of FSDP1 (torch's FSD
 and no rank-0-only loading (it broadcasts from a GPU). The run is stopped after a sharded save,
 resumed by two processes again, and must give the one-process run's losses and weights.
 """
+import importlib.util
 import json
 import os
 import signal
@@ -59,6 +60,12 @@ def test_fsdp_full_shard_on_two_cpu_processes_saves_resumes_and_exports(tmp_path
 
     env = fsdp_launcher_environment(REPO / "config" / "accelerate" / "fsdp.yaml", 2)
     spec = make_spec(tmp_path, "fsdp-tiny", data, **kw)
+    # Tracked (where the tracking extra is installed): one run, from rank 0, kept across the resume.
+    tracked = importlib.util.find_spec("mlflow") is not None
+    store = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"
+    if tracked:
+        spec.tracking = {"report_to": ["mlflow"], "project": "fsdp", "mlflow_tracking_uri": None,
+                         "mlflow_local_store": store, "wandb_mode": None, "wandb_dir": str(tmp_path / "tracking")}
     work = spec.resolved_work_dir()
     proc = _torchrun(spec, tmp_path, env)
     _wait_for("step-00000003", work, proc, timeout=180)
@@ -78,6 +85,14 @@ def test_fsdp_full_shard_on_two_cpu_processes_saves_resumes_and_exports(tmp_path
     log = json.loads((Path(spec.output) / "train_log.json").read_text())
     assert log["distributed_type"] == "FSDP" and log["world_size"] == 2
     assert log["resumed_from_steps"] == [state["step"]]
+    if tracked:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=store)
+        [run] = client.search_runs([client.get_experiment_by_name("fsdp").experiment_id])  # not one per rank
+        steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "loss")})
+        assert steps == list(range(1, 9)) and run.info.status == "FINISHED"
+        assert json.loads((Path(spec.output) / "tracking.json").read_text()) == {"mlflow": run.info.run_id}
     assert [s["loss"] for s in log["steps"]] == pytest.approx([s["loss"] for s in one["steps"]], rel=1e-4)
     assert [s["grad_norm"] for s in log["steps"]] == pytest.approx([s["grad_norm"] for s in one["steps"]], rel=1e-3)
 

@@ -176,7 +176,7 @@ def test_bad_comparison_config_names_the_key(tmp_path, overlay, key):
 
 @pytest.mark.slow
 def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
-    # The shipped overlay with one selector, 2 seeds and 40 training steps: the rows and columns
+    # The shipped overlay with one selector, 2 seeds and 10 training steps: the rows and columns
     # are what is checked here, not the models (the README's table comes from the full overlay;
     # the miniature's five selectors, tests/test_miniature.py).
     shrink = tmp_path / "shrink.yaml"
@@ -184,7 +184,7 @@ def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
                                                      "selectors": {"names": ["verifier"]}},
                                       # the selectors not compared here still need their k
                                       "selection": {"selectors": {n: {"k": 1000} for n in ("cherry", "longest", "diverse")}},
-                                      "training": {"sizes": {"tiny": {"max_steps": 40, "save_every_steps": 40}}}}))
+                                      "training": {"sizes": {"tiny": {"max_steps": 10, "save_every_steps": 10}}}}))
     cfg = yaml.safe_load(SMOKE.read_text())
     res = tmp_path / cfg["results_dir"]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),

@@ -27,20 +27,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 GROUP_OF_FIXTURE = {"miniature_run": "heavy"}
 
 
-# tryfirst: pytest-xdist's worker reads the xdist_group marks in its own
-# pytest_collection_modifyitems, registered after this conftest and so called before it; marks
-# added later are never seen (each worker then built its own miniature, side by side).
-@pytest.hookimpl(tryfirst=True)
+# Marked as each test is collected, before any pytest_collection_modifyitems: pytest-xdist's
+# worker reads the xdist_group marks in its own, and marks added after it are never seen (each
+# worker then built its own miniature, side by side), whatever order the hooks run in.
+def pytest_itemcollected(item):
+    if item.get_closest_marker("xdist_group") or not hasattr(item, "_fixtureinfo"):
+        return
+    shared = sorted((name, defs[-1].baseid) for name, defs in item._fixtureinfo.name2fixturedefs.items()
+                    if defs and defs[-1].scope != "function" and name in item.fixturenames
+                    and (name in GROUP_OF_FIXTURE or defs[-1].baseid.endswith(".py")))
+    if shared:
+        name, where = shared[0]
+        item.add_marker(pytest.mark.xdist_group(GROUP_OF_FIXTURE.get(name, where)))
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        shared = sorted((name, defs[-1].baseid) for name, defs in item._fixtureinfo.name2fixturedefs.items()
-                        if defs and defs[-1].scope != "function" and name in item.fixturenames
-                        and (name in GROUP_OF_FIXTURE or defs[-1].baseid.endswith(".py")))
-        if shared:
-            name, where = shared[0]
-            item.add_marker(pytest.mark.xdist_group(GROUP_OF_FIXTURE.get(name, where)))
     items[:] = longest_first(items)
 
 

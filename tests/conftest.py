@@ -57,11 +57,16 @@ def xdist_group_of(item) -> str:
     return (mark.args[0] if mark.args else mark.kwargs.get("name", "")) if mark else item.nodeid
 
 
+def rank_of(item) -> int:
+    """0 heavy, 1 Slurm, 2 slow, 3 fast; a group goes where its lowest-ranked test goes."""
+    group = xdist_group_of(item)
+    return FIRST_GROUPS.index(group) if group in FIRST_GROUPS else 2 if item.get_closest_marker("slow") else 3
+
+
 def longest_first(items):
     rank = {}
     for item in items:
-        group = xdist_group_of(item)
-        r = FIRST_GROUPS.index(group) if group in FIRST_GROUPS else 2 if item.get_closest_marker("slow") else 3
+        group, r = xdist_group_of(item), rank_of(item)
         rank[group] = min(rank.get(group, r), r)
     return sorted(items, key=lambda item: rank[xdist_group_of(item)])  # stable: collection order within a rank
 

@@ -19,17 +19,12 @@ def test_a_module_fixture_groups_its_tests_on_one_worker(request, shared):
 def test_the_long_groups_are_handed_out_first(request):
     """The collection xdist schedules from (conftest.longest_first): heavy, then Slurm, then
     anything slow, then the fast tests; and xdist's own reorder by group size is off."""
-    from conftest import FIRST_GROUPS, xdist_group_of
-
-    def rank(item):
-        group = xdist_group_of(item)
-        return FIRST_GROUPS.index(group) if group in FIRST_GROUPS else 2 if item.get_closest_marker("slow") else 3
+    from conftest import rank_of, xdist_group_of
 
     ranks, seen = [], {}
     for item in request.session.items:
         group = xdist_group_of(item)
-        seen.setdefault(group, rank(item))  # a group's place is its first test's
-        seen[group] = min(seen[group], rank(item))
+        seen[group] = min(seen.get(group, rank_of(item)), rank_of(item))  # a group's place is its first test's
         ranks.append(group)
     order = [seen[g] for g in dict.fromkeys(ranks)]
     assert order == sorted(order), order

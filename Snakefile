@@ -87,6 +87,7 @@ localrules:
     random_at_k,
     selectors_table,
     data_size_table,
+    benchmarks_table,
     release,
 
 
@@ -98,6 +99,7 @@ include: "rules/select.smk"
 include: "rules/signals.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
+include: "rules/benchmark.smk"
 include: "rules/judge.smk"
 include: "rules/compare.smk"
 include: "rules/report.smk"
@@ -115,5 +117,6 @@ rule all:
         [f"{R}/selections/{name}.json" for name in config["selection"]["extra"] or {}],
         agreement_outputs(),
         harness_outputs(),
+        benchmark_outputs(),
         release_outputs(),
     default_target: True

@@ -436,3 +436,29 @@ def harness_keys():
 def harness_outputs():
     """The table and plot of each harness table, in pairs."""
     return [f for size, kind in harness_keys() for f in (f"{R}/{kind}_{size}.csv", f"{R}/plots/{kind}_{size}.png")]
+
+
+# --- benchmarks through lm-eval (evaluation.benchmarks, rules/benchmark.smk) ---------------
+
+BENCHMARKS = config["evaluation"]["benchmarks"]
+
+
+def benchmark_task_files():
+    # A local task (a YAML under include_path, and the files beside it) is an input: editing
+    # it reruns the benchmark.
+    inc = BENCHMARKS["include_path"]
+    if not inc:
+        return []
+    return sorted(str(p) for p in Path(inc).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def benchmark_outputs():
+    if not BENCHMARKS["tasks"]:
+        return []
+    return [f"{R}/{kind}" for s in config["evaluation"]["sizes"]
+            for kind in (f"benchmarks_{s}.csv", f"plots/benchmarks_{s}.png")]
+
+
+def benchmarked_models(size):
+    # The compared models of one size ({variant}-{size}), in the order of the comparisons.
+    return [Path(c).name for c in compared_checkpoints() if c.endswith(f"-{size}")]

@@ -16,6 +16,7 @@ rule report:
         agreement=agreement_outputs(),
         generations=[answers_file(m, s, t) for s, m, t in answers_compared()],
         harnesses=harness_outputs(),  # rules/compare.smk: (table, plot) per size and kind
+        benchmarks=benchmark_outputs(),  # rules/benchmark.smk: (table, plot) per size
     output:
         html=report(f"{R}/report.html", caption="../report/report_html.rst", category="0. The run on one page",
                     labels={"result": "report.html"}),

@@ -22,6 +22,8 @@ build(selection_summary=i.selection_summary, score_hist=i.score_hist, rating_cos
       generations=[(*key, path) for key, path in zip(p.generation_keys, i.generations)],
       harnesses=[(size, kind, i.harnesses[2 * n], i.harnesses[2 * n + 1])
                  for n, (size, kind) in enumerate(p.harness_keys)],
+      benchmarks=[(size, i.benchmarks[2 * n], i.benchmarks[2 * n + 1]) for n, size in enumerate(sizes)
+                  if i.benchmarks],
       judge_backends={name: j.get("backend") for name, j in cfg["judges"].items()},
       provenance=provenance(config_files=p.config_files, overrides=p.config_overrides, seeds=seeds,
                             where=Path(snakemake.scriptdir)),

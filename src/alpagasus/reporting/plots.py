@@ -215,3 +215,22 @@ def data_size_plot(rows: list[dict], path: str | Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_benchmarks(rows: list[dict], labels: list[str], path: str | Path,
+                    title: str = "Benchmarks (lm-evaluation-harness)") -> None:
+    """The benchmarks table as grouped bars: a group per task, a bar per model, with the
+    standard error lm-eval reports."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(labels) * max(1, len(rows)) / 2 + 2), 4))
+    width = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(labels))]
+        ys = [100 * float(r[t]) for t in labels]
+        err = [0.0 if r.get(f"{t}_stderr") in (None, "") else 100 * float(r[f"{t}_stderr"]) for t in labels]
+        bars = ax.bar(xs, ys, width, yerr=err, capsize=3, label=r["model"])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("score (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)

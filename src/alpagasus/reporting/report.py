@@ -357,6 +357,28 @@ def _harness_section(harnesses) -> list[str]:
     return out
 
 
+def _benchmarks_section(benchmarks) -> list[str]:
+    """``benchmarks``: (size, csv, png) of the lm-eval benchmarks (evaluation/benchmarks.py)."""
+    if not benchmarks:
+        return []
+    out = ["<h2>Benchmarks</h2>"]
+    for size, table, png in benchmarks:
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        tasks = [c for c in (rows[0] if rows else {}) if c != "model" and not c.endswith("_stderr")]
+        shown = [{"model": r["model"], **{t: (f"{100 * float(r[t]):.1f}"
+                                              + (f" ± {100 * float(r[t + '_stderr']):.1f}" if r.get(t + "_stderr") else ""))
+                                          for t in tasks}} for r in rows]
+        out.append(f"<h3>{html.escape(size)}</h3>")
+        out.append(_table(shown, ["model", *tasks], text_columns=("model",),
+                          caption=f"Score in % ± standard error (lm-evaluation-harness). All columns in {Path(table).name}."))
+        out.append(_img(png, f"benchmarks {size}"))
+    out.append('<p class="note">Each checkpoint evaluated by lm-evaluation-harness with the tasks, shots and '
+               "metrics of evaluation.benchmarks; lm-eval's full results (task versions, harness version) are "
+               "in benchmarks/{variant}-{size}.json (docs/evaluation.md, Benchmarks).</p>")
+    return out
+
+
 COST_COLUMNS = ["stage", "judge", "judgements needed", "repeats (judged once)", "from cache", "judged now",
                 "not judged", "HTTP requests", "tokens in / out", "USD", "estimated USD"]
 
@@ -421,14 +443,15 @@ def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str],
           judge_costs: list[str], out_path, title: str = "alpagasus run", agreement: list[str] | None = None,
           provenance: dict | None = None, loss_curves: list[tuple[str, str]] | None = None,
           generations: list[tuple[str, str, str, str]] = (), judge_backends: dict[str, str] | None = None,
-          harnesses: list[tuple[str, str, str, str]] = ()) -> None:
+          harnesses: list[tuple[str, str, str, str]] = (), benchmarks: list[tuple[str, str, str]] = ()) -> None:
     """``winrates``: (size, csv path, png path). ``checkpoints``: checkpoint directories.
     ``agreement``: (judge_agreement.json, its figure) where judges were compared.
     ``provenance``: as ``provenance()`` returns it. ``loss_curves``: (size, png to write) per size;
     without them the figures go to a temporary directory (the page embeds them anyway).
     ``generations``: (size, model, test set, answers .jsonl), for exact match where answers are known.
     ``judge_backends``: judge name -> backend, to say which stages ran locally.
-    ``harnesses``: (size, "selectors" | "data_size", csv, png) of the selectors compared."""
+    ``harnesses``: (size, "selectors" | "data_size", csv, png) of the selectors compared.
+    ``benchmarks``: (size, csv, png) of the lm-eval benchmarks."""
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if provenance:
         parts += _provenance_section(provenance)
@@ -444,6 +467,7 @@ def build(*, selection_summary, score_hist, rating_cost, checkpoints: list[str],
         parts += _training_section(checkpoints, loss_curves)
     parts += _pairwise_section(winrates, generations)
     parts += _harness_section(harnesses)
+    parts += _benchmarks_section(benchmarks)
     parts += _cost_section(rating_cost, judge_costs, judge_backends or {})
 
     with atomic_open(out_path) as fh:

@@ -239,3 +239,14 @@ def test_the_report_page_shows_the_table_in_percent_with_its_plot(benchmarked):
     assert "<th>sums</th>" in page and "<th>sums_2shot</th>" in page and "_stderr</th>" not in page
     for r in rows:
         assert f"{100 * float(r['sums']):.1f} ± {100 * float(r['sums_stderr']):.1f}" in page
+
+
+def test_the_scores_go_to_the_tracked_runs_as_benchmark_metrics(benchmarked):
+    from alpagasus.training.tracking import benchmark_metrics
+
+    _, res, _, _ = benchmarked
+    with open(res / "benchmarks_tiny.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    metrics = benchmark_metrics([{k: (v if k == "model" else float(v)) for k, v in r.items()} for r in rows])
+    assert set(metrics) == {"alpagasus-tiny", "alpaca-tiny"}
+    assert metrics["alpaca-tiny"] == {f"benchmarks/{k}": float(v) for k, v in rows[1].items() if k != "model"}

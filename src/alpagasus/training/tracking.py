@@ -218,6 +218,12 @@ def winrate_metrics(rows: list[dict]) -> dict[str, dict]:
     return {m: {k: v for k, v in values.items() if v is not None} for m, values in out.items()}
 
 
+def benchmark_metrics(rows: list[dict]) -> dict[str, dict]:
+    """A benchmarks table (alpagasus.evaluation.benchmarks rows) as each model's metrics:
+    ``benchmarks/{label}`` and ``benchmarks/{label}_stderr``."""
+    return {r["model"]: {f"benchmarks/{k}": v for k, v in r.items() if k != "model" and v is not None} for r in rows}
+
+
 def report_results(cfg: dict | None, checkpoint_dirs: dict[str, str], metrics: dict[str, dict]) -> None:
     """Add a rule's results (e.g. win rates) to the runs that trained each model: ``metrics``
     maps a model name (``alpagasus-7b``) to its values; ``checkpoint_dirs`` says where its run

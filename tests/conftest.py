@@ -24,7 +24,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # too), so that two of them never compete for the two cores (each would take twice as long,
 # against its timeout) while the other worker runs the tests that mostly wait (servers, sleeps,
 # snakemake's start-up). The Slurm tests are a group of their own (one test cluster a machine).
-GROUP_OF_FIXTURE = {"miniature_run": "heavy"}
+GROUP_OF_FIXTURE = {"miniature_run": "heavy", "small_dag": "small_dag"}
 
 
 # Marked as each test is collected, before any pytest_collection_modifyitems: pytest-xdist's
@@ -118,6 +118,52 @@ def miniature_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("miniature")
     _, wall = run_snakemake(work, "--configfile", smoke)  # no target: the default `all`, as the README runs it
     return work, work / yaml.safe_load(smoke.read_text())["results_dir"], wall
+
+
+# A small miniature DAG (200 records, two variants trained 4 steps, one comparison), run once a
+# session for the tests that need a finished one: tests/test_tracking.py reads what it reported
+# to MLflow and W&B, tests/test_reruns.py edits the threshold in a copy of it. (Each ran one of
+# its own before: two trainings, two generations and a judging job more.)
+SMALL_DAG_TARGET = "results/winrate_tiny.csv"
+# Snakemake's own input checksums cover files up to 1 MB; the paper's selections are larger, so
+# these runs switch them off: only our content key may keep a training from rerunning.
+NO_SNAKEMAKE_CHECKSUMS = ("--max-checksum-file-size", "1")
+
+
+def small_dag_trackers() -> list[str]:
+    """The trackers the small DAG reports to: both where the `tracking` extra is installed."""
+    return [t for t in ("mlflow", "wandb") if importlib.util.find_spec(t) is not None]
+
+
+def small_dag_config(threshold: float = 4.5, report_to=None) -> dict:
+    return {"results_dir": "results", "cache_dir": "cache",
+            "data": {"source": "miniature", "miniature": {"n_records": 200, "n_test": 20}},
+            "selection": {"threshold": threshold, "extra": None},
+            "training": {"variants": ["alpagasus", "random"], "sizes": {"tiny": {"max_steps": 4}},
+                         "report_to": small_dag_trackers() if report_to is None else report_to},
+            "evaluation": {"comparisons": [["alpagasus", "random"]], "bootstrap_samples": 200}}
+
+
+def small_dag_args(work: Path, target: str = SMALL_DAG_TARGET) -> list:
+    return [target, *NO_SNAKEMAKE_CHECKSUMS, "--configfile", REPO / "config" / "smoke.yaml", work / "o.yaml"]
+
+
+@pytest.fixture(scope="session")
+def small_dag(tmp_path_factory):
+    """(work dir, its first run's output, the trackers it reported to): the small DAG run once to
+    its win-rate table, with no tracking URI or W&B key from the caller's environment. Its tests
+    only read it, or copy it (shutil.copytree keeps the times Snakemake compares)."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("small_dag")
+    (work / "o.yaml").write_text(yaml.safe_dump(small_dag_config()))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY", "WANDB_MODE")}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+           "--cores", "2", *map(str, small_dag_args(work))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return work, proc.stdout + proc.stderr, small_dag_trackers()
 
 
 @pytest.fixture(scope="session", autouse=True)

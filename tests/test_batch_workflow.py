@@ -79,6 +79,16 @@ def reference_scores(tmp_path, records, api_key):
     return read_jsonl(tmp_path / "ref.jsonl")
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, alpaca_records):
+    """reference_scores of the kill tests' records, once a module: it depends on neither the
+    moment of the kill nor the server's files listing (each test used to rate them again)."""
+    key = "sk-test-" + os.urandom(12).hex()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", key)
+        return reference_scores(tmp_path_factory.mktemp("reference"), alpaca_records, key)
+
+
 def in_flight_content(srv):
     return any(c["path"].endswith("/content") and c["status"] is None for c in srv.batch_api.calls)
 
@@ -96,10 +106,10 @@ MOMENTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("list_files", [True, False], ids=["files-listed", "no-files-list"])
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpaca_records, moment, list_files):
+def test_kill_dash_9_then_rerun_resumes_the_same_batches(tmp_path, api_key, alpaca_records, reference, moment,
+                                                        list_files):
     """On a server without GET /v1/files too: a file whose upload was cut short cannot be
     looked up there, so the rerun uploads it again (free) instead of stopping at the look-up."""
-    reference = reference_scores(tmp_path, alpaca_records, api_key)
     plan, moment_reached = MOMENTS[moment]
     with FakeOpenAIServer(api_key=api_key) as srv:
         setup_workdir(tmp_path, alpaca_records, srv)

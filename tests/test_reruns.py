@@ -2,16 +2,12 @@
 "reruns by content"), through real snakemake runs of a small miniature."""
 import json
 import re
+import shutil
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import NO_SNAKEMAKE_CHECKSUMS, REPO, SMALL_DAG_TARGET as TARGET, small_dag_config
 from test_workflow import planned_jobs, snakemake
-
-# Snakemake's own input checksums cover files up to 1 MB; the paper's selections are larger, so
-# the test switches them off: only our content key may keep a training from rerunning.
-NO_SNAKEMAKE_CHECKSUMS = ("--max-checksum-file-size", "1")
-TARGET = "results/winrate_tiny.csv"
 
 
 def _run(work, *args):
@@ -25,12 +21,8 @@ def _executed(log: str) -> set[str]:
 
 
 def _threshold(work, value):
-    cfg = {"results_dir": "results", "cache_dir": "cache",
-           "data": {"source": "miniature", "miniature": {"n_records": 200, "n_test": 20}},
-           "selection": {"threshold": value, "extra": None},
-           "training": {"variants": ["alpagasus", "random"], "sizes": {"tiny": {"max_steps": 2}}},
-           "evaluation": {"comparisons": [["alpagasus", "random"]], "bootstrap_samples": 200}}
-    (work / "o.yaml").write_text(yaml.safe_dump(cfg))
+    # conftest.small_dag's config (200 records, two variants, 4 steps), with this threshold.
+    (work / "o.yaml").write_text(yaml.safe_dump(small_dag_config(threshold=value)))
 
 
 def _kept(work, threshold):
@@ -39,10 +31,14 @@ def _kept(work, threshold):
 
 
 @pytest.mark.slow
-def test_a_threshold_edit_that_keeps_the_records_retrains_nothing_and_one_that_changes_them_does(tmp_path):
-    work = tmp_path
-    _threshold(work, 4.5)
-    assert {"train", "generate", "judge_pair"} <= _executed(_run(work, TARGET))
+def test_a_threshold_edit_that_keeps_the_records_retrains_nothing_and_one_that_changes_them_does(tmp_path, small_dag):
+    # The first run, at 4.5, is conftest.small_dag's (shared with tests/test_tracking.py): this
+    # test goes on in a copy of it.
+    first, first_log, _ = small_dag
+    work = tmp_path / "work"
+    shutil.copytree(first, work, symlinks=True)
+    assert yaml.safe_load((work / "o.yaml").read_text()) == small_dag_config(threshold=4.5)
+    assert {"train", "generate", "judge_pair"} <= _executed(first_log)
     ckpt = work / "results/checkpoints/alpagasus-tiny/train_log.json"
     trained = {v: (work / f"results/checkpoints/{v}-tiny/train_log.json").stat().st_mtime_ns
                for v in ("alpagasus", "random")}

@@ -52,6 +52,7 @@ CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 HARNESS = REPO / "tests" / "slurm" / "harness" / "Snakefile"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
 FAST_OVERLAY = REPO / "tests" / "slurm" / "fast.yaml"
+POLLING = str(REPO / "tests" / "slurm" / "snakemake_polling.py")
 PROD_PROFILE = REPO / "slurm" / "config.yaml"
 LOCK_FILE = "/tmp/alpagasus-slurm-ci.lock"
 REQUIRE = os.environ.get("ALPAGASUS_REQUIRE_SLURM") == "1"
@@ -79,8 +80,9 @@ def _skip_or_fail(reason: str):
 
 
 def _snakemake(args, cwd, timeout_s, log_path, env=None, background=False):
-    """snakemake under `timeout -k 10 N` (a Slurm run that loses its jobs must never hang CI)."""
-    cmd = ["timeout", "-k", "10", str(timeout_s), sys.executable, "-m", "snakemake", *map(str, args)]
+    """snakemake under `timeout -k 10 N` (a Slurm run that loses its jobs must never hang CI),
+    polling Slurm as often as the test profile says (tests/slurm/snakemake_polling.py)."""
+    cmd = ["timeout", "-k", "10", str(timeout_s), sys.executable, POLLING, *map(str, args)]
     out = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})}, start_new_session=True)
@@ -519,7 +521,9 @@ def test_preemption_signal_and_requeue_resume_from_checkpoint(slurm_cluster, tmp
     trainer checkpoints and exits, Snakemake survives the signal (the Snakefile ignores SIGUSR1)
     and submits the job again (restart-times), which resumes. (2) Preemption/requeue: `scontrol
     requeue` puts the running job back in the queue under the same id; it restarts and resumes."""
-    steps = 40
+    # Enough steps for the signal, the rerun and the requeue to land mid-run (the requeue comes
+    # at about step 8, with 8 s of steps still to go), and no more: each is 0.5 s of the test.
+    steps = 24
     proc, out = _snakemake(_harness_args(slurm_cluster, "resumable_steps=%d" % steps, "--", "resumed.txt"),
                            tmp_path, 400, tmp_path / "run.log", background=True)
     ckpt = tmp_path / "ckpt" / "resumable"

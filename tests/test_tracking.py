@@ -157,27 +157,20 @@ def test_an_environment_uri_is_never_written_into_the_settings(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_trainings_report_steps_config_and_win_rates_to_mlflow_and_wandb_offline(tmp_path, monkeypatch):
-    """Through snakemake: two trainings side by side into one MLflow store (read back with
-    MlflowClient) and offline W&B runs (read back with W&B's own inspector), then rule winrate
-    adds each model's win rates to its run."""
+def test_trainings_report_steps_config_and_win_rates_to_mlflow_and_wandb_offline(tmp_path, small_dag):
+    """Through snakemake (conftest.small_dag, 200 records, 4 steps): two trainings side by side
+    into one MLflow store (read back with MlflowClient) and offline W&B runs (read back with W&B's
+    own inspector), then rule winrate adds each model's win rates to its run."""
     needs("mlflow")
     needs("wandb")
     from mlflow import MlflowClient
+    from conftest import small_dag_args, small_dag_config
     from test_workflow import snakemake
 
-    for var in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY", "WANDB_MODE"):
-        monkeypatch.delenv(var, raising=False)
-    cfg = {"results_dir": "results", "cache_dir": "cache",
-           "data": {"source": "miniature", "miniature": {"n_records": 200, "n_test": 20}},
-           "selection": {"extra": None},
-           "training": {"variants": ["alpagasus", "random"], "sizes": {"tiny": {"max_steps": 4}},
-                        "report_to": ["mlflow", "wandb"]},
-           "evaluation": {"comparisons": [["alpagasus", "random"]], "bootstrap_samples": 200}}
-    (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))
-    args = ["results/winrate_tiny.csv", "--configfile", REPO / "config/smoke.yaml", tmp_path / "o.yaml"]
-    snakemake(tmp_path, *args)
-    res = tmp_path / "results"
+    work, _, trackers = small_dag
+    assert trackers == ["mlflow", "wandb"], trackers
+    assert small_dag_config()["training"]["sizes"]["tiny"]["max_steps"] == 4
+    res = work / "results"
     uri = f"sqlite:///{res / 'tracking' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     metrics = {}
@@ -213,7 +206,7 @@ def test_trainings_report_steps_config_and_win_rates_to_mlflow_and_wandb_offline
     assert (metrics["alpagasus"]["winrate/vs_random/mini/winning_score"]
             + metrics["random"]["winrate/vs_alpagasus/mini/winning_score"]) == pytest.approx(2)
     # Reporting is not part of a training's identity: switching it off reruns nothing.
-    cfg["training"]["report_to"] = []
-    (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))
-    dry = snakemake(tmp_path, "-n", *args)
+    # (The same DAG with report_to [], in an overlay of this test's own: the shared run stays as it is.)
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(small_dag_config(report_to=[])))
+    dry = snakemake(work, "-n", *small_dag_args(tmp_path))
     assert "Nothing to be done" in dry.stdout + dry.stderr

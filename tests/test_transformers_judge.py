@@ -42,13 +42,15 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
     alpaca = json.loads(shared_path("data", "alpaca", "alpaca_data.json").read_text())
     data = tmp_path / "alpaca_sample.json"
     data.write_text(json.dumps(alpaca[:N_RECORDS]))
-    targets = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl", "results/filtered_9k.json",
-               "results/judge_agreement.json"]
+    ratings = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl"]
+    targets = [*ratings, "results/filtered_9k.json", "results/judge_agreement.json"]
     runs = []
-    for name in ("first", "second"):  # two runs from nothing: the same scores
+    # Two runs from nothing: the same scores. The second builds only the two ratings it is
+    # compared on (the selection and the agreement are the first run's, checked below).
+    for name, wanted in (("first", targets), ("second", ratings)):
         work = tmp_path / name
         work.mkdir()
-        snakemake(work, *targets, "--configfile", overlay(work, data, model_dir, gguf))
+        snakemake(work, *wanted, "--configfile", overlay(work, data, model_dir, gguf))
         runs.append(work / "results")
     for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl"):
         assert (runs[0] / rel).read_text() == (runs[1] / rel).read_text(), rel
@@ -69,9 +71,10 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
     agreement = json.loads((runs[0] / "judge_agreement.json").read_text())
     assert agreement["judges"]["smol_text"]["field"] == "score"
 
-    # Rerun both rating jobs: every judgement comes from the cache, the model is never called.
+    # Rerun both rating jobs (only them: nothing below reads what depends on them): every
+    # judgement comes from the cache, the model is never called.
     work = tmp_path / "first"
-    snakemake(work, *targets, "--configfile", work / "smol.yaml", "--forcerun", "rate", "rate_compare")
+    snakemake(work, *ratings, "--configfile", work / "smol.yaml", "--forcerun", "rate", "rate_compare")
     for rel in ("rating_cost.json", "compare/smol_text/rating_cost.json"):
         c = json.loads((work / "results" / rel).read_text())
         assert c["requests_sent"] == 0 and c["judgements_paid_this_run"] == 0

@@ -12,33 +12,20 @@ business: real tasks download from the Hub (on the cluster), a local task (a YAM
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 from pathlib import Path
 
 from alpagasus.core.io import atomic_open
+from alpagasus.evaluation.generation import default_device, default_dtype
 
 log = logging.getLogger("alpagasus.evaluation.benchmarks")
 
 # The per-run keys of lm-eval's results that hold one entry per task.
 PER_TASK_KEYS = ("results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better",
                  "n-samples")
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str) -> str:
-    # As generation loads a checkpoint (evaluation/generation.py): bf16 on a GPU that has it.
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
 
 
 def task_manager(include_path: str | None):
@@ -159,8 +146,6 @@ def table_columns(tasks: list[dict]) -> list[str]:
 
 def write_benchmarks_table(files: list[tuple[str, str | Path]], tasks: list[dict], output: str | Path,
                            plot: str | Path | None = None) -> list[dict]:
-    import csv
-
     rows = benchmarks_table(files, tasks)
     with atomic_open(output, newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=table_columns(tasks))

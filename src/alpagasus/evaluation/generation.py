@@ -36,14 +36,26 @@ log = logging.getLogger("alpagasus.evaluation.generation")
 REQUIRED_FIELDS = ("id", "instruction", "input", "question")
 
 
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> str:
+    """bf16 on a GPU that has it, else float32: how a checkpoint is evaluated (generation, benchmarks)."""
+    import torch
+
+    return "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+
+
 def load_model(checkpoint: str | Path, device: str | None = None, dtype: str | None = None):
     """(model, tokenizer) from a checkpoint directory, in eval mode, tokenizer padding left."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype is None:
-        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
     # Decoder-only models must see the prompt's last token at the last position.
     tokenizer.padding_side = "left"

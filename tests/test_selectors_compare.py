@@ -130,12 +130,17 @@ def test_the_plots_are_written(tmp_path):
                             "paths": {"mini": _judgements(tmp_path / name / f"{opp}.jsonl", [1] * w + [-1] * (10 - w))}})
         sel[name] = _selection(tmp_path / f"{name}.json", [3, 4])
     st.write_selectors(entries, sel, "v", 2, tmp_path / "s.csv", tmp_path / "s.png", title="t", bootstrap_samples=100)
+    # On the data-size curve each selection keeps a size of its own (a threshold's, not k).
+    sel["verifier"] = _selection(tmp_path / "verifier.json", [3, 4, 5, 6, 7])
     ds = [{**e, "opponent": "alpaca"} for e in entries if e["opponent"] == "alpaca"]
     st.write_data_size(ds, sel, "v", tmp_path / "d.csv", tmp_path / "d.png", title="t", bootstrap_samples=100)
     for f in ("s.png", "d.png"):
         assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "d.csv", newline="") as fh:
-        assert csv.DictReader(fh).fieldnames == st.DATA_SIZE_COLUMNS
+        reader = csv.DictReader(fh)
+        kept = {r["selector"]: r["kept"] for r in reader}
+        assert reader.fieldnames == st.DATA_SIZE_COLUMNS
+    assert kept == {"ifd": "2", "verifier": "5", "random": "2"}, kept
 
 
 # --- config checks --------------------------------------------------------------------------
@@ -178,9 +183,10 @@ def test_bad_comparison_config_names_the_key(tmp_path, overlay, key):
 def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
     # The shipped overlay with one selector, 2 seeds and 10 training steps: the rows and columns
     # are what is checked here, not the models (the README's table comes from the full overlay;
-    # the miniature's five selectors, tests/test_miniature.py).
+    # the miniature's five selectors, tests/test_miniature.py). The data-size curve holds the
+    # selector only (a size of its own per selection: test_the_plots_are_written).
     shrink = tmp_path / "shrink.yaml"
-    shrink.write_text(yaml.safe_dump({"evaluation": {"seeds": [42, 43], "data_size": ["verifier", "alpagasus"],
+    shrink.write_text(yaml.safe_dump({"evaluation": {"seeds": [42, 43], "data_size": ["verifier"],
                                                      "selectors": {"names": ["verifier"]}},
                                       # the selectors not compared here still need their k
                                       "selection": {"selectors": {n: {"k": 1000} for n in ("cherry", "longest", "diverse")}},
@@ -213,9 +219,8 @@ def test_the_overlay_writes_the_selectors_table_through_snakemake(tmp_path):
     assert len(load_records(res / "selections" / "random_k1000.json")) == k
     # The data-size curve from the same machinery: each selection against the full set, its size its own.
     curve = st.read_table(res / "data_size_tiny.csv")
-    assert [(r["selector"], r["opponent"], r["seeds"]) for r in curve] == [("verifier", "alpaca", "2"),
-                                                                          ("alpagasus", "alpaca", "2")]
-    assert curve[0]["kept"] == str(k) and curve[1]["kept"] == str(len(load_records(res / "filtered_9k.json")))
+    assert [(r["selector"], r["opponent"], r["seeds"]) for r in curve] == [("verifier", "alpaca", "2")]
+    assert curve[0]["kept"] == str(k)
     # verifier vs alpaca is one comparison, judged once for both tables.
     same = [r for r in rows if (r["selector"], r["opponent"]) == ("verifier", "alpaca")][0]
     assert same["winning_score"] == curve[0]["winning_score"]

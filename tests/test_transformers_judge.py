@@ -6,11 +6,14 @@ import json
 import pytest
 import yaml
 
+from alpagasus.core.config import load
 from alpagasus.core.io import read_jsonl
+from alpagasus.data import load_records
+from alpagasus.judging.rating import rate_records
 from alpagasus.judging.judges.transformers_judge import installed_smollm2
-from conftest import SMOLLM2, requires_package, shared_path
+from conftest import REPO, SMOLLM2, requires_package, shared_path
 
-N_RECORDS = 8  # the machinery, not the model: two runs from nothing, both modes, a cached rerun
+N_RECORDS = 8  # the machinery, not the model: a run and the library from nothing, both modes, a cached rerun
 
 
 def smollm2():
@@ -43,20 +46,24 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
     data = tmp_path / "alpaca_sample.json"
     data.write_text(json.dumps(alpaca[:N_RECORDS]))
     ratings = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl"]
-    targets = [*ratings, "results/filtered_9k.json", "results/judge_agreement.json"]
-    runs = []
-    # Two runs from nothing: the same scores. The second builds only the two ratings it is
-    # compared on (the selection and the agreement are the first run's, checked below).
-    for name, wanted in (("first", targets), ("second", ratings)):
-        work = tmp_path / name
-        work.mkdir()
-        snakemake(work, *wanted, "--configfile", overlay(work, data, model_dir, gguf))
-        runs.append(work / "results")
-    for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl"):
-        assert (runs[0] / rel).read_text() == (runs[1] / rel).read_text(), rel
+    work = tmp_path / "run"
+    work.mkdir()
+    snakemake(work, *ratings, "results/filtered_9k.json", "results/judge_agreement.json",
+              "--configfile", overlay(work, data, model_dir, gguf))
+    res = work / "results"
+    # Deterministic: the library rating the same records from nothing, in this process (its own
+    # model load, an empty cache), writes the rules' scores byte for byte, in both modes.
+    cfg = load(REPO / "config" / "config.yaml", work / "smol.yaml")
+    records = load_records(res / "alpaca_52k.json")
+    for name, rel in (("smol", "scores.jsonl"), ("smol_text", "compare/smol_text/scores.jsonl")):
+        again = tmp_path / "again" / name
+        rate_records(records, cfg["judges"], {**cfg["rating"], "judge": name}, again / "cache",
+                     again / "scores.jsonl", again / "cost.json", max_field_chars=cfg["data"]["max_field_chars"],
+                     progress=False)
+        assert (again / "scores.jsonl").read_text() == (res / rel).read_text(), rel
 
-    logprob_rows = read_jsonl(runs[0] / "scores.jsonl")
-    text_rows = read_jsonl(runs[0] / "compare/smol_text/scores.jsonl")
+    logprob_rows = read_jsonl(res / "scores.jsonl")
+    text_rows = read_jsonl(res / "compare/smol_text/scores.jsonl")
     assert len(logprob_rows) == len(text_rows) == N_RECORDS
     for row in logprob_rows:  # the score is read, never generated: always a valid score
         assert row["status"] == "scored" and 0 <= row["score"] <= 5
@@ -66,20 +73,20 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
         assert row["status"] in ("scored", "unparsed")
         assert row["score"] is None or 0 <= row["score"] <= 5
         assert row["usage"]["completion_tokens"] <= 8
-    cost = json.loads((runs[0] / "rating_cost.json").read_text())
+    cost = json.loads((res / "rating_cost.json").read_text())
     assert cost["usd_this_run"] == 0 and cost["prompt_tokens_this_run"] > 100 * N_RECORDS
-    agreement = json.loads((runs[0] / "judge_agreement.json").read_text())
+    agreement = json.loads((res / "judge_agreement.json").read_text())
     assert agreement["judges"]["smol_text"]["field"] == "score"
 
     # Rerun both rating jobs (only them: nothing below reads what depends on them): every
     # judgement comes from the cache, the model is never called.
-    work = tmp_path / "first"
+    before = {rel: (res / rel).read_text() for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl")}
     snakemake(work, *ratings, "--configfile", work / "smol.yaml", "--forcerun", "rate", "rate_compare")
     for rel in ("rating_cost.json", "compare/smol_text/rating_cost.json"):
-        c = json.loads((work / "results" / rel).read_text())
+        c = json.loads((res / rel).read_text())
         assert c["requests_sent"] == 0 and c["judgements_paid_this_run"] == 0
         assert c["judgements_reused_from_cache"] == N_RECORDS
-    assert (runs[0] / "scores.jsonl").read_text() == (runs[1] / "scores.jsonl").read_text()
+    assert {rel: (res / rel).read_text() for rel in before} == before
 
 
 def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):

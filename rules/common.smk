@@ -254,6 +254,23 @@ def judge_job_by_wildcard():
     return job_by_wildcard(lambda wc: judge_job(wc.judge))
 
 
+# --- rating (rules/rate.smk) -------------------------------------------------------------
+
+RATING_SHARDS = int(config["rating"]["shards"])
+
+
+def rate_params():
+    """What defines the scores: a change reruns the rating (from the cache, paying nothing twice)."""
+    return dict(
+        judge=judge_identity(config["rating"]["judge"]),
+        # dimension, and the prompt where it is not the paper's (rating.prompt)
+        **identity.rating_identity(config["rating"]),
+        max_field_chars=config["data"]["max_field_chars"],
+        cache_dir=CACHE,
+    )
+
+
+
 # --- judge agreement (rules/agreement.smk) -------------------------------------------------
 
 

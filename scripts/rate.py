@@ -1,4 +1,5 @@
-"""Rule rate: every record scored by the configured judge (scores.jsonl + rating_cost.json).
+"""Rule rate (or rate_shard): every record, or one shard's records, scored by the configured
+judge (scores.jsonl + rating_cost.json).
 
 Only content-defining settings are rule params (so changing them reruns the rule); budget,
 limits and retries are read from the config at run time and never trigger a rerun.
@@ -6,17 +7,26 @@ limits and retries are read from the config at run time and never trigger a reru
 from alpagasus.core import logs
 from alpagasus.data import load_records
 from alpagasus.judging.rating import rate_records
+from alpagasus.judging.sharding import shard_budget, shard_range
 
 cfg = snakemake.config
 logs.setup(snakemake.log[0], [j.get("api_key_env", "") for j in cfg["judges"].values()])
 # rule rate_compare rates the same records with another judge (rating.compare).
 judge = snakemake.wildcards.get("judge", cfg["rating"]["judge"])
+records = load_records(snakemake.input.records)
+rating = {**cfg["rating"], "judge": judge, "dimension": snakemake.params.dimension}
+start, stop = 0, len(records)
+if "shard" in snakemake.wildcards.keys():
+    start, stop = shard_range(len(records), int(snakemake.wildcards.shard), int(snakemake.params.shards))
+    rating["max_usd"] = shard_budget(rating["max_usd"], start, stop, len(records))
 rate_records(
-    load_records(snakemake.input.records),
+    records[start:stop],
     cfg["judges"],
-    {**cfg["rating"], "judge": judge, "dimension": snakemake.params.dimension},
+    rating,
     snakemake.params.cache_dir,
     snakemake.output.scores,
     snakemake.output.cost,
     max_field_chars=snakemake.params.max_field_chars,
+    first_index=start,
+    shard_fields="shard" in snakemake.wildcards.keys(),
 )

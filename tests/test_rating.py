@@ -241,3 +241,35 @@ def test_kill_dash_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, api_key):
     assert 150 - cached <= len(asked) <= 150 - cached + 1
     assert before_kill - cached <= 4 + 1  # at most the requests in flight were lost
     assert (tmp_path / "killed" / "scores.jsonl").read_text() == (tmp_path / "ref" / "scores.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_awaits_the_requests_in_flight_and_keeps_every_paid_reply(tmp_path, api_key):
+    """scancel, a preemption or a time limit sends SIGTERM: the rating sends nothing more, awaits
+    what is in flight (each reply cached), and stops with one line; the rerun pays only for the rest."""
+    records = unique_records(150)
+    rec_path = tmp_path / "records.json"
+    rec_path.write_text(json.dumps(records))
+    with FakeOpenAIServer(latency_s=0.3) as srv:
+        cfg = {"results_dir": str(tmp_path / "r"), "cache_dir": str(tmp_path / "r" / "cache"),
+               "data": {"source": "local"}, "judges": judge_cfg(srv, concurrency=8, timeout_s=10),
+               "rating": {"judge": "fake"}, "selection": {"method": "threshold", "threshold": 4.5}}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        cmd = [sys.executable, "-m", "alpagasus", "rate", "--config", str(tmp_path / "c.yaml"),
+               "--records", str(rec_path), "--out", str(tmp_path / "r" / "scores.jsonl"), "--no-progress"]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        cache = tmp_path / "r" / "cache" / "judgements.jsonl"
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while _cache_lines(cache) < 20 and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        paid = srv.paid_counts()
+        assert proc.returncode != 0 and "stopped by SIGTERM" in err, err[-2000:]
+        assert len(paid) < 150, "the signal must land mid-run"
+        assert _cache_lines(cache) == len(paid)  # every reply paid for was kept, the in-flight ones too
+        srv.reset_log()
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        assert {e["key"] for e in srv.log() if e["paid"]}.isdisjoint(paid)  # nothing paid twice
+        assert len(srv.paid_counts()) == 150 - len(paid)

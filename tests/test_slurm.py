@@ -778,3 +778,80 @@ def test_training_on_two_nodes(slurm_cluster, tmp_path):
     one = train(spec)
     assert one["world_size"] == 1
     assert [s["loss"] for s in two["steps"]] == pytest.approx([s["loss"] for s in one["steps"]], rel=1e-4)
+
+
+# --- sharded rating through Slurm (issue #18 item 3) ------------------------------------------
+
+
+def _shard_of(slurm_job: dict) -> str:
+    return slurm_job.get("Comment", "").rsplit("_", 1)[-1]
+
+
+def _running_shard() -> str | None:
+    """A running rate_shard job's id (its comment holds the wildcards: rule_rate_shard_wildcards_N)."""
+    out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%A %k"], capture_output=True,
+                         text=True, timeout=20).stdout
+    for line in out.splitlines():
+        jid, _, comment = line.partition(" ")
+        if comment.strip().startswith("rule_rate_shard_"):
+            return jid
+    return None
+
+
+@pytest.mark.timeout(600)
+def test_rating_shards_are_slurm_jobs_and_a_cancelled_one_reruns_alone(slurm_cluster, tmp_path, monkeypatch):
+    """`rating.shards: 4`: four Slurm jobs of the judge's size (CPU jobs for an API judge) rate
+    a quarter of the records each against the fake server on this node; one is cancelled with
+    scancel while it is paying, Snakemake runs that shard again (restart-times) and no other;
+    the gathered scores equal the library's unsharded rating, and no judgement is paid twice."""
+    from alpagasus.core.config import load
+    from alpagasus.data import load_records
+    from alpagasus.judging.rating import rate_records
+    from alpagasus.testing.fake_openai import FakeOpenAIServer
+
+    root = tmp_path / "checkout"
+    root.mkdir()
+    _copy_checkout(root)
+    alpaca = json.loads((REPO.parent / "shared" / "data" / "alpaca" / "alpaca_data.json").read_text())[:120]
+    (root / "alpaca.json").write_text(json.dumps(alpaca))
+    key = "sk-shards-" + os.urandom(8).hex()
+    with FakeOpenAIServer(api_key=key, latency_s=0.15) as srv:
+        overlay = {"data": {"source": "local", "local_path": "alpaca.json", "expected_records": None},
+                   "judges": {"fake": {"backend": "openai", "model": "gpt-fake", "base_url": srv.base_url,
+                                       "concurrency": 1, "timeout_s": 10, "usd_per_1m_input_tokens": 1.0,
+                                       "usd_per_1m_output_tokens": 2.0}},
+                   "rating": {"judge": "fake", "max_usd": 5.0, "shards": 4}}
+        (root / "shards.yaml").write_text(yaml.safe_dump(overlay))
+        env = {"PYTHONPATH": str(root / "src"), "OPENAI_API_KEY": key}
+        proc, out = _snakemake(["results/smoke/scores.jsonl", "--profile", "tests/slurm/profile",
+                                "--configfile", "config/smoke.yaml", "shards.yaml"],
+                               root, 500, tmp_path / "run.log", env=env, background=True)
+        try:
+            cancelled = _wait_for(lambda: len(srv.paid_counts()) >= 10 and _running_shard(), 240,
+                                  "a rating shard paying", proc)
+            subprocess.run(["scancel", cancelled], check=True, timeout=20)
+            proc.wait(timeout=500)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            out.close()
+        log = (tmp_path / "run.log").read_text(errors="replace")
+        assert proc.returncode == 0, log[-4000:]
+        paid = srv.paid_counts()
+        # The unsharded rating of the same records, by the library in this process.
+        cfg = load(REPO / "config" / "config.yaml", REPO / "config" / "smoke.yaml", root / "shards.yaml")
+        records = load_records(root / "results" / "smoke" / "alpaca_52k.json")
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        cfg["judges"]["fake"]["concurrency"] = 16  # a speed knob, not part of a judgement
+        rate_records(records, cfg["judges"], cfg["rating"], tmp_path / "one_cache", tmp_path / "one.jsonl",
+                     tmp_path / "one_cost.json", max_field_chars=cfg["data"]["max_field_chars"], progress=False)
+    assert max(paid.values()) == 1 and len(paid) == len({(r["instruction"], r["input"], r["output"]) for r in alpaca})
+    assert (root / "results" / "smoke" / "scores.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+    shard_jobs = [j for j in slurm_jobs(run_id_of(log)).values() if rule_of(j) == "rate_shard"]
+    by_state = collections.Counter(j["JobState"] for j in shard_jobs)
+    assert by_state == {"COMPLETED": 4, "CANCELLED": 1}, [(j["JobId"], j["JobState"], j["Comment"]) for j in shard_jobs]
+    shards = collections.Counter(_shard_of(j) for j in shard_jobs)
+    again = _shard_of(slurm_jobs()[cancelled])
+    assert shards == {s: 2 if s == again else 1 for s in ("0", "1", "2", "3")}, shards
+    assert all(j["Partition"] == slurm_cluster.cpu_partition and j["JOB_GRES"] == "(null)" for j in shard_jobs)

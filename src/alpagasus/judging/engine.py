@@ -12,6 +12,8 @@ Shared by rating (data selection) and pairwise judging. Guarantees:
   spelled) counts, and a request is only sent while that plus this run's spend plus what is in
   flight plus its own worst case stays within it. The worst case is a true bound for any text
   (cost.prompt_tokens: the model's tokenizer, else one token per UTF-8 byte, and max_tokens);
+- SIGTERM (scancel, preemption) stops sending and awaits what is in flight, so a cancelled job
+  loses no reply it paid for (kill -9 still loses what was in flight);
 - a reply is kept without the API key in it (a server may echo it);
 - a failure is reported per request, typed (judges.FailureKind), and never cached.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from dataclasses import dataclass, field, replace
 
@@ -294,8 +297,25 @@ class _Run(_Keeper):
             for task in done:
                 task.result()  # a worker's error is the run's
 
+    def _terminated(self) -> None:
+        """SIGTERM (scancel, a preemption, Slurm's time limit, Ctrl-C in snakemake): send nothing
+        more, but await what is in flight, so that every reply paid for is kept (Slurm sends
+        SIGKILL only KillWait seconds later, 30 by default)."""
+        if self.out.fatal is None:
+            self.out.fatal = (f"stopped by SIGTERM ({self.in_flight} request(s) in flight were awaited "
+                              f"and kept)")
+            log.error("SIGTERM: no new requests; awaiting the %d in flight", self.in_flight)
+        self.stop.set()
+
     async def run(self) -> None:
         beat = asyncio.create_task(self._heartbeat()) if self.claims is not None else None
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._terminated)
+            on_term = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            on_term = False
         try:
             while True:
                 await self._all_workers()
@@ -306,6 +326,9 @@ class _Run(_Keeper):
                     self.queue.put_nowait(req)
                 self.waiting = []
         finally:
+            if on_term:
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, previous)
             if beat is not None:
                 beat.cancel()
             self.bar.close()

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from alpagasus.core.config import defaults, filled
+from alpagasus.data import content_hash
 from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
 from alpagasus.judging.engine import run_judgements
 from alpagasus.judging.expected_score import expected_score
@@ -91,8 +92,14 @@ def rate_records(
     *,
     max_field_chars: int = MAX_FIELD_CHARS,
     progress: bool = True,
+    first_index: int = 0,
+    shard_fields: bool = False,
 ) -> dict:
     """Rate ``records``; write scores and ledger atomically. Returns the ledger.
+
+    A shard of a larger set (judging/sharding.py) passes the global index of its first record
+    (``first_index``) and ``shard_fields``: each row then also holds its request key and its
+    record's content hash, which the gather checks and drops.
 
     Raises IncompleteRatingError (after writing the ledger and caching every reply) when some
     records are left without a reply and ``allow_incomplete`` is false, so that the pipeline
@@ -123,16 +130,16 @@ def rate_records(
 
     by_logprobs = judge_cfg.get("score_mode") == "logprobs"
     rows, counts = [], {"scored": 0, "unparsed": 0, "failed": 0, "budget": 0}
-    first_index: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
     for i, (req, rec_flags) in enumerate(zip(requests, flags)):
         entry = outcome.entries.get(req.key)
-        row = {"index": i, "score": None, "status": None, "raw": None, "judge": judge_name,
+        row = {"index": first_index + i, "score": None, "status": None, "raw": None, "judge": judge_name,
                "judge_model": judge.model, "prompt_version": prompt_version,
                "dimension": dimension, "usage": None, "flags": list(rec_flags)}
-        if req.key in first_index:
-            row["flags"].append(f"duplicate_of_{first_index[req.key]}")
+        if req.key in first_seen:
+            row["flags"].append(f"duplicate_of_{first_seen[req.key]}")
         else:
-            first_index[req.key] = i
+            first_seen[req.key] = first_index + i
         if entry is not None:
             score = parse_rating(entry["text"])
             row.update(score=score, status="scored" if score is not None else "unparsed", raw=entry["text"],
@@ -146,6 +153,8 @@ def rate_records(
         if by_logprobs:
             row.update(_expected_fields(entry if row["status"] == "scored" else None))
         counts[row["status"]] += 1
+        if shard_fields:
+            row.update(key=req.key, record_hash=content_hash(records[i]))
         rows.append(row)
 
     ledger = {"judge": judge_name, "model": judge.model, "dimension": dimension,

@@ -506,13 +506,36 @@ def _job_state(jobid: str) -> str:
 
 
 def _running_job(rule: str, not_in=()) -> str | None:
+    """A running job of ``rule`` (its comment: rule_RULE, or rule_RULE_wildcards_... for a job
+    with wildcards)."""
     out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%A %k"], capture_output=True,
                          text=True, timeout=20).stdout
     for line in out.splitlines():
         jid, _, comment = line.partition(" ")
-        if comment.strip() == f"rule_{rule}" and jid not in not_in:
-            return jid
+        if comment.strip() == f"rule_{rule}" or comment.strip().startswith(f"rule_{rule}_wildcards_"):
+            if jid not in not_in:
+                return jid
     return None
+
+
+def _stop(proc, out) -> None:
+    """A background snakemake (_snakemake(background=True)) stopped, with its jobs' group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    out.close()
+
+
+def _finished(proc, out, log_path: Path, timeout_s: float) -> str:
+    """The log of a background snakemake once it has ended (stopped if it outlives
+    ``timeout_s``). Fails unless it succeeded."""
+    try:
+        proc.wait(timeout=timeout_s)
+    finally:
+        _stop(proc, out)
+    log = log_path.read_text(errors="replace")
+    assert proc.returncode == 0, log[-4000:]
+    return log
 
 
 def test_preemption_signal_and_requeue_resume_from_checkpoint(slurm_cluster, tmp_path):
@@ -543,14 +566,10 @@ def test_preemption_signal_and_requeue_resume_from_checkpoint(slurm_cluster, tmp
         _wait_for(lambda: subprocess.run(["scontrol", "update", f"JobId={second}", "StartTime=now"],
                                          capture_output=True, timeout=20).returncode == 0,
                   30, "scontrol update StartTime=now", proc)
-        proc.wait(timeout=420)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        out.close()
-    log = (tmp_path / "run.log").read_text(errors="replace")
-    assert proc.returncode == 0, log[-4000:]
+    except BaseException:
+        _stop(proc, out)
+        raise
+    log = _finished(proc, out, tmp_path / "run.log", 420)
     starts = (ckpt / "starts.txt").read_text().splitlines()
     assert re.fullmatch(r"start step=0 job=%s" % first, starts[0]), starts
     assert re.fullmatch(r"signal 10 at step=(\d+): checkpointed, exiting", starts[1]), starts
@@ -787,15 +806,6 @@ def _shard_of(slurm_job: dict) -> str:
     return slurm_job.get("Comment", "").rsplit("_", 1)[-1]
 
 
-def _running_shard() -> str | None:
-    """A running rate_shard job's id (its comment holds the wildcards: rule_rate_shard_wildcards_N)."""
-    out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%A %k"], capture_output=True,
-                         text=True, timeout=20).stdout
-    for line in out.splitlines():
-        jid, _, comment = line.partition(" ")
-        if comment.strip().startswith("rule_rate_shard_"):
-            return jid
-    return None
 
 
 @pytest.mark.timeout(600)
@@ -827,17 +837,13 @@ def test_rating_shards_are_slurm_jobs_and_a_cancelled_one_reruns_alone(slurm_clu
                                 "--configfile", "config/smoke.yaml", "shards.yaml"],
                                root, 500, tmp_path / "run.log", env=env, background=True)
         try:
-            cancelled = _wait_for(lambda: len(srv.paid_counts()) >= 10 and _running_shard(), 240,
+            cancelled = _wait_for(lambda: len(srv.paid_counts()) >= 10 and _running_job("rate_shard"), 240,
                                   "a rating shard paying", proc)
             subprocess.run(["scancel", cancelled], check=True, timeout=20)
-            proc.wait(timeout=500)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            out.close()
-        log = (tmp_path / "run.log").read_text(errors="replace")
-        assert proc.returncode == 0, log[-4000:]
+        except BaseException:
+            _stop(proc, out)
+            raise
+        log = _finished(proc, out, tmp_path / "run.log", 500)
         paid = srv.paid_counts()
         # The unsharded rating of the same records, by the library in this process.
         cfg = load(REPO / "config" / "config.yaml", REPO / "config" / "smoke.yaml", root / "shards.yaml")

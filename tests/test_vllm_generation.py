@@ -34,6 +34,9 @@ from alpagasus.evaluation.generation import generate_test_set, partial_path
 VLLM_PYTHON = Path(os.environ.get("ALPAGASUS_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
 REQUIRE = os.environ.get("ALPAGASUS_REQUIRE_VLLM") == "1"
 TESTSET, N_ITEMS, MAX_NEW_TOKENS = "sinstruct", 12, 48
+# Sequences decoded at once: waves of 4, so that the first answers are saved while others are
+# still decoding (all 12 at once mostly finish in the same step, at max_new_tokens).
+MAX_NUM_SEQS = 4
 MODEL = "alpagasus-tiny"  # the generate rule's {variant}-{size}; the checkpoint is SmolLM2 itself
 OUTPUT = f"results/generations/{MODEL}/{TESTSET}.jsonl"
 
@@ -135,18 +138,22 @@ def vllm_run(tmp_path_factory, smollm2_converted):
     overlay = {"results_dir": "results", "cache_dir": "cache",
                "training": {"template": None,  # Alpaca's templates, as on the cluster
                             "sizes": {"tiny": {"generate_resources": {"cpus_per_task": 1}}}},
-               "generation": {"engine": "vllm", "vllm": {"python": str(python)}, "test_sets": [TESTSET],
+               "generation": {"engine": "vllm", "vllm": {"python": str(python), "max_num_seqs": MAX_NUM_SEQS}, "test_sets": [TESTSET],
                               "test_sets_dir": str(test_sets), "max_items": N_ITEMS,
                               "max_new_tokens": MAX_NEW_TOKENS}}
     (work / "o.yaml").write_text(yaml.safe_dump(overlay))
     sm_args = ["--allowed-rules", "generate", "test_set", "--configfile", REPO / "config" / "smoke.yaml", work / "o.yaml"]
-    run_snakemake(work, f"results/test_sets/{TESTSET}.jsonl", *sm_args)
+    # The rules' scripts import the installed alpagasus before the Snakefile's src/: this
+    # checkout's, wherever the installed one comes from.
+    this_checkout = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    run_snakemake(work, f"results/test_sets/{TESTSET}.jsonl", *sm_args, env=this_checkout)
 
     # vLLM start-up 1: killed as soon as it has saved an answer, worker and all.
     output = work / OUTPUT
     args = {"checkpoint": str(work / "results" / "checkpoints" / MODEL), "output": str(output),
             "test_set": str(work / "results" / "test_sets" / f"{TESTSET}.jsonl"), "testset": TESTSET,
-            "model": MODEL, "max_new_tokens": MAX_NEW_TOKENS, "vllm": vllm_settings(python)}
+            "model": MODEL, "max_new_tokens": MAX_NEW_TOKENS,
+            "vllm": {**vllm_settings(python), "max_num_seqs": MAX_NUM_SEQS}}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", KILLED_GENERATION, json.dumps(args)], start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
@@ -161,7 +168,7 @@ def vllm_run(tmp_path_factory, smollm2_converted):
               "output_existed": output.exists()}
 
     # vLLM start-up 2: the real rule, resuming the killed run.
-    _, wall = run_snakemake(work, OUTPUT, *sm_args)
+    _, wall = run_snakemake(work, OUTPUT, *sm_args, env=this_checkout)
     print(f"vLLM: killed run {killed['wall']:.0f} s, snakemake's resuming run {wall:.0f} s")
     return {"work": work, "killed": killed, "wall": wall, "python": python,
             "log": (work / "results" / "logs" / "generate" / MODEL / f"{TESTSET}.log").read_text()}

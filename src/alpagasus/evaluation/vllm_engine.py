@@ -120,8 +120,9 @@ def engine_args(request: dict) -> dict:
             # torch.compile takes minutes on CPU (235 s for SmolLM2-135M here) and pays off only on
             # long runs; CUDA graphs on a GPU are worth their start-up.
             "enforce_eager": not on_gpu}
-    if settings["max_model_len"] is not None:
-        args["max_model_len"] = settings["max_model_len"]
+    for key in ("max_model_len", "max_num_seqs"):
+        if settings[key] is not None:
+            args[key] = settings[key]
     if on_gpu:
         args["gpu_memory_utilization"] = settings["gpu_memory_utilization"]
     return args

@@ -39,8 +39,7 @@ t0 = time.perf_counter()
 from alpagasus.evaluation import vllm_engine
 from alpagasus.evaluation.generation import answer_from_tokens
 request = json.loads(sys.stdin.read())
-if not vllm_engine._cuda():
-    vllm_engine.cpu_environment(request)
+vllm_engine.engine_environment(request)
 from transformers import AutoTokenizer
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
@@ -58,9 +57,9 @@ print(json.dumps({"import_s": t_import - t0, "init_s": t_init - t_import, "gener
 
 def run_vllm(python: str, checkpoint: Path, prompts: list[str], max_new_tokens: int, dtype: str,
              threads: int) -> dict:
-    from alpagasus.evaluation.vllm_engine import Worker
+    from alpagasus.evaluation.vllm_interpreter import VllmInterpreter
 
-    worker = Worker(python)
+    worker = VllmInterpreter(python)
     request = {"checkpoint": str(checkpoint), "prompts": list(enumerate(prompts)), "max_new_tokens": max_new_tokens,
                "dtype": dtype, "tensor_parallel_size": worker.tensor_parallel_size,
                "settings": defaults("generation")["vllm"], "threads": threads}

@@ -30,12 +30,6 @@ rule test_set:
         "../scripts/test_set.py"
 
 
-def generate_env(size):
-    if config["generation"]["engine"] != "vllm":
-        return "../envs/train.yaml"
-    return "../envs/vllm.yaml" if _gpus(size, "generate_resources") else "../envs/vllm-cpu.yaml"
-
-
 rule generate:
     input:
         checkpoint=f"{R}/checkpoints/{{variant}}-{{size}}",

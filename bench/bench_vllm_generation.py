@@ -85,6 +85,7 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", help="float32 or bfloat16 for both engines (default: as the pipeline picks)")
     p.add_argument("--out")
     args = p.parse_args()
 
@@ -102,7 +103,7 @@ def main() -> int:
         ckpt = Path(converted_gguf(*found))
     items = load_test_set(args.testset, args.test_sets_dir)[:args.items]
     prompts = [alpaca_prompt(it["instruction"], it["input"]) for it in items]
-    model, tok = load_model(ckpt)
+    model, tok = load_model(ckpt, dtype=args.dtype)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     generate(model, tok, prompts[:2], 4, 2, progress=False)  # warm-up
     timings, answers = {}, {}
@@ -120,6 +121,12 @@ def main() -> int:
     def same(a, b):
         return sum((x["answer"], x["n_new_tokens"]) == (y["answer"], y["n_new_tokens"])
                    for x, y in zip(answers[a], answers[b]))
+
+    def parting(a, b):
+        """Per item whose answers differ: the character where they part."""
+        return [next((i for i, (c, d) in enumerate(zip(x["answer"], y["answer"])) if c != d),
+                     min(len(x["answer"]), len(y["answer"])))
+                for x, y in zip(answers[a], answers[b]) if x["answer"] != y["answer"]]
 
     tps = {"vllm": tokens("vllm") / vllm["generate_s"],
            "vllm_with_start_up": tokens("vllm") / vllm["wall_s"],
@@ -140,6 +147,10 @@ def main() -> int:
                    "vllm_with_start_up_vs_batched": tps["vllm_with_start_up"] / tps["batched"]},
         "same_as_vllm_token_for_token": {"batched": same("vllm", "batched"),
                                          "one_at_a_time": same("vllm", "one_at_a_time")},
+        "batched_same_as_one_at_a_time": same("batched", "one_at_a_time"),
+        "character_where_they_part": {"vllm_vs_batched": parting("vllm", "batched"),
+                                      "vllm_vs_one_at_a_time": parting("vllm", "one_at_a_time"),
+                                      "batched_vs_one_at_a_time": parting("batched", "one_at_a_time")},
     }
     report(result, args.out)
     r = result["ratios"]

@@ -100,6 +100,18 @@ def test_an_interpreter_without_vllm_is_one_error_saying_what_to_install(tmp_pat
                           engine="vllm", vllm=vllm_settings(sys.executable))
 
 
+@pytest.mark.slow  # SmolLM2's conversion, shared with the run below
+def test_a_prompt_longer_than_max_model_len_is_named_before_vllm_starts(tmp_path, smollm2_converted):
+    python = require_vllm()  # its probe only: vLLM itself is not started
+    items = [{"id": "short", "instruction": "Hi.", "input": "", "question": "Hi."},
+             {"id": "long", "instruction": "word " * 60, "input": "", "question": "word " * 60}]
+    write_jsonl(tmp_path / "t.jsonl", items)
+    with pytest.raises(ValueError, match=r"t.jsonl: item 1 \(id 'long'\): its prompt is \d+ tokens, which leaves no "
+                                         r"room for an answer within generation.vllm.max_model_len \(48\)"):
+        generate_test_set(smollm2_converted, tmp_path / "t.jsonl", tmp_path / "o.jsonl", testset="t", model_name="m",
+                          engine="vllm", vllm={**vllm_settings(python), "max_model_len": 48})
+
+
 def test_the_engine_is_a_param_only_when_it_is_vllm():
     from alpagasus.core import identity
 

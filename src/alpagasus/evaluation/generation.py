@@ -280,9 +280,10 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
     validate_items(items, str(test_set))
     prompts = [alpaca_prompt(it["instruction"], it["input"], template) for it in items]
     if engine == "vllm":
-        from alpagasus.evaluation.vllm_interpreter import VllmInterpreter
+        from alpagasus.evaluation.vllm_interpreter import VllmInterpreter, check_prompt_lengths
 
         interpreter = VllmInterpreter(vllm["python"])  # fails here, in one line, where vLLM is missing
+        check_prompt_lengths(checkpoint, items, prompts, vllm["max_model_len"], str(test_set))
         dtype = interpreter.dtype
         engine_id = {"engine": "vllm", "engine_version": interpreter.version, "max_model_len": vllm["max_model_len"]}
         decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,

@@ -24,6 +24,23 @@ INSTALL = ("bash envs/install-vllm.sh (a venv with vLLM, then set generation.vll
            "docs/evaluation.md \"vLLM\"")
 
 
+def check_prompt_lengths(checkpoint, items: list[dict], prompts: list[str], max_model_len: int | None,
+                         source: str) -> None:
+    """One error naming the first item whose prompt leaves no room for an answer within
+    max_model_len (null: the model's max_position_embeddings), before vLLM starts: vLLM would
+    stop the whole run at it, naming only a request number."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    limit = max_model_len or AutoConfig.from_pretrained(str(checkpoint)).max_position_embeddings
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    for n, (item, prompt) in enumerate(zip(items, prompts)):
+        length = len(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if length >= limit:
+            where = "generation.vllm.max_model_len" if max_model_len else f"{checkpoint}'s max_position_embeddings"
+            raise ValueError(f"{source}: item {n} (id {item['id']!r}): its prompt is {length} tokens, which "
+                             f"leaves no room for an answer within {where} ({limit})")
+
+
 class VllmMissing(RuntimeError):
     """The interpreter named for vLLM is absent, or has no vLLM."""
 

@@ -47,6 +47,9 @@ rule generate:
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
         template=lambda wc: config["training"]["template"],
         max_new_tokens=generation_params()["max_new_tokens"],
+        # With vLLM, its engine and max_model_len (none with transformers: answers made before
+        # the engine could be chosen keep their params); switching the engine reruns.
+        **{k: v for k, v in generation_params().items() if k != "max_new_tokens"},
     threads: lambda wc: int(_res(wc.size, "generate_resources")["cpus_per_task"])
     resources:
         **rule_resources("generate_resources"),

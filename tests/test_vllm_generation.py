@@ -200,7 +200,8 @@ def vllm_run(tmp_path_factory, smollm2_converted):
     # vLLM start-up 2: the real rule, resuming the killed run.
     _, wall = run_snakemake(work, OUTPUT, *sm_args, env=this_checkout)
     print(f"vLLM: killed run {killed['wall']:.0f} s, snakemake's resuming run {wall:.0f} s")
-    return {"work": work, "killed": killed, "wall": wall, "python": python,
+    return {"work": work, "killed": killed, "wall": wall, "python": python, "overlay": overlay,
+            "env": this_checkout,
             "log": (work / "results" / "logs" / "generate" / MODEL / f"{TESTSET}.log").read_text()}
 
 
@@ -224,6 +225,25 @@ def test_snakemake_resumes_it_and_writes_every_item_in_order(vllm_run):
     for item_id, result in saved.items():  # the killed run's answers, kept as they were
         assert {k: by_id[item_id][k] for k in result} == result
     assert not partial_path(vllm_run["work"] / OUTPUT).exists()
+
+
+@pytest.mark.slow
+def test_switching_the_engine_reruns_and_moving_the_interpreter_does_not(vllm_run):
+    work, overlay = vllm_run["work"], vllm_run["overlay"]
+
+    def plan(generation: dict) -> str:
+        edited = {**overlay, "generation": {**overlay["generation"], **generation}}
+        (work / "plan.yaml").write_text(yaml.safe_dump(edited))
+        proc, _ = run_snakemake(work, OUTPUT, "-n", "--allowed-rules", "generate", "test_set", "--configfile",
+                                REPO / "config" / "smoke.yaml", work / "plan.yaml", env=vllm_run["env"])
+        return proc.stdout + proc.stderr
+
+    moved = {"vllm": {"python": sys.executable, "max_num_seqs": 64, "gpu_memory_utilization": 0.5,
+                      "cpu_kv_cache_gib": 2}}
+    assert "Nothing to be done" in plan(moved)
+    switched = plan({"engine": "transformers"})
+    assert "rule generate:" in switched and "Params have changed" in switched
+    assert "rule generate:" in plan({"vllm": {"python": str(vllm_run["python"]), "max_model_len": 4096}})
 
 
 @pytest.mark.slow

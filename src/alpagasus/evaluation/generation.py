@@ -11,6 +11,10 @@ Resumable: each finished batch is appended (and fsync'd) to a hidden partial fil
 output, keyed by what defines the answers (checkpoint, test set, template, decoding). A rerun
 after a kill, a time limit or a preemption generates only the items that are missing; the
 output itself appears only when every item has its answer.
+
+``generation.engine: vllm`` has vLLM decode instead, in its own interpreter
+(``alpagasus.evaluation.vllm_interpreter``, ``vllm_engine``); the prompts, the reading of an
+answer (``answer_from_tokens``), the partial file and the output are this module's for both.
 """
 
 from __future__ import annotations

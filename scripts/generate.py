@@ -18,4 +18,8 @@ with redirect_output(sm.log[0]):
         batch_size=int(sm.config["generation"]["batch_size"]),
         threads=sm.threads,
         mem_mb=int(sm.resources.mem_mb),
+        engine=sm.config["generation"]["engine"],
+        # Not params either: where vLLM's interpreter is, and the memory it takes; what of its
+        # settings defines the answers is in params (alpagasus.core.identity.VLLM_KEYS).
+        vllm=sm.config["generation"]["vllm"],
     )

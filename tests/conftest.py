@@ -96,13 +96,13 @@ def requires_package(module: str, install: str) -> None:
         pytest.skip(f"needs the optional Python package {module!r}: {install}")
 
 
-def run_snakemake(workdir: Path, *args, timeout=1500) -> tuple[subprocess.CompletedProcess, float]:
+def run_snakemake(workdir: Path, *args, timeout=1500, env=None) -> tuple[subprocess.CompletedProcess, float]:
     """``snakemake --cores 2`` in ``workdir``: (the finished process, its wall time); a failure
     raises with the end of its output."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", *map(str, args)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc, time.perf_counter() - t0

@@ -157,8 +157,11 @@ def test_saved_answers_for_other_settings_are_not_reused(checkpoint, tmp_path):
     write_jsonl(test_file, items)
     out = tmp_path / "mini_out.jsonl"
     bogus = {"answer": "SAVED EARLIER", "n_new_tokens": 1, "stopped_at_eos": True}
+    import transformers
+
     key = generation_key(checkpoint, test_file, testset="mini", model_name="tiny-x", template=None,
-                         max_new_tokens=6, dtype="float32")
+                         max_new_tokens=6, dtype="float32",
+                         engine={"engine": "transformers", "engine_version": transformers.__version__})
     PartialWriter(partial_path(out), key, {it["id"]: bogus for it in items[:3]}).close()
     # Another max_new_tokens: the saved answers are for other settings.
     s = generate_test_set(checkpoint, test_file, out, testset="mini", model_name="tiny-x",

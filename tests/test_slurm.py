@@ -361,7 +361,10 @@ def test_envs_pin_what_the_tests_run_with():
     from packaging.requirements import Requirement
 
     pins = _env_pins()
-    assert set(pins) == {"api", "train", "report"}
+    assert set(pins) == {"api", "train", "report", "vllm", "vllm-cpu"}
+    # vLLM's envs pin their own transformers (below 5.20, training's is 5.24) and are not this
+    # interpreter's: tests/test_vllm_generation.py checks them against the vLLM interpreter.
+    pins = {env: p for env, p in pins.items() if not env.startswith("vllm")}
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     reqs = {name: [Requirement(r) for r in rs] for name, rs in
             {"base": project["dependencies"], **project["optional-dependencies"]}.items()}

@@ -151,22 +151,32 @@ def training_fingerprint(data_sha256: str, size_cfg: dict, template: str | None,
 
 # Keys of the `generation` config that define the answers (the batch size changes speed only).
 GENERATION_KEYS = ("max_new_tokens",)
+# ... and, with the vLLM engine, its keys that do (where its interpreter is, and how much memory
+# it takes, do not).
+VLLM_KEYS = ("max_model_len",)
 
 
 def generation_identity(generation_cfg: dict) -> dict:
+    """The generate rule's params. The engine is named only when it is vLLM: answers made by
+    transformers before the engine could be chosen keep their params, so they are not redone,
+    and switching the engine either way changes them, so the answers are."""
     from alpagasus.core.config import filled
 
     generation = filled("generation", generation_cfg)
-    return {k: generation[k] for k in GENERATION_KEYS}
+    out = {k: generation[k] for k in GENERATION_KEYS}
+    if generation["engine"] == "vllm":
+        out.update(engine="vllm", **{k: generation["vllm"][k] for k in VLLM_KEYS})
+    return out
 
 
 def generation_key(*, checkpoint: str, test_set_sha256: str, testset: str, model_name: str,
-                   template: str | None, max_new_tokens: int, dtype: str) -> str:
+                   template: str | None, max_new_tokens: int, dtype: str, engine: dict) -> str:
     """What one set of answers depends on: the checkpoint's identity, the test set's content,
-    the template and the decoding (``max_new_tokens``, dtype)."""
+    the template, the decoding (``max_new_tokens``, dtype) and the engine (its name, and for
+    vLLM its version and max_model_len: a resumed run never mixes two engines' answers)."""
     blob = json.dumps({"checkpoint": checkpoint, "test_set": test_set_sha256, "testset": testset,
                        "model": model_name, "template": template, "max_new_tokens": int(max_new_tokens),
-                       "dtype": dtype}, sort_keys=True)
+                       "dtype": dtype, "engine": engine}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -11,6 +11,10 @@ Resumable: each finished batch is appended (and fsync'd) to a hidden partial fil
 output, keyed by what defines the answers (checkpoint, test set, template, decoding). A rerun
 after a kill, a time limit or a preemption generates only the items that are missing; the
 output itself appears only when every item has its answer.
+
+``generation.engine: vllm`` has vLLM decode instead, in its own interpreter
+(``alpagasus.evaluation.vllm_interpreter``, ``vllm_engine``); the prompts, the reading of an
+answer (``answer_from_tokens``), the partial file and the output are this module's for both.
 """
 
 from __future__ import annotations
@@ -115,20 +119,25 @@ def generate(
             )
             new = out[:, width:].tolist()
             for r, i in enumerate(idx):
-                toks = new[r]
-                stopped = eos in toks
-                if stopped:
-                    toks = toks[:toks.index(eos)]
-                else:
-                    toks = [t for t in toks if t != pad] if pad != eos else toks
-                text = tokenizer.decode(toks, skip_special_tokens=True)
-                results[i] = {"answer": text.strip(), "n_new_tokens": len(toks) + int(stopped),
-                              "stopped_at_eos": stopped}
+                results[i] = answer_from_tokens(tokenizer, new[r])
             if on_batch is not None:
                 on_batch([(i, results[i]) for i in idx])
             bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
+
+
+def answer_from_tokens(tokenizer, toks: list[int]) -> dict:
+    """{"answer", "n_new_tokens", "stopped_at_eos"} from the new tokens of one sequence (up to
+    eos, which counts as a token; padding after it dropped): one reading for both engines."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stopped = eos in toks
+    if stopped:
+        toks = toks[:toks.index(eos)]
+    elif pad is not None and pad != eos:
+        toks = [t for t in toks if t != pad]
+    text = tokenizer.decode(toks, skip_special_tokens=True)
+    return {"answer": text.strip(), "n_new_tokens": len(toks) + int(stopped), "stopped_at_eos": stopped}
 
 
 def validate_items(items: list[dict], source: str) -> None:
@@ -166,11 +175,11 @@ def checkpoint_identity(checkpoint: str | Path) -> str:
     return h.hexdigest()
 
 
-def generation_key(checkpoint, test_set, *, testset, model_name, template, max_new_tokens, dtype) -> str:
+def generation_key(checkpoint, test_set, *, testset, model_name, template, max_new_tokens, dtype, engine: dict) -> str:
     """What the answers depend on (``alpagasus.core.identity``); the batch size (speed only) is left out."""
     return identity.generation_key(checkpoint=checkpoint_identity(checkpoint), test_set_sha256=sha256_file(test_set),
                                    testset=testset, model_name=model_name, template=template,
-                                   max_new_tokens=max_new_tokens, dtype=dtype)
+                                   max_new_tokens=max_new_tokens, dtype=dtype, engine=engine)
 
 
 def load_partial(path: Path, key: str) -> dict:
@@ -204,6 +213,13 @@ class PartialWriter:
         write_jsonl(path, [{"partial_of": key}] + [{"id": i, "result": r} for i, r in done.items()])
         self.fh = open(path, "a", encoding="utf-8")
 
+    @classmethod
+    def appending(cls, path: Path) -> "PartialWriter":
+        """A writer that appends to a partial file another process has started (the vLLM worker's)."""
+        writer = cls.__new__(cls)
+        writer.fh = open(path, "a", encoding="utf-8")
+        return writer
+
     def add(self, pairs: list[tuple[object, dict]]) -> None:
         for item_id, result in pairs:
             self.fh.write(json.dumps({"id": item_id, "result": result}, ensure_ascii=False) + "\n")
@@ -227,20 +243,28 @@ def generate_test_set(
     threads: int | None = None,
     progress: bool = True,
     mem_mb: int | None = None,
+    engine: str = "transformers",
+    vllm: dict | None = None,
 ) -> dict:
     """Write one JSONL line per test item (atomically); returns a small summary.
 
     ``mem_mb`` (the job's grant) is compared with the memory estimate before generating.
+    ``engine`` "vllm" decodes with vLLM (``alpagasus.evaluation.vllm_interpreter``) under the settings
+    ``vllm`` (config generation.vllm, filled); ``batch_size`` is then unused (vLLM schedules).
     """
-    import torch
+    if engine not in ("transformers", "vllm"):
+        raise ValueError(f"generation.engine must be transformers or vllm, not {engine!r}")
+    if engine == "vllm" and vllm is None:
+        raise ValueError("engine 'vllm' needs its settings (config generation.vllm)")
+    if threads and engine == "transformers":
+        import torch
 
-    if threads:
         torch.set_num_threads(int(threads))
     # Saved batch by batch: the time-limit warning is no reason to stop early (alpagasus.core.stop_signals).
     with ignoring_time_limit_warning():
         return _generate_test_set(checkpoint, test_set, output, testset=testset, model_name=model_name,
                                   template=template, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  progress=progress, mem_mb=mem_mb)
+                                  progress=progress, mem_mb=mem_mb, engine=engine, vllm=vllm, threads=threads)
 
 
 def check_memory(model, tokenizer, prompts: list[str], *, batch_size: int, max_new_tokens: int, what: str,
@@ -255,18 +279,35 @@ def check_memory(model, tokenizer, prompts: list[str], *, batch_size: int, max_n
 
 
 def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, template, max_new_tokens,
-                       batch_size, progress, mem_mb) -> dict:
+                       batch_size, progress, mem_mb, engine, vllm, threads) -> dict:
     items = read_jsonl(test_set)
     validate_items(items, str(test_set))
-    model, tokenizer = load_model(checkpoint)
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     prompts = [alpaca_prompt(it["instruction"], it["input"], template) for it in items]
-    check_memory(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                 what=f"generate {model_name} {testset}", mem_mb=mem_mb)
+    if engine == "vllm":
+        from alpagasus.evaluation.vllm_interpreter import VllmInterpreter, check_prompt_lengths
+
+        interpreter = VllmInterpreter(vllm["python"])  # fails here, in one line, where vLLM is missing
+        check_prompt_lengths(checkpoint, items, prompts, vllm["max_model_len"], str(test_set))
+        dtype = interpreter.dtype
+        engine_id = {"engine": "vllm", "engine_version": interpreter.version, "max_model_len": vllm["max_model_len"]}
+        decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
+                    "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id,
+                    "tensor_parallel_size": interpreter.tensor_parallel_size}
+    else:
+        import transformers
+
+        model, tokenizer = load_model(checkpoint)
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        check_memory(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                     what=f"generate {model_name} {testset}", mem_mb=mem_mb)
+        engine_id = {"engine": "transformers", "engine_version": transformers.__version__}
+        decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
+                    "batch_size": batch_size, "padding_side": "left",
+                    "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id}
 
     partial = partial_path(output)
     key = generation_key(checkpoint, test_set, testset=testset, model_name=model_name, template=template,
-                         max_new_tokens=max_new_tokens, dtype=dtype)
+                         max_new_tokens=max_new_tokens, dtype=dtype, engine=engine_id)
     done = load_partial(partial, key)
     todo = [n for n, it in enumerate(items) if it["id"] not in done]
     if done:
@@ -274,24 +315,27 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
                  model_name, testset, len(items) - len(todo), len(items), len(todo))
     writer = PartialWriter(partial, key, done)
     t0 = time.perf_counter()
-    try:
-        new = generate(model, tokenizer, [prompts[n] for n in todo], max_new_tokens, batch_size, progress,
-                       desc=f"{model_name} {testset}",
-                       on_batch=lambda pairs: writer.add([(items[todo[j]]["id"], r) for j, r in pairs]))
-    finally:
-        writer.close()
+    if engine == "vllm":
+        writer.close()  # the worker appends to it, each answer as it finishes
+        if todo:
+            interpreter.answer(checkpoint, [(items[n]["id"], prompts[n]) for n in todo], partial,
+                          max_new_tokens=max_new_tokens, settings=vllm, threads=threads, progress=progress)
+        saved = load_partial(partial, key)
+        missing = [items[n]["id"] for n in todo if items[n]["id"] not in saved]
+        if missing:
+            raise RuntimeError(f"{partial}: the vLLM worker exited without the answers of {len(missing)} "
+                               f"items (first: {missing[0]!r})")
+        new = [saved[items[n]["id"]] for n in todo]
+    else:
+        try:
+            new = generate(model, tokenizer, [prompts[n] for n in todo], max_new_tokens, batch_size, progress,
+                           desc=f"{model_name} {testset}",
+                           on_batch=lambda pairs: writer.add([(items[todo[j]]["id"], r) for j, r in pairs]))
+        finally:
+            writer.close()
     wall = time.perf_counter() - t0
     done.update((items[n]["id"], r) for n, r in zip(todo, new))
     outs = [done[it["id"]] for it in items]
-    decoding = {
-        "strategy": "greedy",
-        "do_sample": False,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "padding_side": "left",
-        "template": "alpaca" if template is None else template,
-        "dtype": dtype,
-    }
     rows = []
     for it, prompt, out in zip(items, prompts, outs):
         row = {

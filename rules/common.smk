@@ -278,7 +278,6 @@ def rate_params():
     )
 
 
-
 # --- judge agreement (rules/agreement.smk) -------------------------------------------------
 
 

@@ -265,6 +265,16 @@ def judge_job_by_wildcard():
 # --- rating (rules/rate.smk) -------------------------------------------------------------
 
 RATING_SHARDS = int(config["rating"]["shards"])
+# A shard's rows and ledger; the count is in the names, so another count never mixes in stale shards.
+SHARD_SCORES = f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.jsonl"
+SHARD_COST = f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.cost.json"
+
+
+def rate_outputs():
+    """Rule rate's outputs, whether it rates or gathers the shards."""
+    return dict(scores=f"{R}/scores.jsonl",
+                cost=report(f"{R}/rating_cost.json", caption="../report/rating_cost.rst",
+                            category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}))
 
 
 def rate_params():

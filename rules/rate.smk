@@ -9,9 +9,7 @@ if RATING_SHARDS == 1:
         input:
             records=f"{R}/alpaca_52k.json",
         output:
-            scores=f"{R}/scores.jsonl",
-            cost=report(f"{R}/rating_cost.json", caption="../report/rating_cost.rst",
-                        category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}),
+            **rate_outputs(),
         params:
             **rate_params(),
         log:
@@ -35,8 +33,8 @@ else:
         input:
             records=f"{R}/alpaca_52k.json",
         output:
-            scores=f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.jsonl",
-            cost=f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.cost.json",
+            scores=SHARD_SCORES,
+            cost=SHARD_COST,
         wildcard_constraints:
             shard=r"\d+",
         params:
@@ -56,12 +54,10 @@ else:
     rule rate:
         input:
             records=f"{R}/alpaca_52k.json",
-            scores=expand(f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.jsonl", shard=range(RATING_SHARDS)),
-            costs=expand(f"{R}/rating_shards/{{shard}}-of-{RATING_SHARDS}.cost.json", shard=range(RATING_SHARDS)),
+            scores=expand(SHARD_SCORES, shard=range(RATING_SHARDS)),
+            costs=expand(SHARD_COST, shard=range(RATING_SHARDS)),
         output:
-            scores=f"{R}/scores.jsonl",
-            cost=report(f"{R}/rating_cost.json", caption="../report/rating_cost.rst",
-                        category="4. Cost of the judges", subcategory="rating", labels={"stage": "rating"}),
+            **rate_outputs(),
         log:
             f"{R}/logs/rate.log",
         benchmark:

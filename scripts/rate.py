@@ -15,8 +15,9 @@ logs.setup(snakemake.log[0], [j.get("api_key_env", "") for j in cfg["judges"].va
 judge = snakemake.wildcards.get("judge", cfg["rating"]["judge"])
 records = load_records(snakemake.input.records)
 rating = {**cfg["rating"], "judge": judge, "dimension": snakemake.params.dimension}
+sharded = "shard" in snakemake.wildcards.keys()  # rule rate_shard
 start, stop = 0, len(records)
-if "shard" in snakemake.wildcards.keys():
+if sharded:
     start, stop = shard_range(len(records), int(snakemake.wildcards.shard), int(snakemake.params.shards))
     rating["max_usd"] = shard_budget(rating["max_usd"], start, stop, len(records))
 rate_records(
@@ -28,5 +29,5 @@ rate_records(
     snakemake.output.cost,
     max_field_chars=snakemake.params.max_field_chars,
     first_index=start,
-    shard_fields="shard" in snakemake.wildcards.keys(),
+    shard_fields=sharded,
 )

@@ -290,9 +290,7 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
         check_prompt_lengths(checkpoint, items, prompts, vllm["max_model_len"], str(test_set))
         dtype = interpreter.dtype
         engine_id = {"engine": "vllm", "engine_version": interpreter.version, "max_model_len": vllm["max_model_len"]}
-        decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
-                    "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id,
-                    "tensor_parallel_size": interpreter.tensor_parallel_size}
+        batching = {"tensor_parallel_size": interpreter.tensor_parallel_size}
     else:
         import transformers
 
@@ -301,9 +299,9 @@ def _generate_test_set(checkpoint, test_set, output, *, testset, model_name, tem
         check_memory(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                      what=f"generate {model_name} {testset}", mem_mb=mem_mb)
         engine_id = {"engine": "transformers", "engine_version": transformers.__version__}
-        decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
-                    "batch_size": batch_size, "padding_side": "left",
-                    "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id}
+        batching = {"batch_size": batch_size, "padding_side": "left"}
+    decoding = {"strategy": "greedy", "do_sample": False, "max_new_tokens": max_new_tokens,
+                "template": "alpaca" if template is None else template, "dtype": dtype, **engine_id, **batching}
 
     partial = partial_path(output)
     key = generation_key(checkpoint, test_set, testset=testset, model_name=model_name, template=template,

@@ -1,0 +1,337 @@
+"""scores.jsonl as numpy columns, and the selection rules over them: bounded memory at 10M records.
+
+``load_scores`` holds every row of scores.jsonl as a dict (~1 KB each, the judge's reply among
+them). Selection needs a few bytes of each: its status, its score, its flags. ``ScoreColumns``
+reads them a block at a time (pyarrow's JSON reader, ~6x faster than json.loads per line; a file
+it cannot read, or reads differently, goes through the Python reader, which raises the errors
+``load_scores`` raises), and ``select_kept`` / ``random_kept`` pick exactly the records that
+``select_indices`` / ``random_indices`` pick for the same inputs (tests/test_scale.py checks both).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from alpagasus.core.io import read_jsonl
+
+SCORE_FIELDS = ("score", "expected_score")
+ARROW_BLOCK = 16 << 20
+
+
+def _kind(flag: str) -> str:
+    return "duplicate" if flag.startswith("duplicate_of_") else flag
+
+
+class ScoreColumns:
+    """The columns of scores.jsonl that selection reads.
+
+    ``status``: a code per row into ``status_values`` (first seen first; None where the row has
+    no status); ``values[field]``: float64, NaN where the row holds null or no value;
+    ``has_field[field]``: whether the first row has the key; ``flag_rows`` / ``flag_kinds``: one
+    entry per (row, flag kind) the row carries (each kind once a row, duplicate_of_N as
+    "duplicate"), kinds coded into ``kind_values``."""
+
+    def __init__(self, path, n_records: int | None = None):
+        self.path = Path(path)
+        try:
+            self._read_arrow()
+        except _NotArrow:
+            self._read_python()
+        n = len(self.status)
+        if not np.array_equal(self.index, np.arange(n)):
+            bad = int(np.flatnonzero(self.index != np.arange(n))[0])
+            raise ValueError(f"{path}: line {bad + 1} has index {self._index_value(bad)!r}, expected {bad}")
+        del self.index
+        if n_records is not None and n != n_records:
+            raise ValueError(f"{path}: {n} scores for {n_records} records: the scores are for another file")
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    # --- readers --------------------------------------------------------------------------
+
+    def _read_arrow(self) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.json as pj
+
+        first = self._first_row()
+        if first is None:
+            raise _NotArrow
+        self.has_field = {f: f in first for f in SCORE_FIELDS}
+        fields = [("index", pa.int64()), ("status", pa.string()), ("flags", pa.list_(pa.string()))]
+        fields += [(f, pa.float64()) for f in SCORE_FIELDS if self.has_field[f]]
+        schema = pa.schema(fields)
+        try:
+            reader = pj.open_json(self.path, read_options=pj.ReadOptions(block_size=ARROW_BLOCK, use_threads=True),
+                                  parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                                unexpected_field_behavior="ignore"))
+            index, status, values = [], [], {f: [] for f in SCORE_FIELDS if self.has_field[f]}
+            flag_rows, flag_names = [], []
+            offset = 0
+            for batch in reader:
+                col = batch.column("index")
+                if col.null_count:
+                    raise _NotArrow
+                index.append(col.to_numpy(zero_copy_only=False))
+                status.append(batch.column("status"))
+                for f in values:
+                    values[f].append(batch.column(f).to_numpy(zero_copy_only=False).astype(np.float64))
+                flags = batch.column("flags")
+                flat = pc.list_flatten(flags)
+                if len(flat):
+                    if flat.null_count:
+                        raise _NotArrow  # a null inside a list: the Python reader says what it does
+                    flag_rows.append(pc.list_parent_indices(flags).to_numpy() + offset)
+                    flag_names.append(flat)
+                offset += batch.num_rows
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise _NotArrow from None
+        self.index = np.concatenate(index) if index else np.zeros(0, np.int64)
+        statuses = pa.chunked_array(status, pa.string()) if status else pa.chunked_array([], pa.string())
+        enc = statuses.combine_chunks().dictionary_encode() if len(statuses) else None
+        self._set_status(enc)
+        self.values = {f: np.concatenate(v) if v else np.zeros(0) for f, v in values.items()}
+        for f in SCORE_FIELDS:
+            self.values.setdefault(f, np.full(len(self.index), np.nan))
+        names = pa.chunked_array(flag_names, pa.string()) if flag_names else None
+        rows = np.concatenate(flag_rows) if flag_rows else np.zeros(0, np.int64)
+        self._set_flags(rows, [] if names is None else names.combine_chunks())
+
+    def _set_status(self, enc) -> None:
+        if enc is None:
+            self.status, self.status_values = np.zeros(0, np.int32), []
+            return
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        # a null status: its own code, after the dictionary's
+        null = np.asarray(enc.indices.is_null())
+        values = enc.dictionary.to_pylist()
+        codes = np.where(null, len(values), np.nan_to_num(codes, nan=0)).astype(np.int32)
+        values.append(None)
+        # first seen first, as Counter counts them
+        uniq, first = np.unique(codes, return_index=True)
+        order = uniq[np.argsort(first)]
+        remap = np.zeros(len(values), np.int32)
+        remap[order] = np.arange(len(order))
+        self.status = remap[codes]
+        self.status_values = [values[c] for c in order]
+
+    def _set_flags(self, rows: np.ndarray, names) -> None:
+        """``rows[j]`` carries flag ``names[j]`` (each flag once a row, as set(flags) has it)."""
+        if isinstance(names, list):
+            raw_values = sorted(set(names))
+            lookup = {v: i for i, v in enumerate(raw_values)}
+            raw_codes = np.array([lookup[v] for v in names], dtype=np.int64)
+        else:
+            import pyarrow.compute as pc
+
+            enc = pc.dictionary_encode(names)
+            first_seen = enc.dictionary.to_pylist()
+            raw_values = sorted(first_seen)  # the same codes as the Python reader's
+            rank = np.array([raw_values.index(v) for v in first_seen], dtype=np.int64)
+            raw_codes = rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+        width = max(1, len(raw_values))
+        pairs = np.unique(rows.astype(np.int64) * width + raw_codes) if len(raw_codes) else np.zeros(0, np.int64)
+        kinds = sorted({_kind(v) for v in raw_values})
+        kind_of = np.array([kinds.index(_kind(v)) for v in raw_values], dtype=np.int64)
+        self.flag_rows = pairs // width
+        self.flag_kinds = kind_of[pairs % width] if len(pairs) else np.zeros(0, np.int64)
+        self.kind_values = kinds
+
+    def _read_python(self) -> None:
+        """One row at a time with json.loads: any file read_jsonl reads (and its errors)."""
+        index, status, flag_rows, flag_names = [], [], [], []
+        values = {f: [] for f in SCORE_FIELDS}
+        statuses: dict = {}
+        self.has_field = {f: False for f in SCORE_FIELDS}
+        self._odd_index = {}
+        with open(self.path, encoding="utf-8") as fh:
+            n = 0
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{self.path}: line {lineno} is not valid JSON: {exc.msg}") from None
+                if n == 0:
+                    self.has_field = {f: f in row for f in SCORE_FIELDS}
+                got = row.get("index")
+                if got == n:
+                    index.append(n)
+                else:
+                    index.append(-1)
+                    self._odd_index[n] = got
+                status.append(statuses.setdefault(row.get("status"), len(statuses)))
+                for f in SCORE_FIELDS:
+                    v = row.get(f)
+                    values[f].append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan)
+                for flag in set(row.get("flags") or ()):
+                    flag_rows.append(n)
+                    flag_names.append(flag)
+                n += 1
+        self.index = np.array(index, dtype=np.int64)
+        self.status = np.array(status, dtype=np.int32)
+        self.status_values = list(statuses)
+        self.values = {f: np.array(v, dtype=np.float64) for f, v in values.items()}
+        self._set_flags(np.array(flag_rows, dtype=np.int64), flag_names)
+
+    def _first_row(self):
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    try:
+                        return json.loads(line)
+                    except json.JSONDecodeError:
+                        return None
+        return None
+
+    def _index_value(self, i: int):
+        odd = getattr(self, "_odd_index", {})
+        if i in odd:
+            return odd[i]
+        return int(self.index[i])
+
+    # --- what selection asks --------------------------------------------------------------
+
+    def ranking(self, field: str, exclude_kinds=()) -> np.ndarray:
+        """:func:`select.selectable_scores` as float64, NaN for None."""
+        if field != "score" and len(self) and not self.has_field.get(field):
+            raise ValueError(f"{self.path}: no field {field!r} (selection.score: {field} needs a rating by a judge "
+                             f"with score_mode: logprobs)")
+        scored = self.status == self._code("scored")
+        out = np.where(scored, self.values[field], np.nan)
+        for kind in exclude_kinds:
+            if kind in self.kind_values:
+                out[self.flag_rows[self.flag_kinds == self.kind_values.index(kind)]] = np.nan
+        return out
+
+    def _code(self, status) -> int:
+        return self.status_values.index(status) if status in self.status_values else -1
+
+    def status_counts(self) -> dict:
+        counts = np.bincount(self.status, minlength=len(self.status_values))
+        return {v: int(c) for v, c in zip(self.status_values, counts) if c}
+
+    def flag_counts(self, kept: np.ndarray | None = None) -> dict:
+        rows, kinds = self.flag_rows, self.flag_kinds
+        if kept is not None:
+            mask = np.isin(rows, kept)
+            kinds = kinds[mask]
+        counts = np.bincount(kinds, minlength=len(self.kind_values))
+        return {k: int(c) for k, c in zip(self.kind_values, counts) if c}
+
+    def original_value(self, field: str, i: int):
+        """Row ``i``'s ``field`` as the file writes it (4 stays an int, 4.0 a float)."""
+        with open(self.path, encoding="utf-8") as fh:
+            n = 0
+            for line in fh:
+                if line.strip():
+                    if n == i:
+                        return json.loads(line).get(field)
+                    n += 1
+        raise IndexError(i)
+
+
+class _NotArrow(Exception):
+    pass
+
+
+def select_kept(scores: np.ndarray, hashes, method: str = "threshold", threshold: float | None = 4.5,
+                k: int | None = None, fraction: float | None = None) -> np.ndarray:
+    """:func:`select.select_indices` over arrays: ``scores`` float64 (NaN: unscored), ``hashes``
+    each record's content sha256 (bytes, the tie-break). The same indices, in order."""
+    n = len(scores)
+    if len(hashes) != n:
+        raise ValueError(f"{len(hashes)} records but {n} scores: the scores are for another file")
+    present = ~np.isnan(scores)
+    if method == "threshold":
+        if threshold is None:
+            raise ValueError("selection method 'threshold' needs selection.threshold")
+        return np.flatnonzero(present & (scores >= threshold))
+    if method == "top_fraction":
+        if fraction is None:
+            raise ValueError("selection method 'top_fraction' needs selection.fraction")
+        k = round(fraction * n)
+        method = "top_k"
+    if method == "top_k":
+        if k is None:
+            raise ValueError("selection method 'top_k' needs selection.k")
+        idx = np.flatnonzero(present)
+        take = len(range(len(idx))[:k])  # what ranked[:k] keeps, for any k
+        if take == 0:
+            return np.zeros(0, np.int64)
+        if take == len(idx):
+            return idx
+        vals = scores[idx]
+        cut = -np.partition(-vals, take - 1)[take - 1]  # the take-th largest score
+        above = idx[vals > cut]
+        tied = idx[vals == cut]
+        need = take - len(above)
+        # among equal scores: by content hash, then by position (sorted() is stable)
+        order = np.argsort(np.asarray(hashes[tied]), kind="stable")[:need]
+        return np.sort(np.concatenate([above, tied[order]]))
+    raise ValueError(f"unknown selection method {method!r} (threshold, top_k, top_fraction)")
+
+
+def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """``sorted(random.Random(seed).sample(range(n), size))`` (select.random_indices), with the
+    pool of random.sample's list branch as a numpy array instead of a list of n ints."""
+    if size > n:
+        raise ValueError(f"cannot draw {size} of {n} records")
+    rng = random.Random(seed)
+    if size < 0:
+        raise ValueError("Sample larger than population or is negative")
+    setsize = 21
+    if size > 5:
+        setsize += 4 ** math.ceil(math.log(size * 3, 4))
+    if n > setsize:  # random.sample's set branch holds only the `size` drawn: call it
+        return np.sort(np.array(rng.sample(range(n), size), dtype=np.int64))
+    pool = np.arange(n, dtype=np.int64)
+    result = np.empty(size, dtype=np.int64)
+    randbelow = rng._randbelow
+    for i in range(size):
+        j = randbelow(n - i)
+        result[i] = pool[j]
+        pool[j] = pool[n - i - 1]
+    return np.sort(result)
+
+
+def longest_k(lengths: np.ndarray, k: int) -> np.ndarray:
+    """The k records with the longest responses, ties by position (verbosity.audit's set)."""
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")[:k]
+
+
+def tie_summary(scores: np.ndarray, kept: np.ndarray) -> tuple[dict, int | None]:
+    """:func:`select.cut_ties` over arrays, and the first kept row holding the cut value (whose
+    value as written the caller reads back: 4 and 4.0 are one number here)."""
+    present = scores[~np.isnan(scores)]
+    uniq, counts = np.unique(present, return_counts=True)
+    if len(kept):
+        kv = scores[kept]
+        cut = float(np.min(kv))
+        first = int(kept[np.flatnonzero(kv == cut)[0]])
+        at_cut = int(counts[np.searchsorted(uniq, cut)])
+        kept_at = int(np.sum(kv == cut))
+    else:
+        cut, first, at_cut, kept_at = None, None, 0, 0
+    return {"distinct_values": int(len(uniq)), "cut_value": cut, "ties_at_cut": at_cut,
+            "ties_at_cut_kept": kept_at, "largest_tie_group": int(counts.max()) if len(counts) else 0}, first
+
+
+def value_counts(scores: np.ndarray) -> Counter:
+    """Counter of f"{score:g}" over the present scores (select.summarize's score_counts)."""
+    present = scores[~np.isnan(scores)]
+    uniq, counts = np.unique(present, return_counts=True)
+    out: Counter = Counter()
+    for v, c in zip(uniq.tolist(), counts.tolist()):
+        out[f"{v:g}"] += c
+    return out

@@ -1,0 +1,200 @@
+"""Records at scale (issue #18 item 2): the streaming reader and writer of records files, their
+index, scores.jsonl as columns, and the array selection rules give exactly what the list-based
+code gives (the same bytes, the same indices, the same errors), on small sets. The memory
+figures at 1M records are in docs/data.md ("Records at scale"): big N is never a test."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from alpagasus.data import DataError, content_hash, load_records, write_records
+from alpagasus.data import stream
+from alpagasus.selection import select
+from alpagasus.selection.columns import ScoreColumns, sample_indices, select_kept, tie_summary
+
+ODD_RECORDS = [
+    {"instruction": "a\u2028b é \"q\" \\", "input": "", "output": "x\ny\tz", "n": 3, "f": 1.5e-7, "b": True, "z": None},
+    {"instruction": "i", "input": "j", "output": "", "nested": {"a": [1, {"b": []}], "c": {}}, "l": [], "e": {}},
+    {"instruction": "🙂 \x7f", "input": "\u0000", "output": "o" * 3000, "big": 10 ** 30, "neg": -0.0},
+]
+
+
+def _records(n, seed=0):
+    rng = random.Random(seed)
+    words = ["a", "b", "c", "dd", "é", "🙂"]
+    out = []
+    for i in range(n):
+        rec = {"instruction": " ".join(rng.choice(words) for _ in range(rng.randint(1, 4))),
+               "input": rng.choice(["", "x", "y y"]), "output": "z" * rng.randint(0, 9), "source_row": i}
+        if i % 7 == 0:
+            rec["meta"] = {"k": [i, None]}
+        out.append(rec)
+    out[5] = dict(out[3])  # an exact duplicate: equal hashes, the tie-break goes by position
+    return out
+
+
+def test_the_writer_writes_write_records_bytes_and_the_reader_reads_them_back(tmp_path, monkeypatch):
+    recs = ODD_RECORDS + _records(40)
+    write_records(tmp_path / "a.json", recs)
+    assert stream.write_records_stream(tmp_path / "b.json", recs) == len(recs)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    monkeypatch.setattr(stream, "BLOCK_CHARS", 5)  # every record crosses a block's end
+    assert list(stream.iter_records(tmp_path / "b.json")) == recs
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" + "\n" * (i % 2) for i, r in enumerate(recs)))
+    assert list(stream.iter_records(tmp_path / "c.jsonl")) == recs
+    write_records(tmp_path / "e.json", [])
+    stream.write_records_stream(tmp_path / "f.json", [])
+    assert (tmp_path / "e.json").read_bytes() == (tmp_path / "f.json").read_bytes()
+
+
+def test_the_index_describes_its_file_and_only_that_version_of_it(tmp_path):
+    recs = _records(30)
+    path = tmp_path / "r.json"
+    stream.write_records_stream(path, recs)
+    rows = stream.load_index(path)
+    assert rows is not None and len(rows) == 30
+    assert [r.hex() for r in rows["hash"]] == [content_hash(r) for r in recs]
+    assert rows["output_chars"].tolist() == [len(r["output"]) for r in recs]
+    data = path.read_bytes()
+    assert json.loads(data[rows["start"][7]:rows["end"][7]]) == recs[7]
+    # the file changed (same size, new mtime): its index is not used
+    path.write_bytes(data)
+    assert stream.load_index(path) is None
+    index = stream.RecordsIndex(path)  # made again from the file
+    assert not index.indexed and index.rows["hash"].tolist() == rows["hash"].tolist()
+
+
+@pytest.mark.parametrize("text, jsonl", [
+    ('[{"instruction": "a", "input": "", "output": 3}]', False),
+    ('[{"instruction": "a", "input": "", "output": ""}, {"instruction": " ", "input": "", "output": ""}]', False),
+    ('[{"instruction": "a", "input": "", "output": ""}, {"instruction": "a"', False),
+    ('[{"instruction": "a", "input": "", "output": ""}] x', False),
+    ("[]", False), ("", False), ('{"a": 1}', False), ("[1]", False), ('["\\ud800"]', False),
+    ('[{"instruction": "\\ud800", "input": "", "output": ""}]', False),
+    ('{"instruction": "a", "input": "", "output": ""}\n\n{"instruction": "a", "input": 1, "output": ""}\n', True),
+    ('{"instruction": "a", "input": "", "output": ""}\n{"instruction": "a",\n', True),
+    ('{"instruction": "a\u2028", "input": "", "output": ""}\n', True),
+])
+def test_a_bad_file_raises_load_records_error(tmp_path, text, jsonl):
+    path = tmp_path / ("bad.jsonl" if jsonl else "bad.json")
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as old:
+        load_records(path)
+    with pytest.raises(DataError) as new:
+        list(stream.iter_records(path))
+    assert str(new.value) == str(old.value)
+
+
+def _scores_file(path, n, seed, *, ints=False, extra=True):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        status = rng.choice(["scored"] * 6 + ["unparsed", "failed", "budget"])
+        score = rng.choice([2, 3, 3.5, 4, 4.5, 4.5, 5, 3.9999999]) if status == "scored" else None
+        if ints and score is not None and float(score).is_integer():
+            score = int(score)
+        elif score is not None:
+            score = float(score)
+        flags = rng.choice([[], [], ["truncated_output"], ["judge_directed"], ["duplicate_of_0", "judge_directed"]])
+        row = {"index": i, "score": score, "status": status, "raw": "x", "flags": flags}
+        if extra:
+            row["expected_score"] = None if score is None else score - rng.random() / 4
+        rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.mark.parametrize("rule", [
+    {"method": "threshold", "threshold": 4.5},
+    {"method": "threshold", "threshold": 4.5, "exclude_flagged": True},
+    {"method": "top_k", "k": 17}, {"method": "top_k", "k": 0}, {"method": "top_k", "k": 10 ** 6},
+    {"method": "top_fraction", "fraction": 0.25, "score": "expected_score"},
+    {"method": "top_k", "k": 9, "exclude_flagged": True},
+])
+def test_selection_random_and_summary_equal_the_list_code(tmp_path, rule):
+    recs = _records(120)
+    stream.write_records_stream(tmp_path / "r.json", recs)
+    rows = _scores_file(tmp_path / "s.jsonl", 120, 1, ints=rule.get("k") == 17)
+    # what select.py did before: every record and row a dict
+    want = select.select_indices(recs, select.selectable_scores(rows, rule), **select.rule_of(rule))
+    got = select.write_selection(tmp_path / "r.json", tmp_path / "s.jsonl", rule, tmp_path / "f.json")
+    assert got == want
+    write_records(tmp_path / "want.json", [recs[i] for i in want])
+    assert (tmp_path / "f.json").read_bytes() == (tmp_path / "want.json").read_bytes()
+    idx = select.write_random(tmp_path / "r.json", tmp_path / "f.json", 3, tmp_path / "rand.json")
+    assert idx == select.random_indices(120, len(want), 3)
+    write_records(tmp_path / "want.json", [recs[i] for i in idx])
+    assert (tmp_path / "rand.json").read_bytes() == (tmp_path / "want.json").read_bytes()
+    summary = select.write_summary(tmp_path / "r.json", tmp_path / "s.jsonl", rule, tmp_path / "rand.json",
+                                   tmp_path / "sum.json", tmp_path / "hist.png")
+    field = select.score_field(rule)
+    ranked = select.selectable_scores(rows, rule)
+    old = select.summarize(rows, want, {**select.rule_of(rule), "score": field}, len(idx),
+                           exclude_flagged=bool(rule.get("exclude_flagged")), records=recs)
+    old["score_used"] = {"field": field, **select.cut_ties(ranked, want)}
+    assert json.dumps(summary) == json.dumps(old)
+
+
+def test_top_k_ties_go_by_content_hash_then_position():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n = int(rng.integers(1, 60))
+        scores = rng.choice([np.nan, 3.0, 4.5, 5.0], size=n)
+        hashes = np.array([bytes([int(rng.integers(0, 3))]) * 32 for _ in range(n)], dtype="S32")
+        as_list = [None if np.isnan(s) else float(s) for s in scores]
+        recs = [{"instruction": "", "input": "", "output": ""}] * n
+        for k in (0, 1, n // 3, n, -2):
+            old = sorted(sorted((i for i, s in enumerate(as_list) if s is not None),
+                                key=lambda i: (-as_list[i], hashes[i]))[:k])
+            assert select_kept(scores, hashes, "top_k", k=k).tolist() == old, (trial, k)
+        old = select.select_indices(recs, as_list, "threshold", threshold=4.5)
+        assert select_kept(scores, hashes, "threshold", threshold=4.5).tolist() == old
+        kept = select_kept(scores, hashes, "top_k", k=n // 2)
+        ties, _ = tie_summary(scores, kept)
+        assert ties == select.cut_ties(as_list, kept.tolist())
+
+
+def test_random_draws_what_random_sample_draws():
+    for n, size, seed in [(10, 0, 0), (10, 10, 1), (100, 7, 2), (1000, 300, 3), (5000, 4, 4), (70, 6, 5)]:
+        assert sample_indices(n, size, seed).tolist() == select.random_indices(n, size, seed)
+    with pytest.raises(ValueError, match="cannot draw 11 of 10"):
+        sample_indices(10, 11, 0)
+
+
+@pytest.mark.parametrize("lines, error", [
+    ('{"index": 0, "score": 4, "status": "scored"}\n{"index": 2, "score": 4, "status": "scored"}\n',
+     "line 2 has index 2, expected 1"),
+    ('{"index": 0, "score": 4, "status": "scored"}\n{"score": 4, "status": "scored"}\n',
+     "line 2 has index None, expected 1"),
+    ('{"index": 0, "score": 4, "status": "scored"}\n{"index": "1", "score": 4}\n',
+     "line 2 has index '1', expected 1"),
+    ('{"index": 0, "score": 4, "status": "scored"}\nnot json\n', "line 2 is not valid JSON"),
+    ('{"index": 0, "score": 4, "status": "scored"}\n', "1 scores for 2 records"),
+])
+def test_bad_scores_raise_load_scores_error(tmp_path, lines, error):
+    path = tmp_path / "s.jsonl"
+    path.write_text(lines)
+    with pytest.raises(ValueError, match=error):
+        select.load_scores(path, 2)
+    with pytest.raises(ValueError, match=error):
+        ScoreColumns(path, 2)
+
+
+def test_both_score_readers_read_the_same_columns(tmp_path, monkeypatch):
+    from alpagasus.selection import columns
+
+    rows = _scores_file(tmp_path / "s.jsonl", 200, 7)
+    arrow = ScoreColumns(tmp_path / "s.jsonl", 200)
+
+    def no_arrow(self):
+        raise columns._NotArrow
+
+    monkeypatch.setattr(ScoreColumns, "_read_arrow", no_arrow)
+    python = ScoreColumns(tmp_path / "s.jsonl", 200)
+    for name in ("status", "flag_rows", "flag_kinds"):
+        assert getattr(arrow, name).tolist() == getattr(python, name).tolist(), name
+    assert arrow.status_values == python.status_values == list(dict.fromkeys(r["status"] for r in rows))
+    for f in ("score", "expected_score"):
+        assert np.array_equal(arrow.values[f], python.values[f], equal_nan=True)

@@ -198,3 +198,54 @@ def test_both_score_readers_read_the_same_columns(tmp_path, monkeypatch):
     assert arrow.status_values == python.status_values == list(dict.fromkeys(r["status"] for r in rows))
     for f in ("score", "expected_score"):
         assert np.array_equal(arrow.values[f], python.values[f], equal_nan=True)
+
+
+@pytest.mark.parametrize("suffix, limit", [(".json", None), (".jsonl", None), (".jsonl", 9)])
+def test_the_data_rule_streams_what_the_list_code_wrote(tmp_path, suffix, limit):
+    from alpagasus.data import duplicate_groups, oversized_fields
+    from alpagasus.data.acquire import obtain_alpaca
+    from alpagasus.data.mapping import to_records
+    from alpagasus.data.sources import SourceRows, StreamedRows, _columns_of, read_local
+
+    rows = [{"prompt": r["instruction"], "ctx": r["input"], "answer": r["output"], **({"tag": i} if i % 3 else {})}
+            for i, r in enumerate(_records(30))]
+    rows[10] = {"prompt": "a\x1f", "ctx": "b", "answer": ""}  # hashes alike, not the same record
+    rows[11] = {"prompt": "a", "ctx": "\x1fb", "answer": ""}
+    rows[12] = dict(rows[10])
+    rows[13]["answer"] = "long " * 30
+    src = tmp_path / f"src{suffix}"
+    src.write_text(json.dumps(rows) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"source": "local", "local_path": str(src), "expected_records": None, "max_records": limit,
+           "fields": {"instruction": "prompt", "input": "ctx", "output": "answer"}, "max_field_chars": 100,
+           "empty_output": "keep"}
+    source = read_local(src)
+    assert isinstance(source.rows, StreamedRows) and len(source.rows) == 30
+    old, _ = to_records(SourceRows(str(src), _columns_of(rows), rows), cfg)
+    old = old[:limit] if limit else old
+    summary = obtain_alpaca(cfg, tmp_path / "alpaca_52k.json", tmp_path / "dl")
+    write_records(tmp_path / "want.json", old)
+    assert (tmp_path / "alpaca_52k.json").read_bytes() == (tmp_path / "want.json").read_bytes()
+    assert summary["duplicate_groups"] == duplicate_groups(old) != []
+    assert summary["duplicates"] == sum(len(g) - 1 for g in duplicate_groups(old))
+    assert summary["oversized_fields"] == oversized_fields(old, 100)
+    assert summary["records"] == len(old) and summary["source_rows"] == 30
+    assert stream.load_index(tmp_path / "alpaca_52k.json") is not None
+
+
+@pytest.mark.parametrize("text", ['[{"a": 1}, {"a": 2', '{"a": 1}', "[]", '[{"a": "\\ud800"}]'])
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_bad_source_file_raises_the_whole_file_readers_error(tmp_path, text, suffix):
+    from alpagasus.data.acquire import obtain_alpaca
+    from alpagasus.data.mapping import to_records
+    from alpagasus.data.sources import _read_json_whole, _read_jsonl_whole
+
+    src = tmp_path / f"src{suffix}"
+    src.write_text(text if suffix == ".json" else text.replace("}, {", "}\n{").strip("[]"))
+    cfg = {"source": "local", "local_path": str(src), "expected_records": None,
+           "fields": {"instruction": "a", "input": None, "output": "a"}, "empty_output": "keep"}
+    with pytest.raises(DataError) as old:
+        to_records((_read_json_whole if suffix == ".json" else _read_jsonl_whole)(src), cfg)
+    with pytest.raises(DataError) as new:
+        obtain_alpaca(cfg, tmp_path / "out.json", tmp_path / "dl")
+    assert str(new.value) == str(old.value)
+    assert not (tmp_path / "out.json").exists()

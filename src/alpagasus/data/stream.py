@@ -66,15 +66,25 @@ def _stream(path: Path, done: list) -> Iterator[dict]:
     if not path.is_file():
         raise _Fallback
     jsonl = path.suffix.lower() == ".jsonl"
-    try:
-        for value, line in (_jsonl_values(path) if jsonl else _json_list_values(path)):
-            validate_record(value, done[0], path, line)
-            yield value
-            done[0] += 1
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise _Fallback from None
+    for value, line in iter_json_values(path, jsonl):
+        validate_record(value, done[0], path, line)
+        yield value
+        done[0] += 1
     if done[0] == 0:
         raise _Fallback
+
+
+NotStreamable = _Fallback
+
+
+def iter_json_values(path: Path, jsonl: bool) -> Iterator[tuple[object, int | None]]:
+    """The values of a JSONL file (and each one's line) or of a JSON list (line None), a block
+    at a time. Raises NotStreamable on any problem (not UTF-8, a syntax error, nesting too
+    deep, not a list, line ends only str.splitlines knows): the whole-file readers word it."""
+    try:
+        yield from (_jsonl_values(path) if jsonl else _json_list_values(path))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _Fallback from None
 
 
 def _jsonl_values(path: Path) -> Iterator[tuple[object, int]]:
@@ -204,6 +214,38 @@ class RecordsWriter:
         self._write(b"[\n    " if self.count == 0 else b",\n    ")
         self._write(text)
         self.count += 1
+
+    def duplicate_groups(self, exact: bool = False) -> list[list[int]]:
+        """:func:`alpagasus.data.duplicate_groups` of the records written so far, from their
+        content hashes. ``exact``: also compare the records of a group by content (a field
+        holding \\x1f, the hash's separator, could make two different records hash alike)."""
+        from alpagasus.data import record_key
+
+        self._flush_rows()
+        hashes = np.concatenate([p["hash"] for p in self._parts]) if self._parts else np.zeros(0, "S32")
+        if not len(hashes):
+            return []
+        order = np.argsort(hashes, kind="stable")
+        sorted_h = hashes[order]
+        starts = np.flatnonzero(np.r_[True, sorted_h[1:] != sorted_h[:-1]])
+        sizes = np.diff(np.r_[starts, len(sorted_h)])
+        groups = [order[a:a + n].tolist() for a, n in zip(starts[sizes > 1], sizes[sizes > 1])]
+        del order, sorted_h
+        if exact and groups:
+            self._fh.flush()
+            rows = np.concatenate(self._parts)
+            split = []
+            with open(self._tmp, "rb") as fh:
+                for g in groups:
+                    by_key: dict = {}
+                    for i in g:
+                        fh.seek(int(rows["start"][i]))
+                        rec = json.loads(fh.read(int(rows["end"][i] - rows["start"][i])))
+                        by_key.setdefault(record_key(rec), []).append(i)
+                    split.extend(v for v in by_key.values() if len(v) > 1)
+            groups = split
+        groups.sort(key=lambda g: g[0])
+        return groups
 
     def _flush_rows(self) -> None:
         if self._rows:

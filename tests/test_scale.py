@@ -5,6 +5,7 @@ figures at 1M records are in docs/data.md ("Records at scale"): big N is never a
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_the_index_describes_its_file_and_only_that_version_of_it(tmp_path):
     stream.write_records_stream(path, recs)
     rows = stream.load_index(path)
     assert rows is not None and len(rows) == 30
-    assert [r.hex() for r in rows["hash"]] == [content_hash(r) for r in recs]
+    assert [rows["hash"][i:i + 1].tobytes().hex() for i in range(30)] == [content_hash(r) for r in recs]
     assert rows["output_chars"].tolist() == [len(r["output"]) for r in recs]
     data = path.read_bytes()
     assert json.loads(data[rows["start"][7]:rows["end"][7]]) == recs[7]
@@ -249,3 +250,104 @@ def test_a_bad_source_file_raises_the_whole_file_readers_error(tmp_path, text, s
         obtain_alpaca(cfg, tmp_path / "out.json", tmp_path / "dl")
     assert str(new.value) == str(old.value)
     assert not (tmp_path / "out.json").exists()
+
+
+def _rating_records(n):
+    from alpagasus.data.miniature import make_records
+
+    recs = list({(r["instruction"], r["input"], r["output"]): r for r in make_records(2 * n, 0.3, 0)}.values())[:n]
+    return recs + recs[:5] + [recs[-1]]  # duplicates of records in earlier windows, and in the same one
+
+
+def test_rating_in_windows_writes_the_rows_one_call_writes(tmp_path, api_key):
+    """Windows of 7 records against one window: the same scores.jsonl bytes (duplicate flags
+    across windows included), every distinct record paid once, the same counts in the ledger."""
+    from alpagasus.judging.rating import rate_records
+    from alpagasus.testing.fake_openai import FakeOpenAIServer
+
+    recs = _rating_records(40)
+    with FakeOpenAIServer(api_key=api_key, latency_s=0.0) as srv:
+        judges = {"fake": {"backend": "openai", "model": "gpt-test", "base_url": srv.base_url,
+                           "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0, "max_tokens": 256,
+                           "concurrency": 4, "timeout_s": 5, "max_retries": 2,
+                           "usd_per_1m_input_tokens": 1.0, "usd_per_1m_output_tokens": 2.0}}
+        rating = {"judge": "fake", "dimension": "accuracy", "max_usd": None}
+        one = rate_records(recs, judges, rating, tmp_path / "c1", tmp_path / "one.jsonl", tmp_path / "one.json",
+                           progress=False)
+        many = rate_records(iter(recs), judges, rating, tmp_path / "c2", tmp_path / "many.jsonl",
+                            tmp_path / "many.json", progress=False, n_records=len(recs), window=7)
+        paid = len(srv.log())
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "many.jsonl").read_bytes()
+    assert "duplicate_of_0" in (tmp_path / "many.jsonl").read_text()
+    assert paid == 2 * 40  # each distinct record once a run, never again in a later window
+    for key in ("records", "status_counts", "judgements_paid_this_run", "usd_this_run", "usd_stage_total",
+                "prompt_tokens_this_run", "requests_sent"):
+        assert many[key] == one[key], key
+    assert many["judgements_reused_from_cache"] == 6  # the later windows' duplicates: from the cache
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_rating_in_windows_with_a_judge_that_is_not_cached(tmp_path):
+    """The free verifier (no cache: a later window's duplicate is judged again), windows of 5:
+    the rows one call writes."""
+    import yaml
+
+    from alpagasus.judging.rating import rate_records
+
+    judges = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["judges"]
+    recs = _rating_records(23)
+    rating = {"judge": "verifier", "dimension": "accuracy", "max_usd": 0.0}
+    rate_records(recs, judges, rating, tmp_path / "c", tmp_path / "one.jsonl", tmp_path / "one.json", progress=False)
+    rate_records(iter(recs), judges, rating, tmp_path / "c", tmp_path / "w.jsonl", tmp_path / "w.json",
+                 progress=False, n_records=len(recs), window=5)
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "w.jsonl").read_bytes()
+    assert json.loads((tmp_path / "w.json").read_text())["records"] == len(recs)
+
+
+def test_the_budget_holds_for_all_windows_together(tmp_path, api_key):
+    from alpagasus.judging.rating import IncompleteRatingError, rate_records
+    from alpagasus.testing.fake_openai import FakeOpenAIServer
+
+    recs = _rating_records(30)[:30]
+    with FakeOpenAIServer(api_key=api_key) as srv:
+        judges = {"fake": {"backend": "openai", "model": "gpt-test", "base_url": srv.base_url,
+                           "api_key_env": "OPENAI_API_KEY", "max_tokens": 256, "concurrency": 2, "timeout_s": 5,
+                           "usd_per_1m_input_tokens": 10_000.0, "usd_per_1m_output_tokens": 10_000.0}}
+        worst = (130 + 256) * 10_000 / 1e6  # about one request's worst case
+        rating = {"judge": "fake", "dimension": "accuracy", "max_usd": 10 * worst}
+        kw = dict(progress=False, n_records=30, window=4)
+        with pytest.raises(IncompleteRatingError, match="over budget"):
+            rate_records(iter(recs), judges, rating, tmp_path / "c", tmp_path / "s.jsonl", tmp_path / "l.json", **kw)
+        ledger = json.loads((tmp_path / "l.json").read_text())
+        first = ledger["judgements_paid_this_run"]
+        assert ledger["usd_this_run"] <= 10 * worst and 0 < first < 30
+        assert ledger["status_counts"]["budget"] == 30 - first and len(srv.log()) == first
+        assert not (tmp_path / "s.jsonl").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        srv.reset_log()
+        rate_records(iter(recs), judges, {**rating, "max_usd": None}, tmp_path / "c", tmp_path / "s.jsonl",
+                     tmp_path / "l.json", **kw)
+        assert len(srv.log()) == 30 - first and max(srv.paid_counts().values()) == 1
+
+
+def test_the_gather_checks_shards_against_the_index_hashes(tmp_path):
+    """The gather reads the records' hashes from their index (rule rate's gather): the same
+    file as from the records, a digest ending in a zero byte included (numpy would drop it from
+    a bytes scalar)."""
+    from test_sharding import _shard_files
+
+    from alpagasus.judging.sharding import ShardMismatchError, gather
+
+    records = [{"instruction": f"q{i}", "input": "", "output": "a"} for i in range(6)]
+    j = next(j for j in range(5000) if content_hash({"instruction": f"z{j}", "input": "", "output": "a"}).endswith("00"))
+    records[4] = {"instruction": f"z{j}", "input": "", "output": "a"}
+    stream.write_records_stream(tmp_path / "r.json", records)
+    scores, costs = _shard_files(tmp_path, records, 3, ["k0", "k1", "k2", "k3", "k0", "k1"])
+    hashes = stream.RecordsIndex(tmp_path / "r.json").rows["hash"]
+    gather(records, scores, costs, tmp_path / "a.jsonl", tmp_path / "a.json", max_usd=None)
+    gather(hashes, scores, costs, tmp_path / "b.jsonl", tmp_path / "b.json", max_usd=None)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    other = stream.RecordsIndex(tmp_path / "r.json").rows["hash"].copy()
+    other[3:4] = other[2:3]
+    with pytest.raises(ShardMismatchError, match=r"row 1 \(record 3\) is not the rating of record 3"):
+        gather(other, scores, costs, tmp_path / "c.jsonl", tmp_path / "c.json", max_usd=None)
+    assert not (tmp_path / "c.jsonl").exists()

@@ -389,3 +389,12 @@ def count_json_list(path: str | os.PathLike) -> int:
             value = json.load(fh)  # an empty list, or not a list: as the loaders before this did
         return len(value)
     return n
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """How many records ``path`` holds: its index's count, or one pass that validates every
+    record (load_records' errors), so that nothing is sent for a file with a bad record in it."""
+    rows = load_index(path)
+    if rows is not None:
+        return len(rows)
+    return sum(1 for _ in iter_records(path))

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from alpagasus.data import DataError, content_hash, load_records, validate_record
+from alpagasus.data import content_hash, load_records, validate_record
 
 BLOCK_CHARS = 1 << 20  # what iter_records reads at a time (it grows for a longer record)
 INDEX_VERSION = 1

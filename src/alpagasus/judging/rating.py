@@ -10,15 +10,12 @@ Status of each record in scores.jsonl:
 
 from __future__ import annotations
 
-import logging
-import hashlib
 import itertools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
-
-import numpy as np
 
 from alpagasus.core.config import defaults, filled
 from alpagasus.data import content_hash
@@ -31,6 +28,7 @@ from alpagasus.judging.judges import Failure, FailureKind, JudgeRequest, make_ju
 from alpagasus.judging.parsing import parse_rating
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG, judge_directed
 from alpagasus.judging.prompts import DEFAULT_RATING_PROMPT, rating_messages, rating_prompt_version
+from alpagasus.judging.duplicates import FirstSeen
 from alpagasus.judging.sharding import summed
 
 log = logging.getLogger(__name__)
@@ -153,7 +151,7 @@ def rate_records(
     by_logprobs = judge_cfg.get("score_mode") == "logprobs"
     counts = {"scored": 0, "unparsed": 0, "failed": 0, "budget": 0}
     sink = _Spool(scores_path) if windowed else []
-    first_seen = _FirstSeen()
+    first_seen = FirstSeen()
     outcomes = []
     directed, n_directed, done = [], 0, 0
     cache = None
@@ -271,57 +269,6 @@ def _merged(outcomes: list[Outcome]) -> Outcome:
         setattr(out, name, getattr(last, name))
     out.estimate = summed([o.estimate for o in outcomes])
     return out
-
-
-class _FirstSeen:
-    """Which request keys came before, and at which record: 16 bytes and an int a distinct key
-    (numpy, sorted), not a dict of 10M strings. ``resolve`` answers for one window in order."""
-
-    def __init__(self):
-        self.keys = np.zeros(0, "S16")
-        self.first = np.zeros(0, np.int64)
-
-    @staticmethod
-    def _short(key: str) -> bytes:
-        """A request key (a sha256 in hex) in 16 bytes; any other string by its own sha256."""
-        if len(key) == 64:
-            try:
-                return bytes.fromhex(key[:32])
-            except ValueError:
-                pass
-        return hashlib.sha256(key.encode("utf-8")).digest()[:16]
-
-    def resolve(self, keys: list[str], first_index: int) -> list[int | None]:
-        """For each key, the index of the first record with it, where that is an earlier one
-        (records ``first_index``, ``first_index + 1``, ... carry ``keys``); else None."""
-        local: dict[str, int] = {}
-        out: list[int | None] = []
-        for i, key in enumerate(keys, first_index):
-            if key in local:
-                out.append(local[key])
-            else:
-                local[key] = i
-                out.append(None)
-        if not local:
-            return out
-        new_keys = np.array([self._short(k) for k in local], dtype="S16")
-        new_first = np.fromiter(local.values(), dtype=np.int64, count=len(local))
-        pos = np.searchsorted(self.keys, new_keys)
-        hit = pos < len(self.keys)
-        hit[hit] = self.keys[pos[hit]] == new_keys[hit]
-        if hit.any():
-            uniq = list(local)
-            earlier = {uniq[j]: f for j, f in zip(np.flatnonzero(hit).tolist(), self.first[pos[hit]].tolist())}
-            for j, key in enumerate(keys):
-                if key in earlier:
-                    out[j] = earlier[key]  # the window's first of this key too
-        fresh = ~hit
-        order = np.argsort(new_keys[fresh])
-        add_keys, add_first = new_keys[fresh][order], new_first[fresh][order]
-        at = np.searchsorted(self.keys, add_keys)
-        self.keys = np.insert(self.keys, at, add_keys)
-        self.first = np.insert(self.first, at, add_first)
-        return out
 
 
 class _Spool:

@@ -59,12 +59,12 @@ def gather(records, shard_scores: list[str | Path], shard_costs: list[str | Path
     scores.jsonl's temporary file, renamed into place after the cost file, as before; a shard
     that does not match stops the gather before anything is renamed."""
     from alpagasus.core.io import atomic_open
-    from alpagasus.judging.rating import _FirstSeen
+    from alpagasus.judging.duplicates import FirstSeen
 
     hashes = records if isinstance(records, np.ndarray) else None
     n = len(records)
     shards = len(shard_scores)
-    first = _FirstSeen()
+    first = FirstSeen()
     with atomic_open(scores_path) as out:
         for i, path in enumerate(shard_scores):
             start, stop = shard_range(n, i, shards)

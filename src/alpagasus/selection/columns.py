@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from alpagasus.core.io import read_jsonl
 
 SCORE_FIELDS = ("score", "expected_score")
 ARROW_BLOCK = 16 << 20

@@ -9,7 +9,6 @@ hash of their content (not by position, since Alpaca's order is not random).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from collections import Counter

@@ -9,10 +9,11 @@ bounded window of records plus numpy arrays of a few bytes per record:
   raises (the same one line naming file, record and field): on the first problem it hands the
   file to ``load_records``, which holds it whole only to say what is wrong.
 - ``RecordsWriter`` writes a JSON list byte for byte as ``write_records`` does (Alpaca's
-  indent 4), one record at a time, atomically, and beside it an **index**: ``<name>.index.npy``
-  (per record: where its text starts and ends in the file, the sha256 of its instruction,
-  input and output, and the length of its output) and ``<name>.index.json`` (the record count
-  and the size and modification time of the file it describes). The index is internal: no rule
+  indent 4), one record at a time, atomically, and beside it an **index**: ``<name>.index``
+  (columns of one entry a record: where its text starts and ends in the file, the sha256 of
+  its instruction, input and output, and the length of its output) and ``<name>.index.json``
+  (the record count, where each column starts, and the size and modification time of the
+  file it describes). The index is internal: no rule
   names it, and a reader uses it only while the file is the one it was written with (size and
   mtime equal); otherwise it reads the file itself. With it, selection and the random baseline
   never parse a record: they rank numpy arrays and copy the kept records' bytes.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -31,8 +33,13 @@ import numpy as np
 from alpagasus.data import content_hash, load_records, validate_record
 
 BLOCK_CHARS = 1 << 20  # what iter_records reads at a time (it grows for a longer record)
-INDEX_VERSION = 1
-INDEX_DTYPE = np.dtype([("start", "<i8"), ("end", "<i8"), ("hash", "S32"), ("output_chars", "<i8")])
+INDEX_VERSION = 2
+# The index file: each column in turn (the offsets in its .index.json), n entries each.
+# hash8: the hash's first 8 bytes as an integer, what sorting and grouping by hash read (8 bytes
+# a record, not 32; the whole hash only where two are equal).
+INDEX_COLUMNS = {"start": np.dtype("<i8"), "end": np.dtype("<i8"), "hash": np.dtype("S32"),
+                 "hash8": np.dtype(">u8"), "output_chars": np.dtype("<i8")}
+CHUNK = 1 << 16  # records a column is read or written at a time
 _WS = " \t\n\r"
 
 
@@ -176,7 +183,8 @@ class RecordsWriter:
     """``write_records``' file, written one record at a time, with its index.
 
     Use as a context manager: the file and its index appear (renamed into place) only if the
-    block ends without an exception."""
+    block ends without an exception. The index's columns go to temporary files as they grow
+    (a block of 64k records at a time), so what is held is one block."""
 
     def __init__(self, path: str | os.PathLike, index: bool = True):
         self.path = Path(path)
@@ -188,8 +196,10 @@ class RecordsWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._fh = open(self._tmp, "wb")
         self._pos = 0  # bytes written
-        self._rows: list[tuple] = []
-        self._parts: list[np.ndarray] = []
+        self._block: dict[str, list] = {name: [] for name in INDEX_COLUMNS}
+        self._columns = {name: self.path.with_name(f".{self.path.name}.{name}.{os.getpid()}.tmp")
+                         for name in INDEX_COLUMNS} if self.index else {}
+        self._column_fh = {name: open(p, "wb") for name, p in self._columns.items()}
         return self
 
     def _write(self, data: bytes) -> None:
@@ -203,10 +213,15 @@ class RecordsWriter:
         self._write(record_text(rec).encode("utf-8"))
         if self.index:
             out = rec.get("output")
-            self._rows.append((start, self._pos, bytes.fromhex(content_hash(rec)),
-                               len(out) if isinstance(out, str) else -1))
-            if len(self._rows) >= 65536:
-                self._flush_rows()
+            block = self._block
+            block["start"].append(start)
+            block["end"].append(self._pos)
+            digest = bytes.fromhex(content_hash(rec))
+            block["hash"].append(digest)
+            block["hash8"].append(int.from_bytes(digest[:8], "big"))
+            block["output_chars"].append(len(out) if isinstance(out, str) else -1)
+            if len(block["start"]) >= CHUNK:
+                self._flush_block()
         self.count += 1
 
     def write_raw(self, text: bytes) -> None:
@@ -215,73 +230,79 @@ class RecordsWriter:
         self._write(text)
         self.count += 1
 
+    def _flush_block(self) -> None:
+        for name, values in self._block.items():
+            if values:
+                self._column_fh[name].write(np.array(values, dtype=INDEX_COLUMNS[name]).tobytes())
+                values.clear()
+
+    def _column(self, name: str) -> "Column":
+        self._flush_block()
+        self._column_fh[name].flush()
+        return Column(self._columns[name], 0, INDEX_COLUMNS[name], self.count)
+
     def duplicate_groups(self, exact: bool = False) -> list[list[int]]:
         """:func:`alpagasus.data.duplicate_groups` of the records written so far, from their
         content hashes. ``exact``: also compare the records of a group by content (a field
         holding \\x1f, the hash's separator, could make two different records hash alike)."""
         from alpagasus.data import record_key
 
-        self._flush_rows()
-        hashes = np.concatenate([p["hash"] for p in self._parts]) if self._parts else np.zeros(0, "S32")
-        if not len(hashes):
-            return []
-        order = np.argsort(hashes, kind="stable")
-        sorted_h = hashes[order]
-        starts = np.flatnonzero(np.r_[True, sorted_h[1:] != sorted_h[:-1]])
-        sizes = np.diff(np.r_[starts, len(sorted_h)])
-        groups = [order[a:a + n].tolist() for a, n in zip(starts[sizes > 1], sizes[sizes > 1])]
-        del order, sorted_h
+        groups = equal_hash_groups(self._column("hash8").read(), self._column("hash"))
         if exact and groups:
             self._fh.flush()
-            rows = np.concatenate(self._parts)
+            starts, ends = self._column("start"), self._column("end")
             split = []
             with open(self._tmp, "rb") as fh:
                 for g in groups:
                     by_key: dict = {}
                     for i in g:
-                        fh.seek(int(rows["start"][i]))
-                        rec = json.loads(fh.read(int(rows["end"][i] - rows["start"][i])))
+                        fh.seek(int(starts[i]))
+                        rec = json.loads(fh.read(int(ends[i] - starts[i])))
                         by_key.setdefault(record_key(rec), []).append(i)
                     split.extend(v for v in by_key.values() if len(v) > 1)
             groups = split
         groups.sort(key=lambda g: g[0])
         return groups
 
-    def _flush_rows(self) -> None:
-        if self._rows:
-            self._parts.append(np.array(self._rows, dtype=INDEX_DTYPE))
-            self._rows = []
-
     def __exit__(self, exc_type, exc, tb) -> None:
         fh, tmp = self._fh, self._tmp
-        files = [tmp]
+        files = [tmp, *self._columns.values()]
         try:
             if exc_type is None:
                 fh.write(b"[]\n" if self.count == 0 else b"\n]\n")
                 fh.flush()
                 os.fsync(fh.fileno())
             fh.close()
+            if exc_type is None and self.index:
+                self._flush_block()
+            for cfh in self._column_fh.values():
+                cfh.close()
             if exc_type is not None:
                 return
             if self.index:
-                self._flush_rows()
-                rows = np.concatenate(self._parts) if self._parts else np.zeros(0, INDEX_DTYPE)
-                self._parts = []
-                npy_tmp = self.path.with_name(f".{self.path.name}.index.{os.getpid()}.npy")
-                meta_tmp = self.path.with_name(f".{self.path.name}.index.{os.getpid()}.json")
-                files += [npy_tmp, meta_tmp]
-                with open(npy_tmp, "wb") as out:
-                    np.save(out, rows)
+                index_path, meta_path = index_paths(self.path)
+                index_tmp = self.path.with_name(f".{self.path.name}.index.{os.getpid()}.tmp")
+                meta_tmp = self.path.with_name(f".{self.path.name}.meta.{os.getpid()}.tmp")
+                files += [index_tmp, meta_tmp]
+                sections, at = {}, 0
+                with open(index_tmp, "wb") as out:
+                    for name, part in self._columns.items():
+                        with open(part, "rb") as src:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                        sections[name] = at
+                        at += self.count * INDEX_COLUMNS[name].itemsize
+                    out.flush()
+                    os.fsync(out.fileno())
                 st = tmp.stat()  # a rename keeps size and mtime: the fingerprint of the file
-                meta = {"version": INDEX_VERSION, "records": int(len(rows)), "size": st.st_size,
-                        "mtime_ns": st.st_mtime_ns}
+                meta = {"version": INDEX_VERSION, "records": self.count, "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns, "sections": sections}
                 with open(meta_tmp, "w", encoding="utf-8") as out:
                     json.dump(meta, out)
                 # The file first: an index renamed before it would describe the old one (and
                 # its fingerprint, the new file's, would not match the old file: it is ignored).
                 os.replace(tmp, self.path)
-                os.replace(npy_tmp, index_paths(self.path)[0])
-                os.replace(meta_tmp, index_paths(self.path)[1])
+                os.replace(index_tmp, index_path)
+                os.replace(meta_tmp, meta_path)
             else:
                 os.replace(tmp, self.path)
                 for stale in index_paths(self.path):
@@ -289,6 +310,98 @@ class RecordsWriter:
         finally:
             for f in files:
                 Path(f).unlink(missing_ok=True)
+
+
+def equal_hash_groups(hash8: np.ndarray, hashes) -> list[list[int]]:
+    """Groups (size >= 2, each ascending) of the positions whose 32-byte hashes are equal:
+    sorted by their first 8 bytes (``hash8``), and only where those are equal by the whole
+    hash (``hashes[i:i + 1]``, read one at a time)."""
+    if len(hash8) < 2:
+        return []
+    order = np.argsort(hash8, kind="stable")
+    groups = []
+    for members in _equal_runs(hash8[order], order):
+        by_hash: dict = {}
+        for i in np.sort(members).tolist():
+            by_hash.setdefault(_whole(hashes, i), []).append(i)
+        groups.extend(g for g in by_hash.values() if len(g) > 1)
+    return groups
+
+
+def _whole(hashes, i: int) -> bytes:
+    # a slice, not hashes[i]: numpy drops a bytes scalar's trailing zero bytes
+    return np.asarray(hashes[i:i + 1]).tobytes()
+
+
+def _equal_runs(sorted_keys: np.ndarray, order: np.ndarray):
+    """The runs of equal values in ``sorted_keys``: each as the slice of ``order`` it covers."""
+    same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if not len(same):
+        return
+    gaps = np.diff(same) > 1
+    for a, b in zip(same[np.r_[True, gaps]].tolist(), (same[np.r_[gaps, True]] + 2).tolist()):
+        yield order[a:b]
+
+
+def hash_order(hash8: np.ndarray, hashes, idx: np.ndarray) -> np.ndarray:
+    """``idx`` (ascending) sorted by the content hash of each, equal hashes by position (as
+    ``sorted`` keeps equal keys in order): by the 8-byte prefixes, the whole hash only where
+    two prefixes are equal."""
+    if len(idx) < 2:
+        return idx
+    prefix = hash8[idx]
+    order = np.argsort(prefix, kind="stable")
+    out = idx[order]
+    for run in _equal_runs(prefix[order], np.arange(len(out))):
+        a, b = int(run[0]), int(run[-1]) + 1
+        members = out[a:b]  # ascending position within the run (a stable sort)
+        keys = [_whole(hashes, i) for i in members.tolist()]
+        out[a:b] = members[sorted(range(len(keys)), key=keys.__getitem__)]
+    return out
+
+
+def prefix8(hashes: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each 32-byte hash (an S32 array) as a big-endian integer."""
+    if not len(hashes):
+        return np.zeros(0, ">u8")
+    return np.ascontiguousarray(np.asarray(hashes).view(np.uint8).reshape(-1, 32)[:, :8]).view(">u8").ravel()
+
+
+class Column:
+    """One column of an index file, read with ``read`` (what is asked for, not memory-mapped:
+    a mapped page would count in the process's memory as long as the map lives)."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, n: int):
+        self.path, self.offset, self.dtype, self.n = Path(path), offset, dtype, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        stop = self.n if stop is None else min(stop, self.n)
+        if stop <= start:
+            return np.zeros(0, self.dtype)
+        return np.fromfile(self.path, dtype=self.dtype, count=stop - start,
+                           offset=self.offset + start * self.dtype.itemsize)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step is None:
+            start, stop, _ = key.indices(self.n)
+            return self.read(start, stop)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (self.n if key < 0 else 0)
+            if not 0 <= i < self.n:
+                raise IndexError(key)
+            return self.read(i, i + 1)[0]
+        return self.read()[key]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.read()
+        return out if dtype is None else out.astype(dtype)
+
+    def chunks(self, size: int = CHUNK):
+        for start in range(0, self.n, size):
+            yield start, self.read(start, start + size)
 
 
 def write_records_stream(path: str | os.PathLike, records: Iterable[dict], index: bool = True) -> int:
@@ -304,48 +417,75 @@ def write_records_stream(path: str | os.PathLike, records: Iterable[dict], index
 
 def index_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
-    return path.with_name(path.name + ".index.npy"), path.with_name(path.name + ".index.json")
+    return path.with_name(path.name + ".index"), path.with_name(path.name + ".index.json")
 
 
-def load_index(path: str | os.PathLike) -> np.ndarray | None:
-    """The index of the records file ``path`` (memory-mapped), or None when there is none or it
-    describes another version of the file."""
-    npy, meta_path = index_paths(path)
+class IndexColumns(dict):
+    """The index's columns by name (``start``, ``end``, ``hash``, ``output_chars``), each an
+    array with one entry a record; ``len`` is the record count."""
+
+    def __init__(self, columns: dict, n: int):
+        super().__init__(columns)
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def load_index(path: str | os.PathLike) -> IndexColumns | None:
+    """The index of the records file ``path`` (its columns read when asked), or None when there
+    is none or it describes another version of the file."""
+    index_path, meta_path = index_paths(path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         st = Path(path).stat()
         if (meta.get("version") != INDEX_VERSION or meta.get("size") != st.st_size
                 or meta.get("mtime_ns") != st.st_mtime_ns):
             return None
-        rows = np.load(npy, mmap_mode="r")
-    except (OSError, ValueError):
+        n = int(meta["records"])
+        if index_path.stat().st_size != n * sum(dt.itemsize for dt in INDEX_COLUMNS.values()):
+            return None
+        if n == 0:
+            return IndexColumns({name: np.zeros(0, dt) for name, dt in INDEX_COLUMNS.items()}, 0)
+        return IndexColumns({name: Column(index_path, int(meta["sections"][name]), dt, n)
+                             for name, dt in INDEX_COLUMNS.items()}, n)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if rows.dtype != INDEX_DTYPE or len(rows) != meta.get("records"):
-        return None
-    return rows
 
 
 class RecordsIndex:
-    """A records file, validated, as arrays: its index, or one pass over the file to make one
-    (in memory) when it has none."""
+    """A records file, validated, as arrays: its index, or one pass over the file to make
+    the columns selection reads (in memory) when it has none."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         rows = load_index(self.path)
         self.indexed = rows is not None
         if rows is None:
-            parts, part = [], []
+            hashes, lengths = [], []
             for rec in iter_records(self.path):
-                part.append((-1, -1, bytes.fromhex(content_hash(rec)), len(rec["output"])))
-                if len(part) >= 65536:
-                    parts.append(np.array(part, dtype=INDEX_DTYPE))
-                    part = []
-            parts.append(np.array(part, dtype=INDEX_DTYPE))
-            rows = np.concatenate(parts)
+                hashes.append(bytes.fromhex(content_hash(rec)))
+                lengths.append(len(rec["output"]))
+            n = len(hashes)
+            hashes = np.array(hashes, dtype="S32")
+            rows = IndexColumns({"hash": hashes, "hash8": prefix8(hashes),
+                                 "output_chars": np.array(lengths, dtype=np.int64)}, n)
         self.rows = rows
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def hash_order(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` sorted by the records' content hashes, equal ones by position."""
+        return hash_order(np.asarray(self.rows["hash8"]), self.rows["hash"], idx)
+
+    def hash_hex(self, i: int) -> str:
+        """Record ``i``'s content hash in hex; read a chunk at a time (in order: the gather)."""
+        cached = getattr(self, "_hash_chunk", None)
+        if cached is None or not cached[0] <= i < cached[0] + len(cached[1]):
+            base = i - i % CHUNK
+            cached = self._hash_chunk = (base, np.asarray(self.rows["hash"][base:base + CHUNK]))
+        return cached[1][i - cached[0]:i - cached[0] + 1].tobytes().hex()
 
     def write_subset(self, out_path: str | os.PathLike, kept) -> None:
         """The records at the sorted indices ``kept``, as ``write_records`` writes them: their
@@ -353,11 +493,17 @@ class RecordsIndex:
         The subset gets no index of its own (nothing reads one)."""
         kept = np.asarray(kept, dtype=np.int64)
         if self.indexed:
+            starts, ends = self.rows["start"], self.rows["end"]
             with RecordsWriter(out_path, index=False) as w, open(self.path, "rb") as src:
-                for i in kept.tolist():
-                    start, end = int(self.rows["start"][i]), int(self.rows["end"][i])
-                    src.seek(start)
-                    w.write_raw(src.read(end - start))
+                lo = 0
+                for base, chunk_starts in starts.chunks():
+                    hi = int(np.searchsorted(kept, base + len(chunk_starts)))
+                    if hi > lo:
+                        chunk_ends = ends.read(base, base + len(chunk_starts))
+                        for i in (kept[lo:hi] - base).tolist():
+                            src.seek(int(chunk_starts[i]))
+                            w.write_raw(src.read(int(chunk_ends[i] - chunk_starts[i])))
+                    lo = hi
             return
         want = iter(kept.tolist())
         nxt = next(want, None)

@@ -22,8 +22,6 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
 from alpagasus.core.io import write_json
 from alpagasus.data import content_hash
 
@@ -54,14 +52,14 @@ def gather(records, shard_scores: list[str | Path], shard_costs: list[str | Path
     """Check and concatenate the shards' rows into ``scores_path``; their ledgers, summed, into
     ``cost_path``. Returns the gathered ledger.
 
-    ``records``: the records (a list), or their content hashes (sha256 digests: the records
-    file's index, alpagasus.data.stream, at any size). The rows go through one at a time to
+    ``records``: the records (a list), or their RecordsIndex (alpagasus.data.stream: their
+    content hashes, read a chunk at a time, at any size). The rows go through one at a time to
     scores.jsonl's temporary file, renamed into place after the cost file, as before; a shard
     that does not match stops the gather before anything is renamed."""
     from alpagasus.core.io import atomic_open
     from alpagasus.judging.duplicates import FirstSeen
 
-    hashes = records if isinstance(records, np.ndarray) else None
+    indexed = hasattr(records, "hash_hex")  # a RecordsIndex
     n = len(records)
     shards = len(shard_scores)
     first = FirstSeen()
@@ -80,8 +78,7 @@ def gather(records, shard_scores: list[str | Path], shard_costs: list[str | Path
                     raise ShardMismatchError(f"{path}: row {offset} has no {', '.join(missing)} (not a shard's file)")
                 if row["index"] != index:
                     raise ShardMismatchError(f"{path}: row {offset} has index {row['index']}, expected {index}")
-                # a slice, not hashes[index]: numpy drops a bytes scalar's trailing zero bytes
-                want = hashes[index:index + 1].tobytes().hex() if hashes is not None else content_hash(records[index])
+                want = records.hash_hex(index) if indexed else content_hash(records[index])
                 if row["record_hash"] != want:
                     raise ShardMismatchError(f"{path}: row {offset} (record {index}) is not the rating of record "
                                              f"{index}: its content hash differs (the records changed since the shard ran?)")

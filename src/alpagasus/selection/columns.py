@@ -20,7 +20,7 @@ import numpy as np
 
 
 SCORE_FIELDS = ("score", "expected_score")
-ARROW_BLOCK = 16 << 20
+ARROW_BLOCK = 1 << 20  # a larger block is read ahead by more threads: more memory, no faster here
 
 
 def _kind(flag: str) -> str:
@@ -38,22 +38,27 @@ class ScoreColumns:
 
     def __init__(self, path, n_records: int | None = None):
         self.path = Path(path)
+        self._statuses: dict = {}   # status value -> code, first seen first
+        self._flag_names: dict = {}  # flag -> code, first seen first
+        self._bad_index = None       # (row, the index it holds): the first row out of order
         try:
             self._read_arrow()
         except _NotArrow:
             self._read_python()
         n = len(self.status)
-        if not np.array_equal(self.index, np.arange(n)):
-            bad = int(np.flatnonzero(self.index != np.arange(n))[0])
-            raise ValueError(f"{path}: line {bad + 1} has index {self._index_value(bad)!r}, expected {bad}")
-        del self.index
+        if self._bad_index is not None:
+            bad, got = self._bad_index
+            raise ValueError(f"{path}: line {bad + 1} has index {got!r}, expected {bad}")
         if n_records is not None and n != n_records:
             raise ValueError(f"{path}: {n} scores for {n_records} records: the scores are for another file")
+        self.status_values = list(self._statuses)
 
     def __len__(self) -> int:
         return len(self.status)
 
     # --- readers --------------------------------------------------------------------------
+    # Each keeps per row only a status code (int16) and its score values (float64): what a
+    # block of rows held is dropped as soon as it is coded.
 
     def _read_arrow(self) -> None:
         import pyarrow as pa
@@ -66,20 +71,31 @@ class ScoreColumns:
         self.has_field = {f: f in first for f in SCORE_FIELDS}
         fields = [("index", pa.int64()), ("status", pa.string()), ("flags", pa.list_(pa.string()))]
         fields += [(f, pa.float64()) for f in SCORE_FIELDS if self.has_field[f]]
-        schema = pa.schema(fields)
+        status, flag_rows, flag_codes = [], [], []
+        values = {f: [] for f in SCORE_FIELDS if self.has_field[f]}
+        offset = 0
         try:
             reader = pj.open_json(self.path, read_options=pj.ReadOptions(block_size=ARROW_BLOCK, use_threads=True),
-                                  parse_options=pj.ParseOptions(explicit_schema=schema,
+                                  parse_options=pj.ParseOptions(explicit_schema=pa.schema(fields),
                                                                 unexpected_field_behavior="ignore"))
-            index, status, values = [], [], {f: [] for f in SCORE_FIELDS if self.has_field[f]}
-            flag_rows, flag_names = [], []
-            offset = 0
             for batch in reader:
-                col = batch.column("index")
-                if col.null_count:
-                    raise _NotArrow
-                index.append(col.to_numpy(zero_copy_only=False))
-                status.append(batch.column("status"))
+                m = batch.num_rows
+                index = batch.column("index")
+                if index.null_count:
+                    raise _NotArrow  # a row without an index: the Python reader words it
+                if self._bad_index is None:
+                    got = index.to_numpy(zero_copy_only=False)
+                    wrong = np.flatnonzero(got != np.arange(offset, offset + m))
+                    if len(wrong):
+                        self._bad_index = (offset + int(wrong[0]), int(got[wrong[0]]))
+                # statuses in order of first appearance, as Counter and the Python reader see them
+                enc = pc.dictionary_encode(batch.column("status"))
+                codes = enc.indices.fill_null(len(enc.dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)
+                names = enc.dictionary.to_pylist() + [None]
+                uniq, at = np.unique(codes, return_index=True)
+                for c in uniq[np.argsort(at)].tolist():
+                    self._statuses.setdefault(names[c], len(self._statuses))
+                status.append(np.array([self._statuses.get(v, -1) for v in names], dtype=np.int16)[codes])
                 for f in values:
                     values[f].append(batch.column(f).to_numpy(zero_copy_only=False).astype(np.float64))
                 flags = batch.column("flags")
@@ -87,71 +103,45 @@ class ScoreColumns:
                 if len(flat):
                     if flat.null_count:
                         raise _NotArrow  # a null inside a list: the Python reader says what it does
+                    fenc = pc.dictionary_encode(flat)
+                    lookup = np.array([self._flag_names.setdefault(v, len(self._flag_names))
+                                       for v in fenc.dictionary.to_pylist()], dtype=np.int64)
                     flag_rows.append(pc.list_parent_indices(flags).to_numpy() + offset)
-                    flag_names.append(flat)
-                offset += batch.num_rows
+                    flag_codes.append(lookup[fenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)])
+                offset += m
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise _NotArrow from None
-        self.index = np.concatenate(index) if index else np.zeros(0, np.int64)
-        statuses = pa.chunked_array(status, pa.string()) if status else pa.chunked_array([], pa.string())
-        enc = statuses.combine_chunks().dictionary_encode() if len(statuses) else None
-        self._set_status(enc)
+        self.status = np.concatenate(status) if status else np.zeros(0, np.int16)
         self.values = {f: np.concatenate(v) if v else np.zeros(0) for f, v in values.items()}
         for f in SCORE_FIELDS:
-            self.values.setdefault(f, np.full(len(self.index), np.nan))
-        names = pa.chunked_array(flag_names, pa.string()) if flag_names else None
-        rows = np.concatenate(flag_rows) if flag_rows else np.zeros(0, np.int64)
-        self._set_flags(rows, [] if names is None else names.combine_chunks())
+            self.values.setdefault(f, np.full(offset, np.nan))
+        self._set_flags(np.concatenate(flag_rows) if flag_rows else np.zeros(0, np.int64),
+                        np.concatenate(flag_codes) if flag_codes else np.zeros(0, np.int64))
 
-    def _set_status(self, enc) -> None:
-        if enc is None:
-            self.status, self.status_values = np.zeros(0, np.int32), []
-            return
-        codes = enc.indices.to_numpy(zero_copy_only=False)
-        # a null status: its own code, after the dictionary's
-        null = np.asarray(enc.indices.is_null())
-        values = enc.dictionary.to_pylist()
-        codes = np.where(null, len(values), np.nan_to_num(codes, nan=0)).astype(np.int32)
-        values.append(None)
-        # first seen first, as Counter counts them
-        uniq, first = np.unique(codes, return_index=True)
-        order = uniq[np.argsort(first)]
-        remap = np.zeros(len(values), np.int32)
-        remap[order] = np.arange(len(order))
-        self.status = remap[codes]
-        self.status_values = [values[c] for c in order]
-
-    def _set_flags(self, rows: np.ndarray, names) -> None:
-        """``rows[j]`` carries flag ``names[j]`` (each flag once a row, as set(flags) has it)."""
-        if isinstance(names, list):
-            raw_values = sorted(set(names))
-            lookup = {v: i for i, v in enumerate(raw_values)}
-            raw_codes = np.array([lookup[v] for v in names], dtype=np.int64)
-        else:
-            import pyarrow.compute as pc
-
-            enc = pc.dictionary_encode(names)
-            first_seen = enc.dictionary.to_pylist()
-            raw_values = sorted(first_seen)  # the same codes as the Python reader's
-            rank = np.array([raw_values.index(v) for v in first_seen], dtype=np.int64)
-            raw_codes = rank[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-        width = max(1, len(raw_values))
-        pairs = np.unique(rows.astype(np.int64) * width + raw_codes) if len(raw_codes) else np.zeros(0, np.int64)
-        kinds = sorted({_kind(v) for v in raw_values})
-        kind_of = np.array([kinds.index(_kind(v)) for v in raw_values], dtype=np.int64)
+    def _set_flags(self, rows: np.ndarray, codes: np.ndarray) -> None:
+        """Row ``rows[j]`` carries the flag coded ``codes[j]`` in ``self._flag_names``: counted
+        once a row (set(flags)), kinds (duplicate_of_N: "duplicate") in ``kind_values``."""
+        names = list(self._flag_names)
+        width = max(1, len(names))
+        pairs = np.unique(rows.astype(np.int64) * width + codes) if len(codes) else np.zeros(0, np.int64)
+        kinds = sorted({_kind(v) for v in names})
+        kind_of = np.array([kinds.index(_kind(v)) for v in names], dtype=np.int64)
         self.flag_rows = pairs // width
         self.flag_kinds = kind_of[pairs % width] if len(pairs) else np.zeros(0, np.int64)
         self.kind_values = kinds
 
     def _read_python(self) -> None:
         """One row at a time with json.loads: any file read_jsonl reads (and its errors)."""
-        index, status, flag_rows, flag_names = [], [], [], []
-        values = {f: [] for f in SCORE_FIELDS}
-        statuses: dict = {}
+        from array import array
+
+        self._statuses, self._flag_names, self._bad_index = {}, {}, None
+        status = array("h")
+        values = {f: array("d") for f in SCORE_FIELDS}
+        flag_rows, flag_codes = array("q"), array("q")
         self.has_field = {f: False for f in SCORE_FIELDS}
-        self._odd_index = {}
+        nan = math.nan
         with open(self.path, encoding="utf-8") as fh:
             n = 0
             for lineno, line in enumerate(fh, 1):
@@ -164,24 +154,20 @@ class ScoreColumns:
                 if n == 0:
                     self.has_field = {f: f in row for f in SCORE_FIELDS}
                 got = row.get("index")
-                if got == n:
-                    index.append(n)
-                else:
-                    index.append(-1)
-                    self._odd_index[n] = got
-                status.append(statuses.setdefault(row.get("status"), len(statuses)))
+                if got != n and self._bad_index is None:
+                    self._bad_index = (n, got)
+                status.append(self._statuses.setdefault(row.get("status"), len(self._statuses)))
                 for f in SCORE_FIELDS:
                     v = row.get(f)
-                    values[f].append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan)
+                    values[f].append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else nan)
                 for flag in set(row.get("flags") or ()):
                     flag_rows.append(n)
-                    flag_names.append(flag)
+                    flag_codes.append(self._flag_names.setdefault(flag, len(self._flag_names)))
                 n += 1
-        self.index = np.array(index, dtype=np.int64)
-        self.status = np.array(status, dtype=np.int32)
-        self.status_values = list(statuses)
-        self.values = {f: np.array(v, dtype=np.float64) for f, v in values.items()}
-        self._set_flags(np.array(flag_rows, dtype=np.int64), flag_names)
+        self.status = np.frombuffer(status, dtype=np.int16).copy() if n else np.zeros(0, np.int16)
+        self.values = {f: np.frombuffer(v, dtype=np.float64).copy() if n else np.zeros(0) for f, v in values.items()}
+        self._set_flags(np.frombuffer(flag_rows, dtype=np.int64).copy() if len(flag_rows) else np.zeros(0, np.int64),
+                        np.frombuffer(flag_codes, dtype=np.int64).copy() if len(flag_codes) else np.zeros(0, np.int64))
 
     def _first_row(self):
         with open(self.path, encoding="utf-8") as fh:
@@ -192,14 +178,6 @@ class ScoreColumns:
                     except json.JSONDecodeError:
                         return None
         return None
-
-    def _index_value(self, i: int):
-        odd = getattr(self, "_odd_index", {})
-        if i in odd:
-            return odd[i]
-        return int(self.index[i])
-
-    # --- what selection asks --------------------------------------------------------------
 
     def ranking(self, field: str, exclude_kinds=()) -> np.ndarray:
         """:func:`select.selectable_scores` as float64, NaN for None."""
@@ -214,7 +192,7 @@ class ScoreColumns:
         return out
 
     def _code(self, status) -> int:
-        return self.status_values.index(status) if status in self.status_values else -1
+        return self._statuses.get(status, -1)
 
     def status_counts(self) -> dict:
         counts = np.bincount(self.status, minlength=len(self.status_values))
@@ -247,7 +225,8 @@ class _NotArrow(Exception):
 def select_kept(scores: np.ndarray, hashes, method: str = "threshold", threshold: float | None = 4.5,
                 k: int | None = None, fraction: float | None = None) -> np.ndarray:
     """:func:`select.select_indices` over arrays: ``scores`` float64 (NaN: unscored), ``hashes``
-    each record's content sha256 (bytes, the tie-break). The same indices, in order."""
+    the records' content sha256s (the tie-break): a RecordsIndex, or an S32 array. The same
+    indices, in order."""
     n = len(scores)
     if len(hashes) != n:
         raise ValueError(f"{len(hashes)} records but {n} scores: the scores are for another file")
@@ -276,9 +255,17 @@ def select_kept(scores: np.ndarray, hashes, method: str = "threshold", threshold
         tied = idx[vals == cut]
         need = take - len(above)
         # among equal scores: by content hash, then by position (sorted() is stable)
-        order = np.argsort(np.asarray(hashes[tied]), kind="stable")[:need]
-        return np.sort(np.concatenate([above, tied[order]]))
+        return np.sort(np.concatenate([above, _hash_order(hashes, tied)[:need]]))
     raise ValueError(f"unknown selection method {method!r} (threshold, top_k, top_fraction)")
+
+
+def _hash_order(hashes, idx: np.ndarray) -> np.ndarray:
+    """``idx`` by content hash, then position: ``hashes`` a RecordsIndex or an S32 array."""
+    from alpagasus.data.stream import hash_order, prefix8
+
+    if isinstance(hashes, np.ndarray):
+        return hash_order(prefix8(hashes), hashes, idx)
+    return hashes.hash_order(idx)
 
 
 def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
@@ -302,11 +289,6 @@ def sample_indices(n: int, size: int, seed: int) -> np.ndarray:
         result[i] = pool[j]
         pool[j] = pool[n - i - 1]
     return np.sort(result)
-
-
-def longest_k(lengths: np.ndarray, k: int) -> np.ndarray:
-    """The k records with the longest responses, ties by position (verbosity.audit's set)."""
-    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")[:k]
 
 
 def tie_summary(scores: np.ndarray, kept: np.ndarray) -> tuple[dict, int | None]:

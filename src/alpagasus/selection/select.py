@@ -191,7 +191,7 @@ def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int
     records = RecordsIndex(records_path)
     columns = ScoreColumns(scores_path, len(records))
     scores = _ranking(columns, rule)
-    kept = select_kept(scores, records.rows["hash"], **rule_of(rule))
+    kept = select_kept(scores, records, **rule_of(rule))
     warning = keeps_everything(rule_of(rule), _Present(scores), kept)
     if warning:
         log.warning("%s: %s", out_path, warning)
@@ -251,7 +251,7 @@ def write_summary(records_path, scores_path, rule: dict, random_path, summary_pa
     columns = ScoreColumns(scores_path, len(records))
     field = score_field(rule)
     ranked = _ranking(columns, rule)
-    kept = select_kept(ranked, records.rows["hash"], **rule_of(rule))
+    kept = select_kept(ranked, records, **rule_of(rule))
     random_size = count_json_list(random_path)
     summary = summarize_columns(columns, kept, {**rule_of(rule), "score": field}, random_size,
                                 exclude_flagged=bool(rule.get("exclude_flagged")),

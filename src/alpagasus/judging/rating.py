@@ -10,6 +10,7 @@ Status of each record in scores.jsonl:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -34,6 +35,11 @@ from alpagasus.judging.sharding import summed
 log = logging.getLogger(__name__)
 MAX_FIELD_CHARS = defaults("data")["max_field_chars"]  # config/schema.yaml
 TRUNCATION_NOTE = "\n[... truncated ...]"
+
+
+# A reply's score, read once a distinct text (parse_rating is a pure function of the text and
+# its regular expressions are most of a cached rerun's time; judges repeat their replies).
+_score_of = functools.lru_cache(maxsize=1 << 16)(parse_rating)
 
 
 class IncompleteRatingError(RuntimeError):
@@ -178,7 +184,7 @@ def rate_records(
                 if earlier[i] is not None:
                     row["flags"].append(f"duplicate_of_{earlier[i]}")
                 if entry is not None:
-                    score = parse_rating(entry["text"])
+                    score = _score_of(entry["text"])
                     row.update(score=score, status="scored" if score is not None else "unparsed", raw=entry["text"],
                                judge_model=entry.get("model") or judge.model,
                                usage={"prompt_tokens": entry.get("prompt_tokens", 0),

@@ -27,6 +27,27 @@ def _kind(flag: str) -> str:
     return "duplicate" if flag.startswith("duplicate_of_") else flag
 
 
+class _Buffer:
+    """A growing array, filled a block at a time: ``capacity`` the expected length (the record
+    count), so that no list of blocks is concatenated at the end (twice the memory, briefly)."""
+
+    def __init__(self, dtype, capacity: int | None):
+        self.data = np.empty(capacity or 1024, dtype)
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.n + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, 2 * len(self.data)), self.data.dtype)
+            grown[:self.n] = self.data[:self.n]
+            self.data = grown
+        self.data[self.n:end] = values
+        self.n = end
+
+    def array(self) -> np.ndarray:
+        return self.data[:self.n] if self.n == len(self.data) else self.data[:self.n].copy()
+
+
 class ScoreColumns:
     """The columns of scores.jsonl that selection reads.
 
@@ -41,6 +62,7 @@ class ScoreColumns:
         self._statuses: dict = {}   # status value -> code, first seen first
         self._flag_names: dict = {}  # flag -> code, first seen first
         self._bad_index = None       # (row, the index it holds): the first row out of order
+        self._capacity = n_records
         try:
             self._read_arrow()
         except _NotArrow:
@@ -71,8 +93,9 @@ class ScoreColumns:
         self.has_field = {f: f in first for f in SCORE_FIELDS}
         fields = [("index", pa.int64()), ("status", pa.string()), ("flags", pa.list_(pa.string()))]
         fields += [(f, pa.float64()) for f in SCORE_FIELDS if self.has_field[f]]
-        status, flag_rows, flag_codes = [], [], []
-        values = {f: [] for f in SCORE_FIELDS if self.has_field[f]}
+        flag_rows, flag_codes = [], []
+        status = _Buffer(np.int16, self._capacity)
+        values = {f: _Buffer(np.float64, self._capacity) for f in SCORE_FIELDS if self.has_field[f]}
         offset = 0
         try:
             reader = pj.open_json(self.path, read_options=pj.ReadOptions(block_size=ARROW_BLOCK, use_threads=True),
@@ -95,9 +118,9 @@ class ScoreColumns:
                 uniq, at = np.unique(codes, return_index=True)
                 for c in uniq[np.argsort(at)].tolist():
                     self._statuses.setdefault(names[c], len(self._statuses))
-                status.append(np.array([self._statuses.get(v, -1) for v in names], dtype=np.int16)[codes])
+                status.extend(np.array([self._statuses.get(v, -1) for v in names], dtype=np.int16)[codes])
                 for f in values:
-                    values[f].append(batch.column(f).to_numpy(zero_copy_only=False).astype(np.float64))
+                    values[f].extend(batch.column(f).to_numpy(zero_copy_only=False))
                 flags = batch.column("flags")
                 flat = pc.list_flatten(flags)
                 if len(flat):
@@ -113,10 +136,10 @@ class ScoreColumns:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise _NotArrow from None
-        self.status = np.concatenate(status) if status else np.zeros(0, np.int16)
-        self.values = {f: np.concatenate(v) if v else np.zeros(0) for f, v in values.items()}
-        for f in SCORE_FIELDS:
-            self.values.setdefault(f, np.full(offset, np.nan))
+        self.status = status.array()
+        self.values = {f: v.array() for f, v in values.items()}
+        if "score" not in self.values:  # no row has one: every record unscored
+            self.values["score"] = np.full(offset, np.nan)
         self._set_flags(np.concatenate(flag_rows) if flag_rows else np.zeros(0, np.int64),
                         np.concatenate(flag_codes) if flag_codes else np.zeros(0, np.int64))
 
@@ -165,7 +188,8 @@ class ScoreColumns:
                     flag_codes.append(self._flag_names.setdefault(flag, len(self._flag_names)))
                 n += 1
         self.status = np.frombuffer(status, dtype=np.int16).copy() if n else np.zeros(0, np.int16)
-        self.values = {f: np.frombuffer(v, dtype=np.float64).copy() if n else np.zeros(0) for f, v in values.items()}
+        self.values = {f: np.frombuffer(v, dtype=np.float64).copy() if n else np.zeros(0) for f, v in values.items()
+                       if f == "score" or self.has_field[f]}
         self._set_flags(np.frombuffer(flag_rows, dtype=np.int64).copy() if len(flag_rows) else np.zeros(0, np.int64),
                         np.frombuffer(flag_codes, dtype=np.int64).copy() if len(flag_codes) else np.zeros(0, np.int64))
 
@@ -185,7 +209,8 @@ class ScoreColumns:
             raise ValueError(f"{self.path}: no field {field!r} (selection.score: {field} needs a rating by a judge "
                              f"with score_mode: logprobs)")
         scored = self.status == self._code("scored")
-        out = np.where(scored, self.values[field], np.nan)
+        values = self.values.get(field)
+        out = np.where(scored, values if values is not None else np.nan, np.nan)
         for kind in exclude_kinds:
             if kind in self.kind_values:
                 out[self.flag_rows[self.flag_kinds == self.kind_values.index(kind)]] = np.nan

@@ -196,6 +196,7 @@ def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int
     if warning:
         log.warning("%s: %s", out_path, warning)
     records.write_subset(out_path, kept)
+    del records, columns, scores  # before the list is made: the arrays are the bigger part at scale
     return kept.tolist()
 
 

@@ -8,10 +8,8 @@ The records are streamed from the file (alpagasus.data.stream), never all held: 
 (from their index, or by one pass that validates every one before anything is sent), then
 rated a window at a time (rate_records).
 """
-import itertools
-
 from alpagasus.core import logs
-from alpagasus.data.stream import count_records, iter_records
+from alpagasus.data.stream import count_records, iter_slice
 from alpagasus.judging.rating import rate_records
 from alpagasus.judging.sharding import shard_budget, shard_range
 
@@ -27,7 +25,7 @@ if sharded:
     start, stop = shard_range(n_records, int(snakemake.wildcards.shard), int(snakemake.params.shards))
     rating["max_usd"] = shard_budget(rating["max_usd"], start, stop, n_records)
 rate_records(
-    itertools.islice(iter_records(snakemake.input.records), start, stop),
+    iter_slice(snakemake.input.records, start, stop),  # a shard's records: nothing before them parsed
     cfg["judges"],
     rating,
     snakemake.params.cache_dir,

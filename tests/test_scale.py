@@ -363,3 +363,32 @@ def test_the_gather_checks_shards_against_the_index_hashes(tmp_path):
         gather(stream.RecordsIndex(tmp_path / "r.json"), scores, costs, tmp_path / "c.jsonl", tmp_path / "c.json",
                max_usd=None)
     assert not (tmp_path / "c.jsonl").exists()
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_slice_of_records_is_the_slice_of_the_list(tmp_path, monkeypatch, indexed):
+    recs = ODD_RECORDS + _records(20)
+    path = tmp_path / "r.json"
+    (stream.write_records_stream if indexed else write_records)(path, recs)
+    monkeypatch.setattr(stream, "CHUNK", 4)  # a slice over several blocks
+    for start, stop in [(0, None), (3, 14), (22, 23), (5, 5), (0, 100)]:
+        assert list(stream.iter_slice(path, start, stop)) == recs[start:stop]
+    assert stream.count_records(path) == len(recs)
+
+
+def test_the_estimate_in_windows_is_the_estimate_in_one(tmp_path, api_key):
+    from alpagasus.judging.rating import estimate_rating, rate_records
+    from alpagasus.testing.fake_openai import FakeOpenAIServer
+
+    recs = _rating_records(30)
+    with FakeOpenAIServer(api_key=api_key) as srv:
+        judges = {"fake": {"backend": "openai", "model": "gpt-test", "base_url": srv.base_url,
+                           "api_key_env": "OPENAI_API_KEY", "max_tokens": 256, "timeout_s": 5,
+                           "usd_per_1m_input_tokens": 1.0, "usd_per_1m_output_tokens": 2.0}}
+        rating = {"judge": "fake", "dimension": "accuracy", "max_usd": None}
+        rate_records(recs[:10], judges, rating, tmp_path / "c", tmp_path / "s.jsonl", tmp_path / "l.json",
+                     progress=False)  # a third cached
+    one = estimate_rating(recs, judges, rating, tmp_path / "c", tmp_path / "one.json")
+    many = estimate_rating(iter(recs), judges, rating, tmp_path / "c", tmp_path / "many.json", n_records=len(recs),
+                           window=4)
+    assert many == one and one["cached"] == 10 and one["duplicates_in_input"] == 6 and one["requests"] == 20

@@ -21,6 +21,7 @@ bounded window of records plus numpy arrays of a few bytes per record:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -535,6 +536,25 @@ def count_json_list(path: str | os.PathLike) -> int:
             value = json.load(fh)  # an empty list, or not a list: as the loaders before this did
         return len(value)
     return n
+
+
+def iter_slice(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+    """Records ``start`` to ``stop`` of ``path`` (a shard's): read by their byte ranges where the
+    file has its index (nothing before ``start`` is parsed), else from one pass of iter_records."""
+    path = Path(path)
+    rows = load_index(path)
+    if rows is None:
+        yield from itertools.islice(iter_records(path), start, stop)
+        return
+    stop = len(rows) if stop is None else min(stop, len(rows))
+    with open(path, "rb") as fh:
+        for base in range(start, stop, CHUNK):
+            top = min(stop, base + CHUNK)
+            starts, ends = rows["start"].read(base, top), rows["end"].read(base, top)
+            fh.seek(int(starts[0]))
+            block = fh.read(int(ends[-1] - starts[0]))
+            for j, (a, b) in enumerate(zip((starts - starts[0]).tolist(), (ends - starts[0]).tolist())):
+                yield validate_record(json.loads(block[a:b]), base + j, path)
 
 
 def count_records(path: str | os.PathLike) -> int:

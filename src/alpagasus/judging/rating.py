@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from alpagasus.core.config import defaults, filled
 from alpagasus.data import content_hash
-from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
+from alpagasus.judging.cache import CACHE_FILE, JudgementCache, judgement_key, write_ledger, write_results
 from alpagasus.judging.engine import Outcome, run_judgements
 from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json
@@ -350,25 +350,58 @@ def _missing_message(outcome, counts: dict, n: int) -> str:
             f"(or set rating.allow_incomplete: true to select without them)")
 
 
-def estimate_rating(records: list[dict], judges_cfg: dict, rating_cfg: dict, cache_dir: str | Path,
-                    out_path: str | Path, *, max_field_chars: int = MAX_FIELD_CHARS) -> dict:
-    """Requests, tokens and dollars the rating would spend now (cached judgements excluded)."""
+def estimate_rating(records: Iterable[dict], judges_cfg: dict, rating_cfg: dict, cache_dir: str | Path,
+                    out_path: str | Path, *, max_field_chars: int = MAX_FIELD_CHARS, n_records: int | None = None,
+                    window: int = RATING_WINDOW) -> dict:
+    """Requests, tokens and dollars the rating would spend now (cached judgements excluded).
+
+    A window of records at a time, as rate_records judges them (``records`` a list, or an
+    iterable and ``n_records``): what is held is one window's requests, and the prompts' token
+    counts are added up, so the estimate is the one a single pass over all of them makes."""
     from alpagasus.judging import cost
 
     rating_cfg = filled("rating", rating_cfg)
     judge_name = rating_cfg["judge"]
     judge_cfg = filled("judges.*", judges_cfg[judge_name])
     judge = make_judge(judge_name, judge_cfg)
-    requests, _ = build_requests(records, judge, rating_cfg["dimension"], max_field_chars, rating_cfg["prompt"])
-    cached = cached_keys(cache_dir, {r.key for r in requests}) if judge.cacheable else set()
-    unique = {r.key: r for r in requests if r.key not in cached}
-    est = cost.estimate(judge_cfg, [r.messages for r in unique.values()], rating_cfg["expected_output_tokens"])
-    est.update(judge=judge_name, model=judge.model, records=len(records), cached=len({r.key for r in requests} & cached),
-               duplicates_in_input=len(requests) - len({r.key for r in requests}), budget_usd=rating_cfg["max_usd"])
+    n = len(records) if n_records is None else n_records
+    cache_file = Path(cache_dir) / CACHE_FILE
+    cache = JudgementCache(cache_file) if judge.cacheable and cache_file.exists() else None
+    first_seen = FirstSeen()
+    directed, n_directed = [], 0
+    distinct = cached = pending = 0
+    counts: list[cost.PromptTokens] = []  # a window's pending prompts, added up
+    done = 0
+    try:
+        for chunk in _windows(records, window):
+            requests, _, found = _build(chunk, judge, rating_cfg["dimension"], max_field_chars,
+                                        rating_cfg["prompt"], first=done)
+            directed, n_directed = directed or found[:1], n_directed + len(found)
+            earlier = first_seen.resolve([r.key for r in requests], done)
+            new = {}
+            for req, was in zip(requests, earlier):
+                if was is None:
+                    new[req.key] = req
+            distinct += len(new)
+            hits = {k for k in new if k in cache} if cache is not None else set()
+            cached += len(hits)
+            window_counts = [cost.prompt_tokens(judge.model, r.messages) for k, r in new.items() if k not in hits]
+            pending += len(window_counts)
+            counts.append(cost.PromptTokens(sum(c.expected for c in window_counts),
+                                            sum(c.at_most for c in window_counts)))
+            done += len(chunk)
+    finally:
+        if cache is not None:
+            cache.close()
+    _log_directed(directed, n_directed, n)
+    sized = range(pending)  # estimate reads only the count of the requests whose tokens it is given
+    est = cost.estimate(judge_cfg, sized, rating_cfg["expected_output_tokens"], counts=counts)
+    est.update(judge=judge_name, model=judge.model, records=n, cached=cached,
+               duplicates_in_input=n - distinct, budget_usd=rating_cfg["max_usd"])
     if judge_cfg.get("backend") in ("openai", "openai_batch"):
         # The same requests online and through the Batch API, whichever this judge uses.
-        est["usd_by_backend"] = cost.online_and_batch(judge_cfg, [r.messages for r in unique.values()],
-                                                      rating_cfg["expected_output_tokens"])
+        est["usd_by_backend"] = cost.online_and_batch(judge_cfg, sized, rating_cfg["expected_output_tokens"],
+                                                      counts=counts)
     log.info("rating estimate: %s", est)
     write_json(out_path, est)
     return est

@@ -276,7 +276,7 @@ def test_rating_in_windows_writes_the_rows_one_call_writes(tmp_path, api_key):
     from alpagasus.judging.rating import rate_records
     from alpagasus.testing.fake_openai import FakeOpenAIServer
 
-    recs = _rating_records(40)
+    recs = _rating_records(20)
     with FakeOpenAIServer(api_key=api_key, latency_s=0.0) as srv:
         judges = {"fake": {"backend": "openai", "model": "gpt-test", "base_url": srv.base_url,
                            "api_key_env": "OPENAI_API_KEY", "temperature": 0.0, "top_p": 1.0, "max_tokens": 256,
@@ -290,7 +290,7 @@ def test_rating_in_windows_writes_the_rows_one_call_writes(tmp_path, api_key):
         paid = len(srv.log())
     assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "many.jsonl").read_bytes()
     assert "duplicate_of_0" in (tmp_path / "many.jsonl").read_text()
-    assert paid == 2 * 40  # each distinct record once a run, never again in a later window
+    assert paid == 2 * 20  # each distinct record once a run, never again in a later window
     for key in ("records", "status_counts", "judgements_paid_this_run", "usd_this_run", "usd_stage_total",
                 "prompt_tokens_this_run", "requests_sent"):
         assert many[key] == one[key], key

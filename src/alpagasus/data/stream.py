@@ -6,16 +6,17 @@ bounded window of records plus numpy arrays of a few bytes per record:
 
 - ``iter_records(path)`` yields the validated records of a JSON list or a JSONL file, parsed
   a block at a time. A file with anything wrong in it raises exactly the error ``load_records``
-  raises (the same one line naming file, record and field): on the first problem it hands the
-  file to ``load_records``, which holds it whole only to say what is wrong.
+  raises (the same one line naming file, record and field): a bad record at once, and a file
+  it does not parse itself (a syntax error, not a list, no records) goes to ``load_records``,
+  which holds it whole only to say what is wrong.
 - ``RecordsWriter`` writes a JSON list byte for byte as ``write_records`` does (Alpaca's
   indent 4), one record at a time, atomically, and beside it an **index**: ``<name>.index``
   (columns of one entry a record: where its text starts and ends in the file, the sha256 of
   its instruction, input and output, and the length of its output) and ``<name>.index.json``
   (the record count, where each column starts, and the size and modification time of the
-  file it describes). The index is internal: no rule
-  names it, and a reader uses it only while the file is the one it was written with (size and
-  mtime equal); otherwise it reads the file itself. With it, selection and the random baseline
+  file it describes). The index is internal: no rule names it, and a reader uses it only
+  while the file is the one it was written with (size and mtime equal); otherwise it reads
+  the file itself. With it, selection and the random baseline
   never parse a record: they rank numpy arrays and copy the kept records' bytes.
 """
 

@@ -116,15 +116,19 @@ def _run(args) -> int:
     logs.setup(args.log, [j.get("api_key_env", "") for j in cfg["judges"].values()])
 
     from alpagasus.data import load_records
+    from alpagasus.data.stream import count_records, iter_records
     from alpagasus.judging.rating import estimate_rating, rate_records
 
-    records = load_records(args.records)
     mfc = cfg["data"]["max_field_chars"]
     if args.cmd == "estimate":
-        estimate_rating(records, cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out, max_field_chars=mfc)
+        estimate_rating(load_records(args.records), cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out,
+                        max_field_chars=mfc)
         return 0
-    rate_records(records, cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out,
-                 args.ledger or args.out + ".cost.json", max_field_chars=mfc, progress=not args.no_progress)
+    # streamed as rule rate streams them: counted (every record validated) first, then rated
+    n_records = count_records(args.records)
+    rate_records(iter_records(args.records), cfg["judges"], cfg["rating"], cfg["cache_dir"], args.out,
+                 args.ledger or args.out + ".cost.json", max_field_chars=mfc, progress=not args.no_progress,
+                 n_records=n_records)
     return 0
 
 

@@ -28,10 +28,12 @@ class DataError(ValueError):
     """A data file that cannot be used; the message names file, record and field."""
 
 
-def _where(path, index=None, field=None, lines=None) -> str:
+def _where(path, index=None, field=None, lines=None, line=None) -> str:
     parts = [str(path)]
     if index is not None:
-        parts.append(f"record {index}" + (f" (line {lines[index]})" if lines else ""))
+        if line is None and lines:
+            line = lines[index]
+        parts.append(f"record {index}" + (f" (line {line})" if line is not None else ""))
     if field is not None:
         parts.append(f"field {field!r}")
     return ": ".join(parts)
@@ -48,21 +50,27 @@ def validate_records(records, path="<records>", lines=None) -> list[dict]:
     if not records:
         raise DataError(f"{_where(path)}: the file holds no records")
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise DataError(f"{_where(path, i, lines=lines)}: expected an object, got {type(rec).__name__}")
-        for field in FIELDS:
-            if field not in rec:
-                raise DataError(f"{_where(path, i, field, lines)}: missing (every record needs {', '.join(FIELDS)})")
-            if not isinstance(rec[field], str):
-                raise DataError(
-                    f"{_where(path, i, field, lines)}: expected a string, got {type(rec[field]).__name__}"
-                )
-        if not rec["instruction"].strip():
-            raise DataError(f"{_where(path, i, 'instruction', lines)}: empty")
-        for field, value in rec.items():
-            if (problem := not_utf8(value)) is not None:
-                raise DataError(f"{_where(path, i, field, lines)}: {problem}")
+        validate_record(rec, i, path, lines[i] if lines else None)
     return records
+
+
+def validate_record(rec, i: int, path="<records>", line: int | None = None) -> dict:
+    """One record of :func:`validate_records` (record ``i``, on ``line`` of a JSONL file)."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{_where(path, i, line=line)}: expected an object, got {type(rec).__name__}")
+    for field in FIELDS:
+        if field not in rec:
+            raise DataError(f"{_where(path, i, field, line=line)}: missing (every record needs {', '.join(FIELDS)})")
+        if not isinstance(rec[field], str):
+            raise DataError(
+                f"{_where(path, i, field, line=line)}: expected a string, got {type(rec[field]).__name__}"
+            )
+    if not rec["instruction"].strip():
+        raise DataError(f"{_where(path, i, 'instruction', line=line)}: empty")
+    for field, value in rec.items():
+        if (problem := not_utf8(value)) is not None:
+            raise DataError(f"{_where(path, i, field, line=line)}: {problem}")
+    return rec
 
 
 def not_utf8(value) -> str | None:

@@ -7,6 +7,7 @@ Hub dataset: ``alpagasus.data.sources``) and mapped onto records by ``alpagasus.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import os
 import urllib.error
 import urllib.request
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from alpagasus.core.config import REPO, filled
 from alpagasus.core.io import atomic_path, sha256_file
-from alpagasus.data import DataError, duplicate_groups, oversized_fields, write_records
-from alpagasus.data.mapping import SOURCE_ROW, to_records
+from alpagasus.data import FIELDS, DataError
+from alpagasus.data.mapping import SOURCE_ROW, iter_records_of
+from alpagasus.data.stream import RecordsWriter
 from alpagasus.data.miniature import make_records
 from alpagasus.data.sources import read_hub, read_local
 
@@ -83,7 +85,7 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
     ``data.fields`` or ``data.format: messages`` (alpagasus.data.mapping); every record keeps its
     ``source_row``. Nothing is written unless every row passed.
     """
-    dropped: dict = {}
+    dropped: Counter = Counter()
     details: dict = {}
     data_cfg = filled("data", data_cfg)
     if data_cfg["source"] == "miniature":
@@ -92,6 +94,7 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
         records = [{**rec, SOURCE_ROW: i} for i, rec in enumerate(records)]
         n_rows = len(records)
         origin = f"miniature(n={len(records)}, corrupt_fraction={m['corrupt_fraction']}, seed={m['seed']})"
+        limit = None
     else:
         rows, origin = read_source(data_cfg, download_dir, hub_cache_dir, hub_fetch)
         n_rows = len(rows.rows)
@@ -99,29 +102,47 @@ def obtain_alpaca(data_cfg: dict, dest: str | os.PathLike, download_dir: str | o
         if expected is not None and n_rows != expected:
             raise DataError(f"{rows.origin}: expected {expected} records, found {n_rows} (data.expected_records: "
                             f"the source's row count, or null to skip the check)")
-        records, dropped = to_records(rows, data_cfg)
+        records = iter_records_of(rows, data_cfg, dropped)
         details = rows.details
-        for reason, n in dropped.items():
-            log.warning("%s: %d of %d rows left out (%s)", origin, n, n_rows, reason)
-        empty = sum(1 for rec in records if not rec["output"].strip())
-        if empty:
-            log.warning("%s: %d records have an empty output; they are rated like any other", origin, empty)
-    limit = data_cfg.get("max_records")
-    if limit is not None and data_cfg["source"] != "miniature":
-        # A rehearsal on a slice: the first N, in file order (checked whole first, above).
-        records = records[:limit]
-        origin = f"{origin} (first {len(records)} records)"
+        limit = data_cfg.get("max_records")
 
-    dups = duplicate_groups(records)
-    if dups:
-        log.warning(
-            "%s: %d records are exact duplicates of another (%d groups); each is judged once via the cache",
-            origin, sum(len(g) - 1 for g in dups), len(dups),
-        )
-    big = oversized_fields(records, data_cfg["max_field_chars"])
-    for i, field, n in big:
-        log.warning("%s: record %d field %r has %d characters; it will be truncated in judge prompts", origin, i, field, n)
-    write_records(dest, records)
-    return {"origin": origin, **details, "source_rows": n_rows, "records": len(records), "dropped": dropped,
+    # The records are written as they are mapped (never all held: the data rule at 10M
+    # records), with the index beside them (alpagasus.data.stream); nothing is renamed into
+    # place unless every row passed. With max_records, a rehearsal on a slice: the first N,
+    # in file order, every row checked all the same.
+    max_chars = data_cfg["max_field_chars"]
+    big: list = []
+    n_big = empty = n_written = 0
+    unit_sep = False  # a field holding \x1f: content hashes could collide (duplicates checked by content)
+    with RecordsWriter(dest) as out:
+        for i, rec in enumerate(records):
+            if not rec["output"].strip():
+                empty += 1
+            if limit is not None and i >= limit:
+                continue
+            for field in FIELDS:
+                if len(rec[field]) > max_chars:
+                    n_big += 1
+                    if len(big) < 100:
+                        big.append((i, field, len(rec[field])))
+                    log.warning("%s: record %d field %r has %d characters; it will be truncated in judge prompts",
+                                origin, i, field, len(rec[field]))
+                unit_sep = unit_sep or "\x1f" in rec[field]
+            out.write(rec)
+            n_written += 1
+        if data_cfg["source"] != "miniature":
+            for reason, n in dropped.items():
+                log.warning("%s: %d of %d rows left out (%s)", origin, n, n_rows, reason)
+            if empty:
+                log.warning("%s: %d records have an empty output; they are rated like any other", origin, empty)
+        if limit is not None:
+            origin = f"{origin} (first {n_written} records)"
+        dups = out.duplicate_groups(exact=unit_sep)
+        if dups:
+            log.warning(
+                "%s: %d records are exact duplicates of another (%d groups); each is judged once via the cache",
+                origin, sum(len(g) - 1 for g in dups), len(dups),
+            )
+    return {"origin": origin, **details, "source_rows": n_rows, "records": n_written, "dropped": dict(dropped),
             "duplicates": sum(len(g) - 1 for g in dups), "duplicate_groups": dups[:100],
-            "oversized_fields": big[:100]}
+            "oversized_fields": big}

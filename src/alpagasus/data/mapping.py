@@ -30,6 +30,16 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 
 def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
     """The validated records of ``source``, and what was left out (counts by reason)."""
+    dropped: Counter = Counter()
+    records = list(iter_records_of(source, data_cfg, dropped))
+    return records, dict(dropped)
+
+
+def iter_records_of(source: SourceRows, data_cfg: dict, dropped: Counter):
+    """:func:`to_records` one record at a time (the data rule at scale: the records are written
+    as they come, never held); ``dropped`` counts what was left out, by reason. The errors are
+    to_records', each raised when its row is reached (so before anything is renamed into place
+    by a writer that only finishes after the last record)."""
     data_cfg = filled("data", data_cfg)
     fmt = data_cfg["format"]
     if not source.rows:
@@ -48,7 +58,7 @@ def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
                             f"{name!r}; rename or remove it in the source")
     empty_output = data_cfg["empty_output"]
 
-    records, dropped = [], Counter()
+    kept = 0
     for i, row in enumerate(source.rows):
         if not isinstance(row, dict):
             raise DataError(f"{source.origin}: row {i}: expected an object, got {type(row).__name__}")
@@ -70,10 +80,10 @@ def to_records(source: SourceRows, data_cfg: dict) -> tuple[list[dict], dict]:
             if c in row:
                 rec[c] = _json_value(source.origin, i, c, row[c])
         rec[SOURCE_ROW] = i
-        records.append(rec)
-    if not records:
+        kept += 1
+        yield rec
+    if not kept:
         raise DataError(f"{source.origin}: no record left of {len(source.rows)} rows ({dict(dropped)} dropped)")
-    return records, dict(dropped)
 
 
 def _columns_converter(source: SourceRows, fields: dict):

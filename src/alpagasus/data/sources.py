@@ -77,6 +77,10 @@ def _columns_of(rows: list) -> list[str]:
 
 
 def _read_json(path: Path) -> SourceRows:
+    return _streamed(path, jsonl=False) or _read_json_whole(path)
+
+
+def _read_json_whole(path: Path) -> SourceRows:
     rows = parse_json(read_text(path), path)
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
@@ -84,8 +88,55 @@ def _read_json(path: Path) -> SourceRows:
 
 
 def _read_jsonl(path: Path) -> SourceRows:
+    return _streamed(path, jsonl=True) or _read_jsonl_whole(path)
+
+
+def _read_jsonl_whole(path: Path) -> SourceRows:
     rows, _ = parse_jsonl(read_text(path), path, unit="row")
     return SourceRows(str(path), _columns_of(rows), rows)
+
+
+class StreamedRows:
+    """A JSON or JSONL file's rows, parsed again on every pass instead of held (at 10M rows the
+    dicts would take ~10 GB): what ``SourceRows.rows`` is for those files. ``len`` and the
+    columns come from a first pass, which also checks that the file parses."""
+
+    def __init__(self, path: Path, jsonl: bool):
+        self.path, self.jsonl = path, jsonl
+        seen: dict[str, None] = {}
+        n = 0
+        for row in self:
+            if isinstance(row, dict):
+                seen.update(dict.fromkeys(row))
+            n += 1
+        self.columns, self._len = list(seen), n
+
+    def __iter__(self):
+        from alpagasus.data.stream import iter_json_values
+
+        for value, _ in iter_json_values(self.path, self.jsonl):
+            yield value
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+def _streamed(path: Path, jsonl: bool) -> SourceRows | None:
+    """The file's rows streamed, or None where the whole-file reader is to read it (any problem
+    at all, which that reader then words: the file cannot be parsed, is empty, is not a list,
+    holds no rows, or holds line ends other than \n and \r that JSONL splitting knows)."""
+    from alpagasus.data.stream import NotStreamable
+
+    try:
+        rows = StreamedRows(path, jsonl)
+    except NotStreamable:
+        return None
+    if len(rows) == 0:
+        return None
+    return SourceRows(str(path), rows.columns, rows)
 
 
 def _read_csv(path: Path) -> SourceRows:

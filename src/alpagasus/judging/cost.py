@@ -118,13 +118,17 @@ def usd(judge_cfg: dict, prompt_tokens: float, completion_tokens: float) -> floa
                                       + completion_tokens * judge_cfg.get("usd_per_1m_output_tokens", 0.0)) / 1e6
 
 
-def online_and_batch(judge_cfg: dict, pending_messages: list[list[dict]], expected_output_tokens: int) -> dict:
-    """The same requests priced online and through the Batch API, for a judge of either backend."""
+def online_and_batch(judge_cfg: dict, pending_messages: list[list[dict]], expected_output_tokens: int,
+                     counts: list[PromptTokens] | None = None) -> dict:
+    """The same requests priced online and through the Batch API, for a judge of either backend
+    (``counts``: as for :func:`estimate`)."""
     online = {**judge_cfg, "backend": "openai"}
     batch = {**judge_cfg, "backend": BATCH_BACKEND}
+    if counts is None:
+        counts = [prompt_tokens(judge_cfg.get("model"), m) for m in pending_messages]
     out = {}
     for name, cfg in (("online", online), ("batch", batch)):
-        e = estimate(cfg, pending_messages, expected_output_tokens)
+        e = estimate(cfg, pending_messages, expected_output_tokens, counts=counts)
         out[name] = {"usd_expected": e["usd_expected"], "usd_at_most": e["usd_at_most"]}
     out["batch"]["discount"] = price_factor(batch)
     return out
@@ -139,7 +143,8 @@ def estimate(judge_cfg: dict, pending_messages: list[list[dict]], expected_outpu
              counts: list[PromptTokens] | None = None) -> dict:
     """What the pending requests will cost: expected, and at most (every prompt at its bound,
     every reply at max_tokens). ``token_count`` says how the bound was counted. ``counts``: the
-    prompts' prompt_tokens where the caller has them already (a tokenizer costs ~0.7 ms a prompt)."""
+    prompts' prompt_tokens where the caller has them already (a tokenizer costs ~0.7 ms a prompt),
+    or their sums (any list whose entries add up to the same totals: rating's windows)."""
     model = judge_cfg.get("model")
     n = len(pending_messages)
     if counts is None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
-from alpagasus.core.io import read_jsonl, write_json, write_jsonl
+from alpagasus.core.io import write_json
 from alpagasus.data import content_hash
 
 SHARD_FIELDS = ("key", "record_hash")
@@ -46,44 +47,79 @@ def shard_budget(max_usd: float | None, start: int, stop: int, n_records: int) -
     return max_usd * (stop - start) / n_records
 
 
-def gather(records: list[dict], shard_scores: list[str | Path], shard_costs: list[str | Path],
+def gather(records, shard_scores: list[str | Path], shard_costs: list[str | Path],
            scores_path: str | Path, cost_path: str | Path, *, max_usd: float | None) -> dict:
     """Check and concatenate the shards' rows into ``scores_path``; their ledgers, summed, into
-    ``cost_path``. Returns the gathered ledger."""
+    ``cost_path``. Returns the gathered ledger.
+
+    ``records``: the records (a list), or their RecordsIndex (alpagasus.data.stream: their
+    content hashes, read a chunk at a time, at any size). The rows go through one at a time to
+    scores.jsonl's temporary file, renamed into place after the cost file, as before; a shard
+    that does not match stops the gather before anything is renamed."""
+    from alpagasus.core.io import atomic_open
+    from alpagasus.judging.duplicates import FirstSeen
+
+    indexed = hasattr(records, "hash_hex")  # a RecordsIndex
+    n = len(records)
     shards = len(shard_scores)
-    rows: list[dict] = []
-    for i, path in enumerate(shard_scores):
-        start, stop = shard_range(len(records), i, shards)
-        part = read_jsonl(path)
-        if len(part) != stop - start:
-            raise ShardMismatchError(f"{path}: {len(part)} rows, but shard {i} of {shards} rates records "
-                                     f"{start}..{stop - 1} ({stop - start}); rerun the shard (delete the file)")
-        for offset, row in enumerate(part):
-            index = start + offset
-            missing = [f for f in ("index", *SHARD_FIELDS) if f not in row]
-            if missing:
-                raise ShardMismatchError(f"{path}: row {offset} has no {', '.join(missing)} (not a shard's file)")
-            if row["index"] != index:
-                raise ShardMismatchError(f"{path}: row {offset} has index {row['index']}, expected {index}")
-            if row["record_hash"] != content_hash(records[index]):
-                raise ShardMismatchError(f"{path}: row {offset} (record {index}) is not the rating of record "
-                                         f"{index}: its content hash differs (the records changed since the shard ran?)")
-            rows.append(row)
-    first: dict[str, int] = {}
-    for row in rows:
+    first = FirstSeen()
+    with atomic_open(scores_path) as out:
+        for i, path in enumerate(shard_scores):
+            start, stop = shard_range(n, i, shards)
+            count = sum(1 for line in open(path, encoding="utf-8") if line.strip())
+            if count != stop - start:
+                raise ShardMismatchError(f"{path}: {count} rows, but shard {i} of {shards} rates records "
+                                         f"{start}..{stop - 1} ({stop - start}); rerun the shard (delete the file)")
+            batch: list[dict] = []
+            for offset, row in enumerate(_rows(path)):
+                index = start + offset
+                missing = [f for f in ("index", *SHARD_FIELDS) if f not in row]
+                if missing:
+                    raise ShardMismatchError(f"{path}: row {offset} has no {', '.join(missing)} (not a shard's file)")
+                if row["index"] != index:
+                    raise ShardMismatchError(f"{path}: row {offset} has index {row['index']}, expected {index}")
+                want = records.hash_hex(index) if indexed else content_hash(records[index])
+                if row["record_hash"] != want:
+                    raise ShardMismatchError(f"{path}: row {offset} (record {index}) is not the rating of record "
+                                             f"{index}: its content hash differs (the records changed since the shard ran?)")
+                batch.append(row)
+                if len(batch) >= GATHER_BATCH:
+                    _write_batch(out, batch, first)
+                    batch = []
+            _write_batch(out, batch, first)
+        ledgers = [json.loads(Path(p).read_text()) for p in shard_costs]
+        ledger = {**summed(ledgers), "budget_usd": max_usd, "shards": shards, "shard_ledgers": ledgers}
+        write_json(cost_path, ledger)
+    return ledger
+
+
+GATHER_BATCH = 50_000
+
+
+def _write_batch(out, rows: list[dict], first) -> None:
+    """The duplicate flags recomputed over the whole set, the shard fields dropped, written."""
+    if not rows:
+        return
+    earlier = first.resolve([r["key"] for r in rows], rows[0]["index"])
+    for row, was in zip(rows, earlier):
         flags = [f for f in row["flags"] if not f.startswith(DUPLICATE_FLAG)]
-        if row["key"] in first:
-            flags.append(f"{DUPLICATE_FLAG}{first[row['key']]}")
-        else:
-            first[row["key"]] = row["index"]
+        if was is not None:
+            flags.append(f"{DUPLICATE_FLAG}{was}")
         row["flags"] = flags
         for f in SHARD_FIELDS:
             del row[f]
-    ledgers = [json.loads(Path(p).read_text()) for p in shard_costs]
-    ledger = {**summed(ledgers), "budget_usd": max_usd, "shards": shards, "shard_ledgers": ledgers}
-    write_json(cost_path, ledger)
-    write_jsonl(scores_path, rows)
-    return ledger
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _rows(path) -> Iterator[dict]:
+    """A JSONL file's rows, one at a time (read_jsonl's, and its error)."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {lineno} is not valid JSON: {exc.msg}") from None
 
 
 def summed(ledgers: list[dict]) -> dict:

@@ -9,15 +9,17 @@ hash of their content (not by position, since Alpaca's order is not random).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 from collections import Counter
+
+import numpy as np
 
 from alpagasus.core.config import filled
 from alpagasus.data import record_key
 from alpagasus.judging.directed import JUDGE_DIRECTED_FLAG
 from alpagasus.selection import verbosity
+from alpagasus.selection.columns import ScoreColumns, sample_indices, select_kept, tie_summary, value_counts
 
 # The paper's histogram bins (PAPER.md section 1).
 PAPER_BINS = ("<3", "3", "3.5", "4", "4.5", "5")
@@ -180,18 +182,37 @@ def cut_ties(scores: list[float | None], kept: list[int]) -> dict:
 
 
 def write_selection(records_path, scores_path, rule: dict, out_path) -> list[int]:
-    """Write the kept records in Alpaca's own format and order."""
-    from alpagasus.data import load_records, write_records
+    """Write the kept records in Alpaca's own format and order.
 
-    records = load_records(records_path)
-    rows = load_scores(scores_path, len(records))
-    scores = selectable_scores(rows, rule, scores_path)
-    kept = select_indices(records, scores, **rule_of(rule))
-    warning = keeps_everything(rule_of(rule), scores, kept)
+    At any size: the records' index (alpagasus.data.stream) and scores.jsonl's columns
+    (selection.columns) as numpy arrays; the kept records' text copied from the records file."""
+    from alpagasus.data.stream import RecordsIndex
+
+    records = RecordsIndex(records_path)
+    columns = ScoreColumns(scores_path, len(records))
+    scores = _ranking(columns, rule)
+    kept = select_kept(scores, records, **rule_of(rule))
+    warning = keeps_everything(rule_of(rule), _Present(scores), kept)
     if warning:
         log.warning("%s: %s", out_path, warning)
-    write_records(out_path, [records[i] for i in kept])
-    return kept
+    records.write_subset(out_path, kept)
+    del records, columns, scores  # before the list is made: the arrays are the bigger part at scale
+    return kept.tolist()
+
+
+def _ranking(columns: "ScoreColumns", rule: dict) -> np.ndarray:
+    """:func:`selectable_scores` over the columns: float64, NaN where a record has none."""
+    return columns.ranking(score_field(rule), EXCLUDED_FLAGS if rule.get("exclude_flagged") else ())
+
+
+class _Present:
+    """A NaN-for-None score array as keeps_everything reads a list (count, min of the present)."""
+
+    def __init__(self, scores: np.ndarray):
+        self.present = scores[~np.isnan(scores)]
+
+    def __iter__(self):
+        return iter(self.present.tolist())
 
 
 def keeps_everything(rule: dict, scores: list[float | None], kept: list[int]) -> str | None:
@@ -213,31 +234,78 @@ def keeps_everything(rule: dict, scores: list[float | None], kept: list[int]) ->
 
 def write_random(records_path, size_of_path, seed: int, out_path) -> list[int]:
     """A random subset of ``records_path`` as large as the selection in ``size_of_path``."""
-    from alpagasus.data import load_records, write_records
+    from alpagasus.data.stream import RecordsIndex, count_json_list
 
-    records = load_records(records_path)
-    with open(size_of_path, encoding="utf-8") as fh:
-        size = len(json.load(fh))  # only its size matters; an empty selection is allowed here
-    idx = random_indices(len(records), size, seed)
-    write_records(out_path, [records[i] for i in idx])
-    return idx
+    records = RecordsIndex(records_path)
+    size = count_json_list(size_of_path)  # only its size matters; an empty selection is allowed here
+    idx = sample_indices(len(records), size, seed)
+    records.write_subset(out_path, idx)
+    return idx.tolist()
 
 
 def write_summary(records_path, scores_path, rule: dict, random_path, summary_path, plot_path) -> dict:
-    from alpagasus.data import load_records
     from alpagasus.core.io import write_json
+    from alpagasus.data.stream import RecordsIndex, count_json_list
     from alpagasus.reporting.plots import score_histogram
 
-    records = load_records(records_path)
-    rows = load_scores(scores_path, len(records))
+    records = RecordsIndex(records_path)
+    columns = ScoreColumns(scores_path, len(records))
     field = score_field(rule)
-    ranked = selectable_scores(rows, rule, scores_path)
-    kept = select_indices(records, ranked, **rule_of(rule))
-    with open(random_path, encoding="utf-8") as fh:
-        random_size = len(json.load(fh))
-    summary = summarize(rows, kept, {**rule_of(rule), "score": field}, random_size,
-                        exclude_flagged=bool(rule.get("exclude_flagged")), records=records)
-    summary["score_used"] = {"field": field, **cut_ties(ranked, kept)}
+    ranked = _ranking(columns, rule)
+    kept = select_kept(ranked, records, **rule_of(rule))
+    random_size = count_json_list(random_path)
+    summary = summarize_columns(columns, kept, {**rule_of(rule), "score": field}, random_size,
+                                exclude_flagged=bool(rule.get("exclude_flagged")),
+                                lengths=np.asarray(records.rows["output_chars"]))
+    ties, first = tie_summary(ranked, kept)
+    if first is not None:
+        ties["cut_value"] = columns.original_value(field, first)  # 4 stays 4, as the file has it
+    summary["score_used"] = {"field": field, **ties}
     write_json(summary_path, summary)
     score_histogram(summary, plot_path)
+    return summary
+
+
+def summarize_columns(columns: "ScoreColumns", kept: np.ndarray, rule: dict, random_size: int | None = None,
+                      exclude_flagged: bool = False, lengths: np.ndarray | None = None) -> dict:
+    """:func:`summarize` over scores.jsonl's columns (the same summary, key for key)."""
+    n = len(columns)
+    status = columns.status_counts()
+    raw = columns.values["score"]
+    exact = value_counts(raw)
+    bins: Counter = Counter()
+    values, counts = np.unique(raw[~np.isnan(raw)], return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist()):
+        bins[paper_bin(value)] += count
+    flagged = columns.flag_counts()
+    kept_flagged = columns.flag_counts(kept)
+    missing = status.get("failed", 0) + status.get("budget", 0)
+    warnings = []
+    if missing:
+        warnings.append(f"incomplete rating: {missing} of {n} records have no judgement "
+                        f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
+                        f"and cannot be selected")
+        log.warning("%s", warnings[-1])
+    if kept_flagged.get(JUDGE_DIRECTED_FLAG):
+        warnings.append(f"{kept_flagged[JUDGE_DIRECTED_FLAG]} kept records carry text that speaks to the judge "
+                        f"(flag {JUDGE_DIRECTED_FLAG} in scores.jsonl): their score may be the record's, not "
+                        f"the judge's; selection.exclude_flagged: true drops them")
+        log.warning("%s", warnings[-1])
+    summary = {
+        "records": n,
+        "rule": rule,
+        "kept": len(kept),
+        "kept_fraction": round(len(kept) / n, 6) if n else 0.0,
+        "random_baseline_size": random_size,
+        "status_counts": status,
+        "unscored": n - status.get("scored", 0),
+        "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
+        "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
+        "flag_counts": dict(sorted(flagged.items())),
+        "kept_flag_counts": dict(sorted(kept_flagged.items())),
+        "exclude_flagged": exclude_flagged,
+        "warnings": warnings,
+    }
+    if lengths is not None:
+        summary["verbosity"] = verbosity.audit_lengths(lengths, kept)
     return summary

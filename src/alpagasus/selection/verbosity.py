@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["RESPONSE_FIELD", "quartiles", "audit"]
+__all__ = ["RESPONSE_FIELD", "quartiles", "audit", "audit_lengths"]
 
 # The record field whose length is audited: the response the model is trained to produce.
 RESPONSE_FIELD = "output"
@@ -42,18 +42,26 @@ def audit(records: Sequence[dict], kept: Sequence[int]) -> dict:
         if not isinstance(text, str):
             raise ValueError(f"record {i}: field {RESPONSE_FIELD!r} must be a string, got {type(text).__name__}")
         lengths.append(len(text))
-    kept = sorted(set(int(i) for i in kept))
-    if kept and not 0 <= kept[0] <= kept[-1] < len(records):
-        raise ValueError(f"kept indices must lie in 0..{len(records) - 1}")
+    return audit_lengths(np.asarray(lengths, dtype=np.int64), kept)
+
+
+def audit_lengths(lengths: np.ndarray, kept: Sequence[int]) -> dict:
+    """:func:`audit` from each record's response length (an int array): what selection at
+    scale passes, from the records' index (alpagasus.data.stream), without reading a record."""
+    n = len(lengths)
+    kept = np.unique(np.asarray(kept, dtype=np.int64))
+    if len(kept) and not 0 <= kept[0] <= kept[-1] < n:
+        raise ValueError(f"kept indices must lie in 0..{n - 1}")
     k = len(kept)
-    longest = set(sorted(range(len(records)), key=lambda i: (-lengths[i], i))[:k])
-    overlap = len(longest.intersection(kept))
+    # the k longest, ties by position (a stable sort of -length)
+    longest = np.argsort(-lengths, kind="stable")[:k]
+    overlap = int(np.isin(longest, kept).sum())
     union = 2 * k - overlap
     return {
         "length_unit": f"characters of {RESPONSE_FIELD}",
-        "kept": quartiles([lengths[i] for i in kept]),
+        "kept": quartiles(lengths[kept]),
         "all": quartiles(lengths),
         "longest_k": {"k": k, "overlap": overlap, "share": round(overlap / k, 6) if k else None,
                       "jaccard": round(overlap / union, 6) if union else None,
-                      "share_if_random": round(k / len(records), 6) if records else None},
+                      "share_if_random": round(k / n, 6) if n else None},
     }

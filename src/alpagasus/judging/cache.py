@@ -324,17 +324,20 @@ class JudgementCache:
         row = self._read("SELECT entry FROM judgements WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        return {"key": key, **json.loads(row[0])}
+        entry = json.loads(row[0])
+        entry["key"] = key
+        return entry
 
     def get_many(self, keys) -> dict[str, dict]:
-        """The judgements of those ``keys`` that have one, looked up 500 at a time."""
-        keys = list(keys)
+        """The judgements of those ``keys`` that have one. Looked up in sorted runs of 500 (one
+        query each): consecutive queries read neighbouring pages of the B-tree."""
         found: dict[str, dict] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            sql = f"SELECT key, entry FROM judgements WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, body in self._read(sql, chunk):
-                found[key] = {"key": key, **json.loads(body)}
+        for run in _sorted_runs(keys):
+            sql = f"SELECT key, entry FROM judgements WHERE key IN ({','.join('?' * len(run))})"
+            for key, body in self._read(sql, run):
+                entry = json.loads(body)
+                entry["key"] = key
+                found[key] = entry
         return found
 
     def entries(self):
@@ -344,12 +347,10 @@ class JudgementCache:
 
     def having(self, keys) -> set[str]:
         """Which of ``keys`` have a judgement (the entries themselves are not read)."""
-        keys = list(dict.fromkeys(keys))
         found: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
-            sql = f"SELECT key FROM judgements WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(k for (k,) in self._read(sql, chunk))
+        for run in _sorted_runs(keys):
+            sql = f"SELECT key FROM judgements WHERE key IN ({','.join('?' * len(run))})"
+            found.update(k for (k,) in self._read(sql, run))
         return found
 
     def put(self, key: str, text: str, prompt_tokens: int, completion_tokens: int, model: str,
@@ -414,6 +415,17 @@ class JudgementCache:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _sorted_runs(keys, chunk: int = 100_000, run: int = 500):
+    """``keys`` (any iterable) in sorted chunks of ``chunk``, as lists of ``run`` (memory: one chunk)."""
+    it = iter(keys)
+    while True:
+        block = sorted(k for _, k in zip(range(chunk), it))
+        if not block:
+            return
+        for i in range(0, len(block), run):
+            yield block[i:i + run]
 
 
 def _split(script: str) -> list[str]:

@@ -96,14 +96,14 @@ def stage_fill_store(work: Path, args) -> dict:
     from alpagasus.judging.cache import JudgementCache
     from alpagasus.judging.judges import make_judge
     from alpagasus.judging.prompts import rating_prompt_version
-    from alpagasus.judging.rating import build_requests
+    from alpagasus.judging.rating import MAX_FIELD_CHARS, build_requests
     from alpagasus.core.config import filled
 
     t0 = time.perf_counter()
     records = load_records(work / "alpaca_52k.json")
     judge = make_judge(JUDGE, filled("judges.*", judges("http://127.0.0.1:9")[JUDGE]))
     rating = filled("rating", RATING)
-    requests, _ = build_requests(records, judge, rating["dimension"], 20000, rating["prompt"])
+    requests, _ = build_requests(records, judge, rating["dimension"], MAX_FIELD_CHARS, rating["prompt"])
     version = rating_prompt_version(rating["dimension"], rating["prompt"])
     stage = f"rating:{work / 'scores.jsonl'}"
     del records

@@ -56,7 +56,7 @@ JOURNAL_ENV = "ALPAGASUS_CACHE_JOURNAL"
 # Filesystems shared by several hosts, where WAL's shared-memory index is not shared.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph",
                        "glusterfs", "ocfs2", "gfs2", "afs", "9p", "panfs", "orangefs", "pvfs2", "wekafs"}
-_MIGRATE_BATCH = 20_000
+_MIGRATE_BATCH = 10_000
 _SQLITE_ERRNO = {13: errno.ENOSPC, 10: errno.EIO, 8: errno.EROFS, 5: errno.EBUSY, 6: errno.EBUSY,
                  14: errno.EACCES, 3: errno.EACCES, 11: errno.EIO, 26: errno.EINVAL, 15: errno.ENOLCK}
 
@@ -446,7 +446,8 @@ def _hint(exc: sqlite3.Error) -> str:
     code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
     if code == 26:  # SQLITE_NOTADB
         return " (not a judgement store: move it away, or point cache_dir elsewhere)"
-    if code in (15, 10) and "lock" in str(exc).lower():
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if code == 15 or name.startswith("SQLITE_IOERR") and "LOCK" in name:  # PROTOCOL, IOERR_LOCK, _RDLOCK...
         return (" (the filesystem refused a lock: on Lustre mount with -o flock; on NFS lockd must run; "
                 f"see docs/judging.md, {JOURNAL_ENV})")
     return ""

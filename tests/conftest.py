@@ -199,3 +199,33 @@ def api_key(monkeypatch):
     key = "sk-test-" + os.urandom(12).hex()
     monkeypatch.setenv("OPENAI_API_KEY", key)
     return key
+
+
+def stored_judgements(cache_dir) -> list[dict]:
+    """Every judgement in ``cache_dir``'s store (none if it has none), read through the store."""
+    from alpagasus.judging.cache import CACHE_FILE, JudgementCache
+
+    if not (Path(cache_dir) / CACHE_FILE).exists():
+        return []
+    with JudgementCache.in_dir(cache_dir) as cache:
+        return list(cache.entries())
+
+
+def stored_count(cache_dir) -> int:
+    """How many judgements ``cache_dir``'s store holds now, read-only while another process writes
+    it (0 before it exists)."""
+    import sqlite3
+
+    from alpagasus.judging.cache import CACHE_FILE
+
+    path = Path(cache_dir) / CACHE_FILE
+    if not path.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT count(*) FROM judgements").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:  # created but its schema not yet committed
+        return 0

@@ -177,6 +177,39 @@ def test_rating_bench_rates_agree_with_the_servers_own_clock(tmp_path):
     assert r["ratio_vs_sequential"] > 2  # concurrency pays at 20 ms latency
 
 
+def test_scale_bench_rerun_sends_nothing_and_its_store_figures_hold(tmp_path):
+    """The scale bench at 600 records and 3,000 judgements: the cached rerun sends nothing by the
+    server's own log, the selection keeps exactly the records whose reply was 4.5, and the
+    store comparison counted and priced every judgement it appended, in both stores."""
+    from alpagasus.core.io import read_jsonl
+    from alpagasus.data import load_records
+    from alpagasus.judging.cache import JudgementCache
+
+    work = tmp_path / "work"
+    r = _bench(tmp_path, "bench_scale.py", "--records", 600, "--store-n", 3000, "--lookups", 1000,
+               "--work", work)
+    stages = r["stages"]
+    assert r["records"] == 600 and set(stages) == {"data", "fill_store", "rate_cached_rerun", "select"}
+    assert all(st["s"] > 0 and st["peak_rss_mb"] > 10 for st in stages.values())
+    assert stages["rate_cached_rerun"]["requests_sent"] == 0 == stages["rate_cached_rerun"]["ledger_requests_sent"]
+    assert not (work / "rate_cached_rerun.server.jsonl").read_text()  # the server saw nothing
+    with JudgementCache.in_dir(work / "cache") as cache:
+        assert len(cache) == 600
+    scores = read_jsonl(work / "rate_cached_rerun.scores.jsonl")
+    assert [row["score"] for row in scores] == [4.5 if i % 3 == 0 else 3.0 for i in range(600)]
+    records = load_records(work / "alpaca_52k.json")
+    kept = load_records(work / "filtered.json")
+    assert stages["select"]["kept"] == len(kept) == 200 and kept == records[::3]
+    store = r["store"]
+    for kind in ("jsonl", "sqlite"):
+        assert store[kind]["lookup"]["spent_usd"] == pytest.approx(3000 * 0.000203, abs=1e-4)
+        assert store[kind]["append"]["appends_per_s"] > 0 and store[kind]["lookup"]["lookups_per_s"] > 0
+    assert store["migrate_jsonl_to_sqlite"]["judgements"] == 3000
+    ratio = store["ratio_sqlite_to_jsonl"]
+    assert ratio["appends_per_s"] == pytest.approx(
+        store["sqlite"]["append"]["appends_per_s"] / store["jsonl"]["append"]["appends_per_s"], rel=0.01)
+
+
 @pytest.mark.slow
 def test_local_judge_bench_on_smollm2(tmp_path, smollm2_converted):
     requires_package(*SMOLLM2)

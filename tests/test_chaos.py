@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, stored_judgements
 from test_rating import judge_cfg, rate, unique_records
 
 import alpagasus.judging.judges.openai_judge as openai_judge
@@ -270,7 +270,7 @@ def test_malformed_replies_are_retried_counted_and_never_cached(tmp_path, api_ke
         ledger, scores = rate(unique_records(3), srv, tmp_path, judge=judge_cfg(srv, concurrency=1))
     assert [r["status"] for r in read_jsonl(scores)] == ["scored"] * 3
     assert ledger["failed_requests_by_kind"] == {"malformed_reply": 3}
-    cached = read_jsonl(tmp_path / "cache" / "judgements.jsonl")
+    cached = stored_judgements(tmp_path / "cache")
     assert len(cached) == 3 and all(e["text"] for e in cached)
 
 
@@ -353,9 +353,11 @@ def test_a_key_echoed_in_a_reply_is_never_written(tmp_path, api_key):
         ledger, scores = rate(unique_records(5), srv, tmp_path)
         log = srv.log()
     assert Counter(e["status"] for e in log) == {"echo_key": 5}  # the server did send it back
-    for path in (scores, tmp_path / "cache" / "judgements.jsonl", tmp_path / "run.cost.json"):
-        text = path.read_text()
-        assert api_key not in text, path
+    cache = tmp_path / "cache"
+    for path in (scores, tmp_path / "run.cost.json", *cache.rglob("*")):
+        if path.is_file():
+            assert api_key.encode() not in path.read_bytes(), path
+    assert all(api_key not in json.dumps(e) for e in stored_judgements(cache))
     assert all("***" in r["raw"] for r in read_jsonl(scores))
 
 
@@ -382,7 +384,7 @@ def small_tmpfs(tmp_path):
     """A real filesystem that fills up (root only; skipped elsewhere)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mnt
@@ -398,13 +400,14 @@ def test_a_read_only_filesystem_is_found_before_paying(tmp_path, small_tmpfs, ap
 
 
 def test_a_full_disk_stops_sending_at_the_first_lost_write(tmp_path, small_tmpfs, api_key):
-    records = unique_records(150)  # ~300 bytes a cache line: 45 kB, on 16 kB
+    # Each committed judgement adds ~3 pages (12 kB) to the store's WAL: 150 fill 256 kB mid-run.
+    records = unique_records(150)
     with FakeOpenAIServer(latency_s=0.02) as srv:
         with pytest.raises(IncompleteRatingError, match=r"cannot write the judgement cache .*\[Errno 28\]"):
             rate_records_into(tmp_path, srv, cache_dir=small_tmpfs / "cache", records=records, concurrency=2)
         paid = sum(e["paid"] for e in srv.log())
     ledger = json.loads((tmp_path / "out" / "cost.json").read_text())
-    kept = len(read_jsonl(small_tmpfs / "cache" / "judgements.jsonl"))
+    kept = len(stored_judgements(small_tmpfs / "cache"))
     assert ledger["replies_lost_unwritable_cache"] >= 1
     assert paid - kept == ledger["replies_lost_unwritable_cache"] <= 2  # only what was in flight
     assert paid < 150

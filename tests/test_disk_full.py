@@ -15,7 +15,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, stored_judgements
 from test_rating import judge_cfg, unique_records
 
 from alpagasus.core.io import read_jsonl
@@ -82,8 +82,7 @@ def last_line(proc):
 
 
 def cached_keys(cache_dir):
-    path = cache_dir / "judgements.jsonl"
-    return {e["key"] for e in read_jsonl(path)} if path.exists() else set()
+    return {e["key"] for e in stored_judgements(cache_dir)}
 
 
 def ledger_of_run(tmp_path, out_dir):
@@ -120,10 +119,11 @@ def test_a_disk_filling_mid_run_stops_cleanly_and_loses_nothing_unrecorded(tmp_p
     if full.startswith("claims"):
         full_fs = tmpfs(cache / "claims", "4k")      # one page of claim journal; the cache has room
     elif full == "cache":
-        full_fs = tmpfs(cache, "16k")
+        # Each committed judgement adds ~3 pages (12 kB) to the store's WAL: 256 kB fill mid-run.
+        full_fs = tmpfs(cache, "256k")
         tmpfs(cache / "claims", "1m")                # the cache fills; the journal has room
     else:
-        full_fs = tmpfs(cache, "16k")
+        full_fs = tmpfs(cache, "256k")
     out_dir = tmp_path / "out"
     records = unique_records(N)
     with FakeOpenAIServer(latency_s=0.02) as srv:

@@ -2,6 +2,7 @@
 /v1/batches: the same scores as the online judge at half the price, expiry, failed batches and
 error lines resent, lost answers never repeated, the budget, pairwise judging, the CLI."""
 import json
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -301,8 +302,8 @@ def test_replies_paid_but_missing_from_the_cache_are_read_again_not_paid_again(t
     records = unique_records(10)
     with FakeOpenAIServer() as srv:
         _, first = rate(records, judge(srv), tmp_path)
-        cache = tmp_path / "cache/judgements.jsonl"
-        cache.write_text("".join(cache.read_text().splitlines(keepends=True)[:4]))
+        with sqlite3.connect(tmp_path / "cache/judgements.sqlite") as con:  # all but the first 4 lost
+            con.execute("DELETE FROM judgements WHERE key NOT IN (SELECT key FROM judgements ORDER BY key LIMIT 4)")
         ledger, rows = rate(records, judge(srv), tmp_path, name="again")
         assert srv.batch_api.created == 1 and max(batch_paid(srv).values()) == 1
     assert rows == first and ledger["judgements_reused_from_cache"] == 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, stored_count
 
 import alpagasus.judging.judges.openai_judge as openai_judge
 from alpagasus.core.io import read_jsonl
@@ -196,8 +196,8 @@ def test_estimate_before_and_after(tmp_path, api_key):
         assert est["requests"] == 5 and est["cached"] == 15
 
 
-def _cache_lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
+def _cache_lines(cache_dir: Path) -> int:
+    return stored_count(cache_dir)
 
 
 @pytest.mark.slow
@@ -222,7 +222,7 @@ def test_kill_dash_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, api_key):
         # Uninterrupted reference run.
         subprocess.run(cmd("ref"), env=env, check=True, capture_output=True)
         srv.reset_log()
-        cache = tmp_path / "killed" / "cache" / "judgements.jsonl"
+        cache = tmp_path / "killed" / "cache"
         proc = subprocess.Popen(cmd("killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while _cache_lines(cache) < 40 and time.time() < deadline:
@@ -258,7 +258,7 @@ def test_sigterm_mid_run_awaits_the_requests_in_flight_and_keeps_every_paid_repl
         cmd = [sys.executable, "-m", "alpagasus", "rate", "--config", str(tmp_path / "c.yaml"),
                "--records", str(rec_path), "--out", str(tmp_path / "r" / "scores.jsonl"), "--no-progress"]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        cache = tmp_path / "r" / "cache" / "judgements.jsonl"
+        cache = tmp_path / "r" / "cache"
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while _cache_lines(cache) < 20 and time.time() < deadline:

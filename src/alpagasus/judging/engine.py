@@ -136,13 +136,16 @@ def run_judgements(
     for req in requests:
         unique.setdefault(req.key, req)
     pending = []
+    # Looked up in the store 500 keys a query (the store is never loaded whole).
+    found = cache.get_many(unique) if cache is not None else {}
     for key, req in unique.items():
-        entry = cache.get(key) if cache is not None else None
+        entry = found.get(key)
         if entry is not None:
             out.entries[key] = entry
             out.reused += 1
         else:
             pending.append(req)
+    del found
     if cache is not None and stage is not None:
         out.usd_before = cache.spent(stage)
 

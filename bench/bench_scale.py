@@ -92,42 +92,38 @@ def stage_data(work: Path, args) -> dict:
 
 
 def stage_fill_store(work: Path, args) -> dict:
-    from alpagasus.data import load_records
+    from itertools import islice
+
+    from alpagasus.core.config import filled
+    from alpagasus.data.stream import iter_records
     from alpagasus.judging.cache import JudgementCache
     from alpagasus.judging.judges import make_judge
     from alpagasus.judging.prompts import rating_prompt_version
     from alpagasus.judging.rating import MAX_FIELD_CHARS, build_requests
-    from alpagasus.core.config import filled
 
     t0 = time.perf_counter()
-    records = load_records(work / "alpaca_52k.json")
     judge = make_judge(JUDGE, filled("judges.*", judges("http://127.0.0.1:9")[JUDGE]))
     rating = filled("rating", RATING)
-    requests, _ = build_requests(records, judge, rating["dimension"], MAX_FIELD_CHARS, rating["prompt"])
     version = rating_prompt_version(rating["dimension"], rating["prompt"])
     stage = f"rating:{work / 'scores.jsonl'}"
-    del records
-
-    def entries():
-        for i, req in enumerate(requests):
-            score = "4.5" if i % 3 == 0 else "3"
-            yield {"key": req.key, "text": f"Score: {score}\nThe answer follows the instruction.",
-                   "prompt_tokens": 150, "completion_tokens": 20, "model": "bench-scale", "prompt_version": version,
-                   "usd": 0.00019, "time": time.time(), "stage": stage}
-
-    n = 0
+    records = iter_records(work / "alpaca_52k.json")  # streamed, as rule rate reads them
+    n = i = 0
     with JudgementCache.in_dir(work / "cache") as cache:
-        it = entries()
-        while True:
-            batch = [e for _, e in zip(range(10_000), it)]
-            if not batch:
-                break
+        while chunk := list(islice(records, 10_000)):
+            requests, _ = build_requests(chunk, judge, rating["dimension"], MAX_FIELD_CHARS, rating["prompt"])
+            batch = []
+            for req in requests:
+                score = "4.5" if i % 3 == 0 else "3"
+                batch.append({"key": req.key, "text": f"Score: {score}\nThe answer follows the instruction.",
+                              "prompt_tokens": 150, "completion_tokens": 20, "model": "bench-scale",
+                              "prompt_version": version, "usd": 0.00019, "time": time.time(), "stage": stage})
+                i += 1
             n += cache.put_many(batch)
     return {"s": time.perf_counter() - t0, "judgements": n}
 
 
 def stage_rate(work: Path, args) -> dict:
-    from alpagasus.data import load_records
+    from alpagasus.data.stream import count_records, iter_records
     from alpagasus.judging.rating import rate_records
 
     cached = args.stage == "rate_cached_rerun"
@@ -137,11 +133,12 @@ def stage_rate(work: Path, args) -> dict:
     src = work / ("alpaca_52k.json" if cached else "live.json")
     try:
         t0 = time.perf_counter()
-        records = load_records(src)
+        n_records = count_records(src)  # then streamed, as rule rate does (scripts/rate.py)
         rpm = None if cached else args.rpm
         concurrency = 64 if cached else int(args.rpm / 60 * args.latency_ms / 1000 * 1.5) + 8
-        ledger = rate_records(records, judges(base_url, rpm, concurrency), RATING, work / "cache",
-                              work / f"{args.stage}.scores.jsonl", work / f"{args.stage}.cost.json", progress=False)
+        ledger = rate_records(iter_records(src), judges(base_url, rpm, concurrency), RATING, work / "cache",
+                              work / f"{args.stage}.scores.jsonl", work / f"{args.stage}.cost.json", progress=False,
+                              n_records=n_records)
         dt = time.perf_counter() - t0
     finally:
         server.terminate()

@@ -1,7 +1,8 @@
-"""Answers decoded by vLLM (``generation.engine: vllm``): what runs in the vLLM interpreter,
-started by the generate job (``alpagasus.evaluation.vllm_interpreter``) as
-``python -m alpagasus.evaluation.vllm_engine --probe | --answer``. It imports the standard
-library, the light helpers of ``generation``, then vLLM and its transformers.
+"""Answers decoded by vLLM (``generation.engine: vllm``), and judgements (a judge with
+``backend: vllm``): what runs in the vLLM interpreter, started by the generate or rating job
+(``alpagasus.evaluation.vllm_interpreter``) as ``python -m alpagasus.evaluation.vllm_engine
+--probe | --answer | --judge``. It imports the standard library, the light helpers of
+``generation``, then vLLM and its transformers.
 
 It is the same as transformers' engine in what it reads and writes: the prompt's tokens from
 the checkpoint's tokenizer, greedy decoding that stops at the tokenizer's eos, the answer read
@@ -136,7 +137,12 @@ def main(argv: list[str]) -> int:
     if argv == ["--answer"]:
         answer(json.loads(sys.stdin.read()))
         return 0
-    print("usage: python -m alpagasus.evaluation.vllm_engine --probe | --answer < request.json", file=sys.stderr)
+    if argv == ["--judge"]:
+        from alpagasus.evaluation.vllm_judge_worker import serve
+
+        return serve()
+    print("usage: python -m alpagasus.evaluation.vllm_engine --probe | --answer < request.json | --judge",
+          file=sys.stderr)
     return 2
 
 

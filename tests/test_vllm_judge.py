@@ -8,6 +8,7 @@ The vLLM interpreter is found as for the generation tests (conftest.require_vllm
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -68,7 +69,9 @@ def test_vllm_judges_real_alpaca_in_both_modes_as_transformers_computes_and_reru
     work.mkdir()
     write_overlay(work, data, model_dir, gguf, python)
     this_checkout = {"PYTHONPATH": str(REPO / "src")}
+    t0 = time.perf_counter()
     snakemake(work, *RATINGS, "--configfile", work / "vllm.yaml", env=this_checkout)
+    walls = {"rating": time.perf_counter() - t0}
     res = work / "results"
 
     logprob_rows, text_rows = read_jsonl(res / "scores.jsonl"), read_jsonl(res / "compare/smol_text/scores.jsonl")
@@ -90,6 +93,8 @@ def test_vllm_judges_real_alpaca_in_both_modes_as_transformers_computes_and_reru
     import torch
 
     from alpagasus.judging.judges.transformers_judge import TransformersJudge
+
+    t0 = time.perf_counter()
 
     hf = TransformersJudge("hf", {"backend": "transformers", "model": str(model_dir), "gguf_file": gguf})
     hf.load()
@@ -117,10 +122,12 @@ def test_vllm_judges_real_alpaca_in_both_modes_as_transformers_computes_and_reru
                                   pad_token_id=hf._tok.pad_token_id, temperature=None, top_p=None, top_k=None)
             assert text_entry["text"] == hf._tok.decode(out[0, len(ids):], skip_special_tokens=True)
 
+    walls["transformers"] = time.perf_counter() - t0
     # Rerun both rating jobs with no vLLM interpreter anywhere (where it is is no param): every
     # judgement comes from the cache, so no engine is started, and the scores are the same.
     before = {rel: (res / rel).read_text() for rel in ("scores.jsonl", "compare/smol_text/scores.jsonl")}
     write_overlay(work, data, model_dir, gguf, "/nowhere/bin/python")
+    t0 = time.perf_counter()
     snakemake(work, *RATINGS, "--configfile", work / "vllm.yaml", "--forcerun", "rate", "rate_compare",
               env=this_checkout)
     for rel in ("rating_cost.json", "compare/smol_text/rating_cost.json"):
@@ -128,6 +135,8 @@ def test_vllm_judges_real_alpaca_in_both_modes_as_transformers_computes_and_reru
         assert c["requests_sent"] == 0 and c["judgements_reused_from_cache"] == N_RECORDS, rel
     assert {rel: (res / rel).read_text() for rel in before} == before
     assert "starting vLLM" not in (res / "logs" / "rate.log").read_text()
+    walls["rerun"] = time.perf_counter() - t0
+    print("vLLM judge: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()))
 
 
 # --- without a vLLM start-up ---------------------------------------------------------------------
@@ -169,6 +178,23 @@ def test_a_missing_vllm_interpreter_stops_the_rating_naming_the_judges_key(tmp_p
         rate_records(records, judges_cfg, {"judge": "v"}, tmp_path / "cache", tmp_path / "s.jsonl",
                      tmp_path / "c.json", progress=False)
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_an_interpreter_without_vllm_stops_the_rating_saying_what_to_install(tmp_path):
+    import importlib.util
+    import sys
+
+    from alpagasus.judging.rating import IncompleteRatingError, rate_records
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("this interpreter has vLLM")
+    judges_cfg = {"v": {"backend": "vllm", "model": str(_weights(tmp_path)), "vllm": {"python": sys.executable}}}
+    records = [{"instruction": "Say hi.", "input": "", "output": "hi"}]
+    with pytest.raises(IncompleteRatingError, match=r"has no Python package 'vllm' \(backend: vllm\); install it "
+                                                    r"with bash envs/install-vllm.sh \(a venv with vLLM, then set "
+                                                    r"judges\.v\.vllm\.python"):
+        rate_records(records, judges_cfg, {"judge": "v"}, tmp_path / "cache", tmp_path / "s.jsonl",
+                     tmp_path / "c.json", progress=False)
 
 
 def test_a_vllm_judge_takes_the_engine_settings_and_refuses_unknown_keys(tmp_path):

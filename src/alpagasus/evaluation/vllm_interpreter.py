@@ -49,20 +49,28 @@ class VllmInterpreter:
     """``version``, ``dtype``, ``tensor_parallel_size`` (its GPUs, 1 on CPU), and :meth:`answer`."""
 
     def __init__(self, python: str | None, setting: str = "generation.vllm.python",
-                 use: str = "generation.engine: vllm"):
+                 use: str = "generation.engine: vllm", probe: bool = True):
         # null: the rule's own interpreter (under --sdm conda, the vLLM env's). ``setting`` and
         # ``use`` name, in the errors, the config key that chose it and what needs vLLM.
+        # ``probe`` False: no probe of its own (a second); the judge's engine probes itself
+        # (vllm_judge_worker.py) and its facts go through :meth:`take_facts`.
         self.python = python or sys.executable
-        install = INSTALL.replace("generation.vllm.python", setting)
+        self._use, self._install = use, INSTALL.replace("generation.vllm.python", setting)
         if not Path(self.python).is_file():
-            raise VllmMissing(f"{setting}: {self.python} does not exist; install it with {install}")
-        probe = self._run(["--probe"], capture=True)
-        if probe.returncode != 0:
-            raise VllmMissing(f"{self.python} cannot run alpagasus.evaluation.vllm_engine (exit {probe.returncode}): "
-                              f"{probe.stderr.strip()[-2000:]}\nInstall vLLM with {install}")
-        facts = json.loads(probe.stdout.strip().splitlines()[-1])
+            raise VllmMissing(f"{setting}: {self.python} does not exist; install it with {self._install}")
+        self.version = self.dtype = self.tensor_parallel_size = None
+        if not probe:
+            return
+        done = self._run(["--probe"], capture=True)
+        if done.returncode != 0:
+            raise VllmMissing(f"{self.python} cannot run alpagasus.evaluation.vllm_engine (exit {done.returncode}): "
+                              f"{done.stderr.strip()[-2000:]}\nInstall vLLM with {self._install}")
+        self.take_facts(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def take_facts(self, facts: dict) -> None:
+        """What ``vllm_engine.probe`` found, or VllmMissing saying what to install."""
         if facts.get("missing"):
-            raise VllmMissing(f"{self.python} has no {facts['missing']} ({use}); install it with {install}")
+            raise VllmMissing(f"{self.python} has no {facts['missing']} ({self._use}); install it with {self._install}")
         self.version, self.dtype = facts["vllm_version"], facts["dtype"]
         self.tensor_parallel_size = max(1, int(facts["gpus"]))
 

@@ -2,9 +2,10 @@
 ``python -m alpagasus.evaluation.vllm_engine --judge`` in the vLLM interpreter, one process for
 the whole rating job, talking JSON lines over its stdin and stdout.
 
-Protocol: the first line in is the engine's settings (as for ``--answer``: checkpoint, dtype,
-tensor_parallel_size, settings, threads) and the judge's (score_mode, max_new_tokens); the
-first line out is ``{"ready": ...}`` or ``{"fatal": why}``. Then each line in is one request,
+Protocol: the first line out is what ``vllm_engine.probe`` finds (vLLM's version, the GPUs, or
+what is missing); the first line in is the engine's settings (as for ``--answer``: checkpoint,
+dtype, settings, threads; tensor parallel over the GPUs it sees) and the judge's (score_mode,
+max_new_tokens); then a line out ``{"ready": ...}`` or ``{"fatal": why}``. Then each line in is one request,
 ``{"id", "messages"}``, and each line out its reply, ``{"id", "text", "prompt_tokens",
 "completion_tokens", "logprobs"}`` or ``{"id", "error"}``, in the order they finish: every
 request in flight is in vLLM's queue at once (continuous batching). End of input (the job
@@ -180,7 +181,14 @@ def serve() -> int:
         inbox.put(None)  # end of input: the job closed it, or is gone
 
     t0 = time.perf_counter()
+    from alpagasus.evaluation.vllm_engine import probe
+
+    facts = probe()  # the job's probe, here: one interpreter start, not two
+    out.write(json.dumps(facts) + "\n")
+    if facts.get("missing"):
+        return 1
     setup = json.loads(sys.stdin.readline())
+    setup["tensor_parallel_size"] = max(1, int(facts["gpus"]))
     try:
         scorer = _Scorer(setup)
     except Exception as exc:  # noqa: BLE001 - the job reports why, in one line

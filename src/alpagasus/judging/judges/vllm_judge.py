@@ -61,24 +61,32 @@ class VllmJudge:
     # -- the engine's process ------------------------------------------------------------------
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In a thread: probe the interpreter, start the engine, wait until it is ready."""
+        """In a thread: start the engine (it probes its interpreter first), wait until it is ready."""
         from alpagasus.evaluation.vllm_interpreter import VllmInterpreter, VllmMissing
 
         try:
             interpreter = VllmInterpreter(self.cfg["vllm"]["python"], setting=f"judges.{self.name}.vllm.python",
-                                          use="backend: vllm")
+                                          use="backend: vllm", probe=False)
         except VllmMissing as exc:
             raise JudgeFatalError(str(exc)) from None
         checkpoint = self.model_dir
         if self.cfg["gguf_file"]:
             checkpoint = converted_gguf(self.model_dir, self.cfg["gguf_file"], self.params["weights_sha256"])
-        setup = {"checkpoint": str(checkpoint), "dtype": self.cfg["dtype"],
-                 "tensor_parallel_size": interpreter.tensor_parallel_size, "settings": self.cfg["vllm"],
+        setup = {"checkpoint": str(checkpoint), "dtype": self.cfg["dtype"], "settings": self.cfg["vllm"],
                  "threads": self.cfg["threads"], "score_mode": self.cfg["score_mode"],
                  "max_new_tokens": self.cfg["max_new_tokens"]}
+        proc = interpreter.judge_worker()
+        try:
+            line = proc.stdout.readline()
+            if not line.strip():
+                raise VllmMissing(f"{interpreter.python} cannot run alpagasus.evaluation.vllm_engine (exit "
+                                  f"{proc.wait()}): its messages are just above")
+            interpreter.take_facts(json.loads(line))
+        except VllmMissing as exc:
+            proc.wait()
+            raise JudgeFatalError(str(exc)) from None
         log.info("judge %s: starting vLLM %s (%s) on %s", self.name, interpreter.version, interpreter.python,
                  checkpoint)
-        proc = interpreter.judge_worker()
         proc.stdin.write(json.dumps(setup) + "\n")
         proc.stdin.flush()
         first = proc.stdout.readline()

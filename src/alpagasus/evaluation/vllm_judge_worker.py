@@ -17,11 +17,14 @@ What it computes is the transformers judge's (judges/transformers_judge.py), thr
 
 - ``text``: greedy, up to max_new_tokens, stopping at the eos of the tokenizer and of the
   model's generation_config.json, the prompt through the model's chat template;
-- ``logprobs``: no free generation. The most probable score digit 0-5 where the reply starts
-  (vLLM's ``allowed_token_ids``; its log-probabilities are the model's raw ones, before that
-  mask), then what follows that digit, and what follows "digit." (prefix-cached requests
-  over the prompt and the digit). Each position lists the chosen token, the top 20 and every
-  digit and "." (``logprob_token_ids``), in the OpenAI ``logprobs.content`` shape.
+- ``logprobs``: one request of at most 3 tokens. The first is the most probable score digit 0-5
+  (a logits processor, first_token_among, masks every other token at that position only; the
+  log-probabilities vLLM returns are the model's raw ones, from before any processor), then
+  greedy: what follows the digit, and after a "." the decimal. Each position lists the chosen
+  token and the top 20, in the OpenAI ``logprobs.content`` shape, as an API judge's does (the
+  transformers judge lists every digit too; here a digit outside the top 20 is outside mass).
+  Not vLLM's ``logprob_token_ids`` beside them: in vLLM 0.32 a batch holding such a request
+  returns those ids for every request in it (tried: top-20 lists came back with eos at -inf).
 
 Only the standard library is imported before vLLM.
 """
@@ -60,6 +63,37 @@ def _protocol_stdout():
     return out
 
 
+FIRST_TOKEN_AMONG = "alpagasus_first_token_among"  # SamplingParams.extra_args: token ids
+
+
+def first_token_among():
+    """vLLM logits processor: a request whose extra_args name FIRST_TOKEN_AMONG has its first
+    token chosen among those ids only; later tokens are free. vLLM computes the log-probabilities
+    it returns before any processor (raw_logprobs), so they are the model's own."""
+    import torch
+    from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+    class FirstTokenAmong(AdapterLogitsProcessor):
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def new_req_logits_processor(self, params):
+            allowed = (params.extra_args or {}).get(FIRST_TOKEN_AMONG)
+            if not allowed:
+                return None
+
+            def constrain(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+                if output_ids:
+                    return logits
+                masked = torch.full_like(logits, float("-inf"))
+                masked[allowed] = logits[allowed]
+                return masked
+
+            return constrain
+
+    return FirstTokenAmong
+
+
 class _Scorer:
     def __init__(self, setup: dict):
         from alpagasus.evaluation.vllm_engine import engine_args, engine_environment
@@ -83,10 +117,9 @@ class _Scorer:
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos = sorted(t for t in eos if t is not None)
         self.ids = self._single_char_ids()
-        # Prefix caching: the requests after the digit re-read the prompt from the cache.
-        self.llm = LLM(**engine_args(setup), enable_prefix_caching=True)
+        self.llm = LLM(**engine_args(setup), logits_processors=[first_token_among()])
         self.engine = self.llm.llm_engine
-        self.state: dict[str, dict] = {}  # record id -> what its requests have brought
+        self.state: dict[str, list[int]] = {}  # record id -> its prompt's tokens
 
     def _single_char_ids(self) -> dict[str, int]:
         ids = {}
@@ -108,64 +141,39 @@ class _Scorer:
     def start(self, msg: dict) -> None:
         text = self.tok.apply_chat_template(msg["messages"], add_generation_prompt=True, tokenize=False)
         tokens = self.tok.encode(text, add_special_tokens=False)
-        self.state[msg["id"]] = {"tokens": tokens, "got": {}}
+        self.state[msg["id"]] = tokens
         if self.mode == "text":
-            self._add(f"{msg['id']}|text", tokens, max_tokens=self.max_new_tokens, stop_token_ids=self.eos)
-        else:  # the most probable score digit, and the top 20 where it is read
-            self._add(f"{msg['id']}|1", tokens, max_tokens=1, logprobs=TOP_LOGPROBS,
-                      allowed_token_ids=[self.ids[str(d)] for d in range(6)])
+            self._add(msg["id"], tokens, max_tokens=self.max_new_tokens, stop_token_ids=self.eos)
+        else:  # the most probable score digit, what follows it, and the decimal after a "."
+            self._add(msg["id"], tokens, max_tokens=3 if "." in self.ids else 1, logprobs=TOP_LOGPROBS,
+                      extra_args={FIRST_TOKEN_AMONG: [self.ids[str(d)] for d in range(6)]})
 
-    def finished(self, output) -> dict | None:
-        """A finished vLLM request; the record's reply when it was the record's last."""
-        record, part = output.request_id.rsplit("|", 1)
-        st = self.state[record]
+    def finished(self, output) -> dict:
+        """A finished request's reply."""
         gen = output.outputs[0]
-        st["got"][part] = gen
-        tokens = st["tokens"]
-        if part == "text":
-            return self._reply(record, self.tok.decode(gen.token_ids, skip_special_tokens=True), len(gen.token_ids))
-        if part == "1":
-            digit = gen.token_ids[0]
-            st["digit"] = digit
-            every = list(self.ids.values())
-            self._add(f"{record}|1d", tokens, max_tokens=1, logprob_token_ids=every,
-                      allowed_token_ids=[self.ids[str(d)] for d in range(6)])
-            if "." in self.ids:
-                after, dot = tokens + [digit], tokens + [digit, self.ids["."]]
-                self._add(f"{record}|2", after, max_tokens=1, logprobs=TOP_LOGPROBS)
-                self._add(f"{record}|2d", after, max_tokens=1, logprob_token_ids=every)
-                self._add(f"{record}|3", dot, max_tokens=1, logprobs=TOP_LOGPROBS)
-                self._add(f"{record}|3d", dot, max_tokens=1, logprob_token_ids=every)
-            return None
-        if not all(p in st["got"] for p in (("1", "1d", "2", "2d", "3", "3d") if "." in self.ids else ("1", "1d"))):
-            return None
-        got = st["got"]
-        content = [self._position(got["1"], got["1d"])]
-        text = self.tok.decode([st["digit"]])
-        if "." in self.ids:
-            content.append(self._position(got["2"], got["2d"]))
-            if got["2"].token_ids[0] == self.ids["."]:
-                content.append(self._position(got["3"], got["3d"]))
-                dec = got["3"].token_ids[0]
-                if dec in {self.ids[c] for c in "0123456789" if c in self.ids}:
-                    text += "." + self.tok.decode([dec])
-        return self._reply(record, text, len(content), content)
+        if self.mode == "text":
+            return self._reply(output.request_id, self.tok.decode(gen.token_ids, skip_special_tokens=True),
+                               len(gen.token_ids))
+        ids = list(gen.token_ids)
+        # The positions the transformers judge reads: the digit, what follows it, and the one
+        # after that only where it followed a "." (the decimal).
+        keep = 3 if len(ids) >= 3 and ids[1] == self.ids.get(".") else min(2, len(ids))
+        content = [self._position(ids[i], gen.logprobs[i]) for i in range(keep)]
+        text = self.tok.decode([ids[0]])
+        if keep == 3 and ids[2] in {self.ids[c] for c in "0123456789" if c in self.ids}:
+            text += "." + self.tok.decode([ids[2]])
+        return self._reply(output.request_id, text, len(content), content)
 
-    def _position(self, top, listed) -> dict:
-        """One position as the transformers judge writes it: the chosen token, the top 20 by
-        rank, then every digit and "."."""
-        chosen = top.token_ids[0]
-        lp = {**listed.logprobs[0], **top.logprobs[0]}
-        ranked = sorted((t for t in top.logprobs[0] if t != chosen), key=lambda t: top.logprobs[0][t].rank)
-        order = dict.fromkeys([chosen, *ranked[:TOP_LOGPROBS], *self.ids.values()])
-        # vLLM lists a token it masks (eos here) at -inf: probability 0, and no JSON number.
-        return {"token": self.tok.decode([chosen]), "logprob": float(lp[chosen].logprob),
-                "top_logprobs": [{"token": self.tok.decode([t]), "logprob": float(lp[t].logprob)} for t in order
-                                 if t == chosen or math.isfinite(lp[t].logprob)]}
+    def _position(self, chosen: int, logprobs: dict) -> dict:
+        """One position in the OpenAI shape: the chosen token, then the top 20 by rank. A token
+        vLLM lists at -inf (probability 0) is left out: it is no JSON number."""
+        ranked = sorted((t for t in logprobs if t != chosen), key=lambda t: logprobs[t].rank)[:TOP_LOGPROBS]
+        return {"token": self.tok.decode([chosen]), "logprob": float(logprobs[chosen].logprob),
+                "top_logprobs": [{"token": self.tok.decode([t]), "logprob": float(logprobs[t].logprob)}
+                                 for t in [chosen, *ranked] if t == chosen or math.isfinite(logprobs[t].logprob)]}
 
     def _reply(self, record: str, text: str, completion_tokens: int, logprobs=None) -> dict:
-        st = self.state.pop(record)
-        return {"id": record, "text": text, "prompt_tokens": len(st["tokens"]),
+        return {"id": record, "text": text, "prompt_tokens": len(self.state.pop(record)),
                 "completion_tokens": completion_tokens, "logprobs": logprobs}
 
 
@@ -215,6 +223,4 @@ def serve() -> int:
                 out.write(json.dumps({"id": msg["id"], "error": f"{type(exc).__name__}: {exc}"}) + "\n")
         for output in engine.step():
             if output.finished:
-                reply = scorer.finished(output)
-                if reply is not None:
-                    out.write(json.dumps(reply) + "\n")
+                out.write(json.dumps(scorer.finished(output)) + "\n")

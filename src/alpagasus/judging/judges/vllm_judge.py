@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 
 from alpagasus.core.config import filled
 from alpagasus.core.model_files import converted_gguf
@@ -49,6 +50,7 @@ class VllmJudge:
         self.attempts = 0
         self.failures: dict[str, int] = {}
         self.startup_s: float | None = None  # the engine's own start-up, as it reported it
+        self.ready_at: float | None = None   # time.monotonic() when it was ready
         self._proc = None
         self._starting: asyncio.Future | None = None
         self._futures: dict[str, asyncio.Future] = {}
@@ -98,6 +100,7 @@ class VllmJudge:
             raise JudgeFatalError(f"judge {self.name!r}: vLLM ({interpreter.python}, vllm {interpreter.version}) "
                                   f"cannot judge with {checkpoint}: {why}")
         self.startup_s = ready.get("startup_s")
+        self.ready_at = time.monotonic()
         log.info("judge %s: vLLM ready in %.1f s", self.name, self.startup_s or 0)
         self._proc = proc
         threading.Thread(target=self._read, args=(proc, loop), daemon=True).start()

@@ -18,13 +18,13 @@ What it computes is the transformers judge's (judges/transformers_judge.py), thr
 - ``text``: greedy, up to max_new_tokens, stopping at the eos of the tokenizer and of the
   model's generation_config.json, the prompt through the model's chat template;
 - ``logprobs``: one request of at most 3 tokens. The first is the most probable score digit 0-5
-  (a logits processor, first_token_among, masks every other token at that position only; the
+  (a logits processor, score_reader, masks every other token at that position only; the
   log-probabilities vLLM returns are the model's raw ones, from before any processor), then
   greedy: what follows the digit, and after a "." the decimal. Each position lists the chosen
-  token and the top 20, in the OpenAI ``logprobs.content`` shape, as an API judge's does (the
-  transformers judge lists every digit too; here a digit outside the top 20 is outside mass).
-  Not vLLM's ``logprob_token_ids`` beside them: in vLLM 0.32 a batch holding such a request
-  returns those ids for every request in it (tried: top-20 lists came back with eos at -inf).
+  token, the top 20 and every digit and "." (which score_reader notes from the logits), in the
+  OpenAI ``logprobs.content`` shape. Not vLLM's ``logprob_token_ids`` for the digits: in vLLM
+  0.32 a batch holding such a request returns those ids for every request in it (tried: the
+  top-20 lists came back with eos at -inf).
 
 Only the standard library is imported before vLLM.
 """
@@ -63,35 +63,46 @@ def _protocol_stdout():
     return out
 
 
-FIRST_TOKEN_AMONG = "alpagasus_first_token_among"  # SamplingParams.extra_args: token ids
+# SamplingParams.extra_args of a logprobs-mode request: its record id, and the score tokens.
+READ_SCORE = "alpagasus_read_score"
+# record id -> position -> {token id: log-probability} of every digit and ".", as the logits
+# processor saw them (the engine runs in this process: VLLM_ENABLE_V1_MULTIPROCESSING=0).
+SEEN: dict[str, dict[int, dict[int, float]]] = {}
 
 
-def first_token_among():
-    """vLLM logits processor: a request whose extra_args name FIRST_TOKEN_AMONG has its first
-    token chosen among those ids only; later tokens are free. vLLM computes the log-probabilities
-    it returns before any processor (raw_logprobs), so they are the model's own."""
+def score_reader():
+    """vLLM logits processor for the requests whose extra_args hold READ_SCORE: their first
+    token is chosen among the score digits 0-5 only (later tokens are free), and at each of
+    their positions it notes the log-probability of every digit and "." (SEEN), which vLLM's
+    top 20 may leave out. It sees the model's own logits: greedy requests with no bias or
+    penalty have no processor before it. The log-probabilities vLLM returns are computed before
+    any processor, so the mask changes none of them."""
     import torch
     from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-    class FirstTokenAmong(AdapterLogitsProcessor):
+    class ScoreReader(AdapterLogitsProcessor):
         def is_argmax_invariant(self) -> bool:
             return False
 
         def new_req_logits_processor(self, params):
-            allowed = (params.extra_args or {}).get(FIRST_TOKEN_AMONG)
-            if not allowed:
+            spec = (params.extra_args or {}).get(READ_SCORE)
+            if not spec:
                 return None
+            record, digits, listed = spec["record"], spec["digits"], torch.tensor(spec["listed"])
 
-            def constrain(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-                if output_ids:
+            def read(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+                at = len(output_ids)
+                lp = logits.float().log_softmax(-1)[listed.to(logits.device)].tolist()
+                SEEN.setdefault(record, {})[at] = dict(zip(spec["listed"], lp))
+                if at:
                     return logits
                 masked = torch.full_like(logits, float("-inf"))
-                masked[allowed] = logits[allowed]
+                masked[digits] = logits[digits]
                 return masked
 
-            return constrain
+            return read
 
-    return FirstTokenAmong
+    return ScoreReader
 
 
 class _Scorer:
@@ -117,7 +128,7 @@ class _Scorer:
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos = sorted(t for t in eos if t is not None)
         self.ids = self._single_char_ids()
-        self.llm = LLM(**engine_args(setup), logits_processors=[first_token_among()])
+        self.llm = LLM(**engine_args(setup), logits_processors=[score_reader()])
         self.engine = self.llm.llm_engine
         self.state: dict[str, list[int]] = {}  # record id -> its prompt's tokens
 
@@ -145,8 +156,10 @@ class _Scorer:
         if self.mode == "text":
             self._add(msg["id"], tokens, max_tokens=self.max_new_tokens, stop_token_ids=self.eos)
         else:  # the most probable score digit, what follows it, and the decimal after a "."
+            spec = {"record": msg["id"], "digits": [self.ids[str(d)] for d in range(6)],
+                    "listed": list(self.ids.values())}
             self._add(msg["id"], tokens, max_tokens=3 if "." in self.ids else 1, logprobs=TOP_LOGPROBS,
-                      extra_args={FIRST_TOKEN_AMONG: [self.ids[str(d)] for d in range(6)]})
+                      extra_args={READ_SCORE: spec})
 
     def finished(self, output) -> dict:
         """A finished request's reply."""
@@ -158,19 +171,23 @@ class _Scorer:
         # The positions the transformers judge reads: the digit, what follows it, and the one
         # after that only where it followed a "." (the decimal).
         keep = 3 if len(ids) >= 3 and ids[1] == self.ids.get(".") else min(2, len(ids))
-        content = [self._position(ids[i], gen.logprobs[i]) for i in range(keep)]
+        seen = SEEN.pop(output.request_id, {})
+        content = [self._position(ids[i], gen.logprobs[i], seen.get(i, {})) for i in range(keep)]
         text = self.tok.decode([ids[0]])
         if keep == 3 and ids[2] in {self.ids[c] for c in "0123456789" if c in self.ids}:
             text += "." + self.tok.decode([ids[2]])
         return self._reply(output.request_id, text, len(content), content)
 
-    def _position(self, chosen: int, logprobs: dict) -> dict:
-        """One position in the OpenAI shape: the chosen token, then the top 20 by rank. A token
+    def _position(self, chosen: int, logprobs: dict, seen: dict[int, float]) -> dict:
+        """One position as the transformers judge writes it, in the OpenAI shape: the chosen
+        token, the top 20 by rank, then every digit and "." (noted by score_reader). A token
         vLLM lists at -inf (probability 0) is left out: it is no JSON number."""
+        values = {**seen, **{t: lp.logprob for t, lp in logprobs.items()}}
         ranked = sorted((t for t in logprobs if t != chosen), key=lambda t: logprobs[t].rank)[:TOP_LOGPROBS]
-        return {"token": self.tok.decode([chosen]), "logprob": float(logprobs[chosen].logprob),
-                "top_logprobs": [{"token": self.tok.decode([t]), "logprob": float(logprobs[t].logprob)}
-                                 for t in [chosen, *ranked] if t == chosen or math.isfinite(logprobs[t].logprob)]}
+        order = dict.fromkeys([chosen, *ranked, *self.ids.values()])
+        return {"token": self.tok.decode([chosen]), "logprob": float(values[chosen]),
+                "top_logprobs": [{"token": self.tok.decode([t]), "logprob": float(values[t])} for t in order
+                                 if t in values and (t == chosen or math.isfinite(values[t]))]}
 
     def _reply(self, record: str, text: str, completion_tokens: int, logprobs=None) -> dict:
         return {"id": record, "text": text, "prompt_tokens": len(self.state.pop(record)),

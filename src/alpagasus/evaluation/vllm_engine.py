@@ -1,7 +1,8 @@
 """Answers decoded by vLLM (``generation.engine: vllm``), and judgements (a judge with
 ``backend: vllm``): what runs in the vLLM interpreter, started by the generate or rating job
 (``alpagasus.evaluation.vllm_interpreter``) as ``python -m alpagasus.evaluation.vllm_engine
---probe | --answer | --judge``. It imports the standard library, the light helpers of
+--probe | --answer`` (a judge's engine is ``vllm_judge_worker``, which uses this module's
+probe and engine settings). It imports the standard library, the light helpers of
 ``generation``, then vLLM and its transformers.
 
 It is the same as transformers' engine in what it reads and writes: the prompt's tokens from
@@ -137,12 +138,7 @@ def main(argv: list[str]) -> int:
     if argv == ["--answer"]:
         answer(json.loads(sys.stdin.read()))
         return 0
-    if argv == ["--judge"]:
-        from alpagasus.evaluation.vllm_judge_worker import serve
-
-        return serve()
-    print("usage: python -m alpagasus.evaluation.vllm_engine --probe | --answer < request.json | --judge",
-          file=sys.stderr)
+    print("usage: python -m alpagasus.evaluation.vllm_engine --probe | --answer < request.json", file=sys.stderr)
     return 2
 
 

@@ -74,19 +74,19 @@ class VllmInterpreter:
         self.version, self.dtype = facts["vllm_version"], facts["dtype"]
         self.tensor_parallel_size = max(1, int(facts["gpus"]))
 
-    def _command(self, args: list[str]) -> tuple[list[str], dict]:
+    def _command(self, args: list[str], module: str = "alpagasus.evaluation.vllm_engine") -> tuple[list[str], dict]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        return [self.python, "-m", "alpagasus.evaluation.vllm_engine", *args], env
+        return [self.python, "-m", module, *args], env
 
     def _run(self, args: list[str], capture: bool, stdin: str | None = None) -> subprocess.CompletedProcess:
         cmd, env = self._command(args)
         return subprocess.run(cmd, input=stdin, text=True, env=env, capture_output=capture)
 
     def judge_worker(self) -> subprocess.Popen:
-        """The judge's engine (``--judge``, vllm_judge_worker.py), JSON lines over its stdin and
-        stdout; its stderr is this process's (the job's log). In this process's group, so that
+        """The judge's engine (``python -m alpagasus.evaluation.vllm_judge_worker``), JSON lines
+        over its stdin and stdout; its stderr is this process's (the job's log). In this process's group, so that
         whatever kills the job's group (snakemake, Slurm) kills it too."""
-        cmd, env = self._command(["--judge"])
+        cmd, env = self._command([], module="alpagasus.evaluation.vllm_judge_worker")
         sys.stdout.flush()
         sys.stderr.flush()
         return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)

@@ -1,5 +1,5 @@
 """A judge's vLLM engine (``backend: vllm``; the job's side is judging/judges/vllm_judge.py):
-``python -m alpagasus.evaluation.vllm_engine --judge`` in the vLLM interpreter, one process for
+``python -m alpagasus.evaluation.vllm_judge_worker`` in the vLLM interpreter, one process for
 the whole rating job, talking JSON lines over its stdin and stdout.
 
 Protocol: the first line out is what ``vllm_engine.probe`` finds (vLLM's version, the GPUs, or
@@ -241,3 +241,7 @@ def serve() -> int:
         for output in engine.step():
             if output.finished:
                 out.write(json.dumps(scorer.finished(output)) + "\n")
+
+
+if __name__ == "__main__":  # a spawned vLLM process re-imports this module as not __main__
+    sys.exit(serve())

@@ -8,7 +8,7 @@ every request in flight is in vLLM's queue at once and it batches them continuou
 vLLM pins its own transformers, so it runs in an interpreter of its own
 (``judges.<name>.vllm.python``, found and probed as for generation:
 evaluation/vllm_interpreter.py) as one child process for the whole rating job
-(``python -m alpagasus.evaluation.vllm_engine --judge``, evaluation/vllm_judge_worker.py),
+(``python -m alpagasus.evaluation.vllm_judge_worker``),
 started at the first request that is not in the cache: a rerun from the cache starts nothing.
 The engine (engine.py) keeps each reply in the cache as it arrives, as for any judge. The
 child dies with the job (end of its input, and PR_SET_PDEATHSIG for a kill -9), so no engine
@@ -81,7 +81,7 @@ class VllmJudge:
         try:
             line = proc.stdout.readline()
             if not line.strip():
-                raise VllmMissing(f"{interpreter.python} cannot run alpagasus.evaluation.vllm_engine (exit "
+                raise VllmMissing(f"{interpreter.python} cannot run alpagasus.evaluation.vllm_judge_worker (exit "
                                   f"{proc.wait()}): its messages are just above")
             interpreter.take_facts(json.loads(line))
         except VllmMissing as exc:

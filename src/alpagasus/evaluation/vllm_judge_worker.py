@@ -110,6 +110,13 @@ class _Scorer:
         from alpagasus.evaluation.vllm_engine import engine_args, engine_environment
 
         engine_environment(setup)
+        # The engine in this process on a GPU too: score_reader hands what it notes over in
+        # memory (SEEN), which an engine process of its own would keep to itself.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if setup["score_mode"] == "logprobs" and setup["tensor_parallel_size"] > 1:
+            raise ValueError(f"score_mode: logprobs runs on one GPU, and this job sees "
+                             f"{setup['tensor_parallel_size']} (its tensor-parallel workers would run "
+                             f"score_reader in processes of their own); give the judge resources.gpus: 1")
         from transformers import AutoTokenizer, GenerationConfig
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
@@ -171,7 +178,9 @@ class _Scorer:
         # The positions the transformers judge reads: the digit, what follows it, and the one
         # after that only where it followed a "." (the decimal).
         keep = 3 if len(ids) >= 3 and ids[1] == self.ids.get(".") else min(2, len(ids))
-        seen = SEEN.pop(output.request_id, {})
+        seen = SEEN.pop(output.request_id, None)
+        if seen is None:  # never silently fewer digits than the transformers judge lists
+            raise RuntimeError("score_reader noted nothing for this request (did vLLM run it in another process?)")
         content = [self._position(ids[i], gen.logprobs[i], seen.get(i, {})) for i in range(keep)]
         text = self.tok.decode([ids[0]])
         if keep == 3 and ids[2] in {self.ids[c] for c in "0123456789" if c in self.ids}:
@@ -240,7 +249,12 @@ def serve() -> int:
                 out.write(json.dumps({"id": msg["id"], "error": f"{type(exc).__name__}: {exc}"}) + "\n")
         for output in engine.step():
             if output.finished:
-                out.write(json.dumps(scorer.finished(output)) + "\n")
+                try:
+                    reply = scorer.finished(output)
+                except RuntimeError as exc:
+                    out.write(json.dumps({"fatal": str(exc)}) + "\n")
+                    return 1
+                out.write(json.dumps(reply) + "\n")
 
 
 if __name__ == "__main__":  # a spawned vLLM process re-imports this module as not __main__

@@ -115,6 +115,9 @@ class VllmJudge:
         loop.call_soon_threadsafe(self._ended, code)
 
     def _resolve(self, msg: dict) -> None:
+        if "fatal" in msg:  # the engine stops: nothing in flight will be answered
+            self._fail_all(f"judge {self.name!r}: vLLM stopped: {msg['fatal']}")
+            return
         fut = self._futures.pop(msg["id"], None)
         if fut is None or fut.done():
             return
@@ -127,7 +130,10 @@ class VllmJudge:
                                   logprobs=msg["logprobs"]))
 
     def _ended(self, code: int) -> None:
-        self._exit_message = f"judge {self.name!r}: the vLLM engine exited with status {code}: its messages are above"
+        self._fail_all(f"judge {self.name!r}: the vLLM engine exited with status {code}: its messages are above")
+
+    def _fail_all(self, message: str) -> None:
+        self._exit_message = self._exit_message or message
         for fut in self._futures.values():
             if not fut.done():
                 fut.set_exception(JudgeFatalError(self._exit_message))

@@ -217,20 +217,20 @@ def trained_on_sha256(wildcards):
     return content_sha256(variant_data(wildcards.variant))
 
 
-# --- judges as jobs: a local transformers judge with GPUs is a GPU job ---------------------
+# --- judges as jobs: a local (transformers or vLLM) judge with GPUs is a GPU job ------------
 
 
 def judge_job(name):
     """Slurm resources of a rating or judging job. An API judge (or the verifier) is a CPU job
     (a batch judge's as long as its window);
-    a `transformers` judge gets the GPU partition and its own `resources` (gpus, cpus_per_task,
+    a `transformers` or `vllm` judge gets the GPU partition and its own `resources` (gpus, cpus_per_task,
     mem_mb, runtime_min) when it asks for GPUs, else a CPU job of that size."""
     j = config["judges"][name]
     if j["backend"] == "openai_batch":
         # It waits for its batches (answered within 24 h), so its runtime covers that window;
         # killed anyway, the rerun resumes the same batches.
         return cpu_job(runtime=int(j["runtime_min"]))
-    if j["backend"] != "transformers":
+    if j["backend"] not in config_mod.LOCAL_MODEL_BACKENDS:
         return cpu_job()
     return sized_job(j["resources"])
 

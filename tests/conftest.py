@@ -108,6 +108,42 @@ def run_snakemake(workdir: Path, *args, timeout=1500, env=None) -> tuple[subproc
     return proc, time.perf_counter() - t0
 
 
+# --- the vLLM interpreter (tests/test_vllm_generation.py, tests/test_vllm_judge.py) ------------
+# $ALPAGASUS_VLLM_PYTHON, else .venv-vllm/bin/python of this checkout (`bash envs/install-vllm.sh`,
+# which .ci/run runs); where it is absent the tests skip, saying so, unless
+# ALPAGASUS_REQUIRE_VLLM=1 (set by .ci/run), which makes that a failure.
+VLLM_PYTHON = Path(os.environ.get("ALPAGASUS_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
+REQUIRE = os.environ.get("ALPAGASUS_REQUIRE_VLLM") == "1"
+
+
+# Set by .ci/run, which builds the vLLM venv while the tests start: a file that appears when the
+# install has ended, holding its exit status.
+INSTALL_DONE = os.environ.get("ALPAGASUS_VLLM_INSTALL_DONE")
+
+
+def wait_for_the_install(done: Path, timeout_s: float = 900) -> None:
+    t0 = time.monotonic()
+    while not done.exists():
+        if time.monotonic() - t0 > timeout_s:
+            pytest.fail(f"the vLLM install (.ci/run) has not ended after {timeout_s:.0f} s")
+        time.sleep(2)
+    if done.read_text().strip() != "0":
+        pytest.fail(f"the vLLM install (.ci/run) failed with exit status {done.read_text().strip()}; "
+                    "its log is printed at the end of .ci/run")
+
+
+def require_vllm() -> Path:
+    if INSTALL_DONE:
+        wait_for_the_install(Path(INSTALL_DONE))
+    if VLLM_PYTHON.is_file():
+        return VLLM_PYTHON
+    reason = (f"needs a vLLM interpreter at {VLLM_PYTHON}: bash envs/install-vllm.sh "
+              "(or set ALPAGASUS_VLLM_PYTHON to one)")
+    if REQUIRE:
+        pytest.fail(reason + " (ALPAGASUS_REQUIRE_VLLM=1)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def miniature_run(tmp_path_factory):
     """The README's main job, `snakemake --cores 2 --configfile config/smoke.yaml`, run once a

@@ -89,13 +89,14 @@ def test_smollm2_rates_real_alpaca_in_both_modes_deterministically_and_from_cach
     assert {rel: (res / rel).read_text() for rel in before} == before
 
 
-def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path):
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_a_local_judge_with_gpus_is_a_gpu_job_api_judges_stay_on_cpu(tmp_path, backend):
     """Only the DAG (snakemake -n): the judge's resources reach the rating jobs' Slurm resources."""
     from test_workflow import snakemake
 
     cfg = {"data": {"source": "miniature", "miniature": {"n_records": 50}},
            # A directory that is there (the workflow checks a local model path at parse time).
-           "judges": {"local": {"backend": "transformers", "model": str(tmp_path), "score_mode": "logprobs",
+           "judges": {"local": {"backend": backend, "model": str(tmp_path), "score_mode": "logprobs",
                                 "resources": {"gpus": 1, "cpus_per_task": 8, "mem_mb": 64000, "runtime_min": 600}}},
            "rating": {"judge": "local", "compare": ["chatgpt"]}}
     (tmp_path / "o.yaml").write_text(yaml.safe_dump(cfg))

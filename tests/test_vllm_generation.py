@@ -24,49 +24,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SMOLLM2, requires_package, run_snakemake, shared_path
+from conftest import REPO, SMOLLM2, require_vllm, requires_package, run_snakemake, shared_path
 
 from alpagasus.core.config import defaults
 from alpagasus.core.io import read_jsonl, write_jsonl
 from alpagasus.evaluation.vllm_interpreter import VllmMissing
 from alpagasus.evaluation.generation import generate_test_set, partial_path
 
-VLLM_PYTHON = Path(os.environ.get("ALPAGASUS_VLLM_PYTHON") or REPO / ".venv-vllm" / "bin" / "python")
-REQUIRE = os.environ.get("ALPAGASUS_REQUIRE_VLLM") == "1"
 TESTSET, N_ITEMS, MAX_NEW_TOKENS = "sinstruct", 8, 32
 # Sequences decoded at once: waves of 4, so that the first answers are saved while others are
 # still decoding (all 8 at once mostly finish in the same step, at max_new_tokens).
 MAX_NUM_SEQS = 4
 MODEL = "alpagasus-tiny"  # the generate rule's {variant}-{size}; the checkpoint is SmolLM2 itself
 OUTPUT = f"results/generations/{MODEL}/{TESTSET}.jsonl"
-
-
-# Set by .ci/run, which builds the vLLM venv while the tests start: a file that appears when the
-# install has ended, holding its exit status.
-INSTALL_DONE = os.environ.get("ALPAGASUS_VLLM_INSTALL_DONE")
-
-
-def wait_for_the_install(done: Path, timeout_s: float = 900) -> None:
-    t0 = time.monotonic()
-    while not done.exists():
-        if time.monotonic() - t0 > timeout_s:
-            pytest.fail(f"the vLLM install (.ci/run) has not ended after {timeout_s:.0f} s")
-        time.sleep(2)
-    if done.read_text().strip() != "0":
-        pytest.fail(f"the vLLM install (.ci/run) failed with exit status {done.read_text().strip()}; "
-                    "its log is printed at the end of .ci/run")
-
-
-def require_vllm() -> Path:
-    if INSTALL_DONE:
-        wait_for_the_install(Path(INSTALL_DONE))
-    if VLLM_PYTHON.is_file():
-        return VLLM_PYTHON
-    reason = (f"needs a vLLM interpreter at {VLLM_PYTHON}: bash envs/install-vllm.sh "
-              "(or set ALPAGASUS_VLLM_PYTHON to one)")
-    if REQUIRE:
-        pytest.fail(reason + " (ALPAGASUS_REQUIRE_VLLM=1)")
-    pytest.skip(reason)
 
 
 def vllm_settings(python) -> dict:

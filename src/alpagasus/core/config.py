@@ -406,9 +406,13 @@ def structured_output_conflict(name: str, judge_cfg: dict) -> str | None:
     return None
 
 
+# Judges that run a model of their own (a hub id or a local directory, its weights hashed).
+LOCAL_MODEL_BACKENDS = ("transformers", "vllm")
+
+
 def _check_judge_paths(name: str, judge: dict) -> None:
     """A local judge model must be there before a rating job is queued for it."""
-    if judge.get("backend") != "transformers":
+    if judge.get("backend") not in LOCAL_MODEL_BACKENDS:
         return
     model, gguf_file = judge.get("model"), judge.get("gguf_file")
     if isinstance(model, str) and _is_local_path(model):

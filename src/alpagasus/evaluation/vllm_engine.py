@@ -1,7 +1,9 @@
-"""Answers decoded by vLLM (``generation.engine: vllm``): what runs in the vLLM interpreter,
-started by the generate job (``alpagasus.evaluation.vllm_interpreter``) as
-``python -m alpagasus.evaluation.vllm_engine --probe | --answer``. It imports the standard
-library, the light helpers of ``generation``, then vLLM and its transformers.
+"""Answers decoded by vLLM (``generation.engine: vllm``), and judgements (a judge with
+``backend: vllm``): what runs in the vLLM interpreter, started by the generate or rating job
+(``alpagasus.evaluation.vllm_interpreter``) as ``python -m alpagasus.evaluation.vllm_engine
+--probe | --answer`` (a judge's engine is ``vllm_judge_worker``, which uses this module's
+probe and engine settings). It imports the standard library, the light helpers of
+``generation``, then vLLM and its transformers.
 
 It is the same as transformers' engine in what it reads and writes: the prompt's tokens from
 the checkpoint's tokenizer, greedy decoding that stops at the tokenizer's eos, the answer read

@@ -48,26 +48,48 @@ class VllmMissing(RuntimeError):
 class VllmInterpreter:
     """``version``, ``dtype``, ``tensor_parallel_size`` (its GPUs, 1 on CPU), and :meth:`answer`."""
 
-    def __init__(self, python: str | None):
-        # null: the rule's own interpreter (under --sdm conda, the vLLM env's).
+    def __init__(self, python: str | None, setting: str = "generation.vllm.python",
+                 use: str = "generation.engine: vllm", probe: bool = True):
+        # null: the rule's own interpreter (under --sdm conda, the vLLM env's). ``setting`` and
+        # ``use`` name, in the errors, the config key that chose it and what needs vLLM.
+        # ``probe`` False: no probe of its own (a second); the judge's engine probes itself
+        # (vllm_judge_worker.py) and its facts go through :meth:`take_facts`.
         self.python = python or sys.executable
+        self._use, self._install = use, INSTALL.replace("generation.vllm.python", setting)
         if not Path(self.python).is_file():
-            raise VllmMissing(f"generation.vllm.python: {self.python} does not exist; install it with {INSTALL}")
-        probe = self._run(["--probe"], capture=True)
-        if probe.returncode != 0:
-            raise VllmMissing(f"{self.python} cannot run alpagasus.evaluation.vllm_engine (exit {probe.returncode}): "
-                              f"{probe.stderr.strip()[-2000:]}\nInstall vLLM with {INSTALL}")
-        facts = json.loads(probe.stdout.strip().splitlines()[-1])
+            raise VllmMissing(f"{setting}: {self.python} does not exist; install it with {self._install}")
+        self.version = self.dtype = self.tensor_parallel_size = None
+        if not probe:
+            return
+        done = self._run(["--probe"], capture=True)
+        if done.returncode != 0:
+            raise VllmMissing(f"{self.python} cannot run alpagasus.evaluation.vllm_engine (exit {done.returncode}): "
+                              f"{done.stderr.strip()[-2000:]}\nInstall vLLM with {self._install}")
+        self.take_facts(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def take_facts(self, facts: dict) -> None:
+        """What ``vllm_engine.probe`` found, or VllmMissing saying what to install."""
         if facts.get("missing"):
-            raise VllmMissing(f"{self.python} has no {facts['missing']} (generation.engine: vllm); "
-                              f"install it with {INSTALL}")
+            raise VllmMissing(f"{self.python} has no {facts['missing']} ({self._use}); install it with {self._install}")
         self.version, self.dtype = facts["vllm_version"], facts["dtype"]
         self.tensor_parallel_size = max(1, int(facts["gpus"]))
 
-    def _run(self, args: list[str], capture: bool, stdin: str | None = None) -> subprocess.CompletedProcess:
+    def _command(self, args: list[str], module: str = "alpagasus.evaluation.vllm_engine") -> tuple[list[str], dict]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        return subprocess.run([self.python, "-m", "alpagasus.evaluation.vllm_engine", *args], input=stdin,
-                              text=True, env=env, capture_output=capture)
+        return [self.python, "-m", module, *args], env
+
+    def _run(self, args: list[str], capture: bool, stdin: str | None = None) -> subprocess.CompletedProcess:
+        cmd, env = self._command(args)
+        return subprocess.run(cmd, input=stdin, text=True, env=env, capture_output=capture)
+
+    def judge_worker(self) -> subprocess.Popen:
+        """The judge's engine (``python -m alpagasus.evaluation.vllm_judge_worker``), JSON lines
+        over its stdin and stdout; its stderr is this process's (the job's log). In this process's group, so that
+        whatever kills the job's group (snakemake, Slurm) kills it too."""
+        cmd, env = self._command([], module="alpagasus.evaluation.vllm_judge_worker")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
 
     def answer(self, checkpoint, prompts: list[tuple[object, str]], partial: Path, *, max_new_tokens: int,
                settings: dict, threads: int | None, progress: bool) -> None:

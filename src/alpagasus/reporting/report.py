@@ -17,7 +17,7 @@ from pathlib import Path
 from alpagasus.core.io import atomic_open, read_jsonl
 
 # Judges that run on this machine: nothing is sent over a network, nothing is paid.
-LOCAL_BACKENDS = ("verifier", "transformers")
+LOCAL_BACKENDS = ("verifier", "transformers", "vllm")
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}

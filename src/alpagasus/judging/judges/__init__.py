@@ -27,8 +27,12 @@ def make_judge(name: str, cfg: dict):
         from alpagasus.judging.judges.transformers_judge import TransformersJudge
 
         return TransformersJudge(name, cfg)
+    if backend == "vllm":
+        from alpagasus.judging.judges.vllm_judge import VllmJudge
+
+        return VllmJudge(name, cfg)
     raise JudgeFatalError(f"config judges.{name}.backend: unknown backend {backend!r} "
-                          f"(openai, openai_batch, transformers, verifier)")
+                          f"(openai, openai_batch, transformers, vllm, verifier)")
 
 
 __all__ = ["make_judge", "Judge", "Failure", "FailureKind", "JudgeRequest", "JudgeReply", "JudgeError", "JudgeFatalError",

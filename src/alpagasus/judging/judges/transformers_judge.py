@@ -39,6 +39,29 @@ SORT_WINDOW_BATCHES = 8  # requests held and sorted by length: this many batches
 TOP_LOGPROBS = 20
 
 
+def local_judge_identity(cfg: dict, what: str) -> tuple:
+    """(the model's directory, the params of its judgements' cache key) of a local judge
+    (transformers or vLLM; ``cfg`` filled): revision, GGUF file, a sha256 of its weight files,
+    dtype, score mode, and max_new_tokens in text mode (logprobs mode generates nothing)."""
+    try:
+        model_dir = resolve_model_dir(cfg["model"], cfg["revision"], cfg["gguf_file"])
+        sha256 = weights_sha256(model_dir, cfg["gguf_file"])
+    except ModelFileError as exc:
+        raise JudgeFatalError(f"{what}: {exc}") from None
+    params = {"revision": cfg["revision"], "gguf_file": cfg["gguf_file"], "weights_sha256": sha256,
+              "dtype": cfg["dtype"], "score_mode": cfg["score_mode"]}
+    if cfg["score_mode"] == "text":
+        params["max_new_tokens"] = cfg["max_new_tokens"]
+    return model_dir, params
+
+
+def pairwise_needs_text(name: str, cfg: dict, request: JudgeRequest) -> None:
+    """A local judge in logprobs mode reads one 0-5 rating: a pair of answers is a config error."""
+    if cfg["score_mode"] == "logprobs" and "answer_1" in request.context:
+        raise JudgeFatalError(f"judge {name!r}: score_mode logprobs reads one 0-5 rating; pairwise "
+                              f"judging needs a judge with score_mode: text")
+
+
 class TransformersJudge:
     cacheable = True  # slow: a judgement is worth keeping
 
@@ -48,15 +71,7 @@ class TransformersJudge:
         if self.cfg["score_mode"] not in ("text", "logprobs"):
             raise JudgeFatalError(f"config judges.{name}.score_mode: {self.cfg['score_mode']!r} is not text or logprobs")
         self.model = self.cfg["model"]
-        try:
-            self.model_dir = resolve_model_dir(self.model, self.cfg["revision"], self.cfg["gguf_file"])
-            sha256 = weights_sha256(self.model_dir, self.cfg["gguf_file"])
-        except ModelFileError as exc:
-            raise JudgeFatalError(f"transformers judge: {exc}") from None
-        self.params = {"revision": self.cfg["revision"], "gguf_file": self.cfg["gguf_file"],
-                       "weights_sha256": sha256, "dtype": self.cfg["dtype"], "score_mode": self.cfg["score_mode"]}
-        if self.cfg["score_mode"] == "text":
-            self.params["max_new_tokens"] = self.cfg["max_new_tokens"]
+        self.model_dir, self.params = local_judge_identity(self.cfg, "transformers judge")
         self.batch_size = self.cfg["batch_size"]
         self.concurrency = self.batch_size * SORT_WINDOW_BATCHES
         self.attempts = 0
@@ -119,9 +134,7 @@ class TransformersJudge:
     # -- batching --------------------------------------------------------------------------------
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
-        if self.cfg["score_mode"] == "logprobs" and "answer_1" in request.context:
-            raise JudgeFatalError(f"judge {self.name!r}: score_mode logprobs reads one 0-5 rating; pairwise "
-                                  f"judging needs a judge with score_mode: text")
+        pairwise_needs_text(self.name, self.cfg, request)
         if self._lm is None:
             if self._loading is None:
                 self._loading = asyncio.ensure_future(asyncio.to_thread(self.load))

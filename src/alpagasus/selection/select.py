@@ -88,11 +88,21 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
     bins = Counter(paper_bin(s) for s in scores if s is not None)
     flagged = Counter(_flag_kind(f) for r in rows for f in set(r.get("flags") or ()))
     kept_flagged = Counter(_flag_kind(f) for i in kept for f in set(rows[i].get("flags") or ()))
+    summary = _summary(len(rows), rule, len(kept), random_size, dict(status), exact, bins, flagged, kept_flagged,
+                       exclude_flagged)
+    if records is not None:
+        summary["verbosity"] = verbosity.audit(records, kept)
+    return summary
+
+
+def _summary(n: int, rule: dict, n_kept: int, random_size, status: dict, exact: Counter, bins: Counter,
+             flagged: Counter, kept_flagged: Counter, exclude_flagged: bool) -> dict:
+    """The summary both summarize and summarize_columns write, from their counts."""
     missing = status.get("failed", 0) + status.get("budget", 0)
     warnings = []
     if missing:
         # Only reachable with rating.allow_incomplete: the selection ignores these records.
-        warnings.append(f"incomplete rating: {missing} of {len(rows)} records have no judgement "
+        warnings.append(f"incomplete rating: {missing} of {n} records have no judgement "
                         f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
                         f"and cannot be selected")
         log.warning("%s", warnings[-1])
@@ -101,14 +111,14 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
                         f"(flag {JUDGE_DIRECTED_FLAG} in scores.jsonl): their score may be the record's, not "
                         f"the judge's; selection.exclude_flagged: true drops them")
         log.warning("%s", warnings[-1])
-    summary = {
-        "records": len(rows),
+    return {
+        "records": n,
         "rule": rule,
-        "kept": len(kept),
-        "kept_fraction": round(len(kept) / len(rows), 6) if rows else 0.0,
+        "kept": n_kept,
+        "kept_fraction": round(n_kept / n, 6) if n else 0.0,
         "random_baseline_size": random_size,
-        "status_counts": dict(status),
-        "unscored": len(rows) - status.get("scored", 0),
+        "status_counts": status,
+        "unscored": n - status.get("scored", 0),
         "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
         "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
         # Records per flag (duplicate_of_N counted as "duplicate"), in all and among the kept.
@@ -117,9 +127,6 @@ def summarize(rows: list[dict], kept: list[int], rule: dict, random_size: int | 
         "exclude_flagged": exclude_flagged,
         "warnings": warnings,
     }
-    if records is not None:
-        summary["verbosity"] = verbosity.audit(records, kept)
-    return summary
 
 
 def load_scores(path, n_records: int | None = None) -> list[dict]:
@@ -279,33 +286,7 @@ def summarize_columns(columns: "ScoreColumns", kept: np.ndarray, rule: dict, ran
         bins[paper_bin(value)] += count
     flagged = columns.flag_counts()
     kept_flagged = columns.flag_counts(kept)
-    missing = status.get("failed", 0) + status.get("budget", 0)
-    warnings = []
-    if missing:
-        warnings.append(f"incomplete rating: {missing} of {n} records have no judgement "
-                        f"({status.get('failed', 0)} failed, {status.get('budget', 0)} over budget) "
-                        f"and cannot be selected")
-        log.warning("%s", warnings[-1])
-    if kept_flagged.get(JUDGE_DIRECTED_FLAG):
-        warnings.append(f"{kept_flagged[JUDGE_DIRECTED_FLAG]} kept records carry text that speaks to the judge "
-                        f"(flag {JUDGE_DIRECTED_FLAG} in scores.jsonl): their score may be the record's, not "
-                        f"the judge's; selection.exclude_flagged: true drops them")
-        log.warning("%s", warnings[-1])
-    summary = {
-        "records": n,
-        "rule": rule,
-        "kept": len(kept),
-        "kept_fraction": round(len(kept) / n, 6) if n else 0.0,
-        "random_baseline_size": random_size,
-        "status_counts": status,
-        "unscored": n - status.get("scored", 0),
-        "score_counts": dict(sorted(exact.items(), key=lambda kv: float(kv[0]))),
-        "paper_bins": {b: bins.get(b, 0) for b in PAPER_BINS},
-        "flag_counts": dict(sorted(flagged.items())),
-        "kept_flag_counts": dict(sorted(kept_flagged.items())),
-        "exclude_flagged": exclude_flagged,
-        "warnings": warnings,
-    }
+    summary = _summary(n, rule, len(kept), random_size, status, exact, bins, flagged, kept_flagged, exclude_flagged)
     if lengths is not None:
         summary["verbosity"] = verbosity.audit_lengths(lengths, kept)
     return summary

@@ -602,7 +602,9 @@ NONDETERMINISTIC = {
 # Timings, and where a job ran (train_log.json's `nodes`: a Slurm node vs this host's name).
 VOLATILE_JSON_KEYS = {"wall_time_s", "tokens_per_s", "peak_memory_mb", "seconds", "elapsed_s",
                       "duration_s", "started_at", "finished_at", "created_at", "timestamp", "time_s",
-                      "nodes"}
+                      "nodes",
+                      # the records index's fingerprint of the file it describes (data/stream.py)
+                      "mtime_ns"}
 # Columns of the HTML report's tables that hold timings (training speed); the rest must be equal.
 VOLATILE_HTML_HEADER = re.compile(r"tokens/s|wall|seconds|time", re.I)
 

@@ -183,6 +183,20 @@ def _row(entry: dict) -> tuple:
             float(usd) if isinstance(usd, (int, float)) else 0.0)
 
 
+@contextlib.contextmanager
+def _transaction(con: sqlite3.Connection):
+    """A write transaction, committed whole or rolled back (and the error raised on); IMMEDIATE:
+    the write lock is taken at its start, so two writers wait rather than fail mid-way."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            con.execute("ROLLBACK")
+        raise
+
+
 class JudgementCache:
     @classmethod
     def in_dir(cls, cache_dir: str | os.PathLike) -> "JudgementCache":
@@ -222,15 +236,9 @@ class JudgementCache:
             self.journal = mode
         con.execute(f"PRAGMA synchronous = {'NORMAL' if self.journal == 'wal' else 'FULL'}")
         if version < SCHEMA_VERSION:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(con):
                 for statement in _split(_SCHEMA):
                     con.execute(statement)
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-                raise
 
     def _migrate(self) -> None:
         """Import what ``judgements.jsonl`` holds beyond what was imported already, streamed in
@@ -245,8 +253,7 @@ class JudgementCache:
         con = self._con
         t0 = time.monotonic()
         try:
-            con.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then find it done
-            try:
+            with _transaction(con):  # one process migrates; the others wait, then find it done
                 done = self._meta("legacy_offset") or 0
                 offset, imported, torn = done, 0, 0
                 with open(self.legacy, "rb") as fh:
@@ -273,11 +280,6 @@ class JudgementCache:
                     imported += len(batch)
                 con.execute("INSERT INTO meta VALUES ('legacy_offset', ?) ON CONFLICT(name) DO UPDATE "
                             "SET value = excluded.value", (offset,))
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot import {self.legacy} into {self.path}: {exc}" + _hint(exc)) from None
         except OSError as exc:
@@ -372,16 +374,10 @@ class JudgementCache:
         con = self._con
         n = 0
         try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(con):
                 for i, entry in enumerate(entries):
                     con.execute(_PUT, _row(entry))
                     n = i + 1
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _os_error(exc, self.path) from None
         return n

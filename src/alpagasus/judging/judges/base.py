@@ -97,6 +97,17 @@ class JudgeFatalError(JudgeError):
     kind = FailureKind.STOPPED
 
 
+async def await_startup(name: str, startup, what: str) -> None:
+    """Wait for a local judge's one start-up (a model load, an engine), begun by whichever request
+    came first: any error but a JudgeFatalError stops the run, saying what could not start."""
+    try:
+        await startup
+    except JudgeFatalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a judge that cannot start stops the run, with why
+        raise JudgeFatalError(f"judge {name!r}: {what}: {type(exc).__name__}: {exc}") from None
+
+
 @runtime_checkable
 class Judge(Protocol):
     """What the engine relies on. Counters are the backend's own (it knows what it sent)."""

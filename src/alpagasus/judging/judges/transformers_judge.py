@@ -31,7 +31,7 @@ from alpagasus.core.config import filled
 # stay importable from here.
 from alpagasus.core.model_files import (ModelFileError, converted_gguf, installed_smollm2,  # noqa: F401
                                         resolve_model_dir, weights_sha256)
-from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest
+from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest, await_startup
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,7 @@ class TransformersJudge:
         if self._lm is None:
             if self._loading is None:
                 self._loading = asyncio.ensure_future(asyncio.to_thread(self.load))
-            try:
-                await self._loading  # loaded once, whoever asks first
-            except JudgeFatalError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a model that cannot load stops the run, with why
-                raise JudgeFatalError(f"judge {self.name!r}: cannot load {self.model}: {type(exc).__name__}: {exc}") from None
+            await await_startup(self.name, self._loading, f"cannot load {self.model}")
         self.attempts += 1
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((self.prompt_ids(request), request, fut))

@@ -30,7 +30,7 @@ import time
 
 from alpagasus.core.config import filled
 from alpagasus.core.model_files import converted_gguf
-from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError
+from alpagasus.judging.judges.base import JudgeFatalError, JudgeReply, JudgeRequest, JudgeRequestError, await_startup
 from alpagasus.judging.judges.transformers_judge import local_judge_identity, pairwise_needs_text
 
 log = logging.getLogger(__name__)
@@ -146,12 +146,7 @@ class VllmJudge:
         loop = asyncio.get_running_loop()
         if self._starting is None:
             self._starting = asyncio.ensure_future(asyncio.to_thread(self._start, loop))
-        try:
-            await self._starting  # started once, whoever asks first
-        except JudgeFatalError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - an engine that cannot start stops the run, with why
-            raise JudgeFatalError(f"judge {self.name!r}: cannot start vLLM: {type(exc).__name__}: {exc}") from None
+        await await_startup(self.name, self._starting, "cannot start vLLM")
         if self._exit_message:
             raise JudgeFatalError(self._exit_message)
         self.attempts += 1

@@ -392,3 +392,119 @@ def test_the_estimate_in_windows_is_the_estimate_in_one(tmp_path, api_key):
     many = estimate_rating(iter(recs), judges, rating, tmp_path / "c", tmp_path / "many.json", n_records=len(recs),
                            window=4)
     assert many == one and one["cached"] == 10 and one["duplicates_in_input"] == 6 and one["requests"] == 20
+
+
+# --- CSV, Parquet and datasets sources, read a batch at a time ------------------------------------
+
+def _csv_rows_the_whole_file_way(path: Path) -> tuple[list, list]:
+    """What the reader gave before it streamed: the whole text in memory, csv over a StringIO."""
+    import csv
+    import io
+
+    text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    limit = csv.field_size_limit(len(text) + 1)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader)
+        return header, [dict(zip(header, cells)) for cells in reader if cells]
+    finally:
+        csv.field_size_limit(limit)
+
+
+@pytest.mark.parametrize("text", [
+    "instruction,output\r\n1,2\r\n",
+    "\ufeffinstruction,output\n1,\"two\nlines, and a comma\"\n\n3,4\n",
+    "instruction,output\r1,2\r3,\"q\rz\"\r",                       # old Mac line ends, one inside a cell
+    "instruction,output\nx," + "y" * 300_000 + "\n",             # a cell over csv's 128 KiB default
+], ids=["crlf", "bom-quoted-blank", "cr", "long-cell"])
+def test_a_csv_source_streams_the_rows_the_whole_file_reader_read(tmp_path, text):
+    from alpagasus.data.sources import LazyRows, read_local
+
+    path = tmp_path / "src.csv"
+    path.write_bytes(text.encode())
+    header, rows = _csv_rows_the_whole_file_way(path)
+    source = read_local(path)
+    assert isinstance(source.rows, LazyRows) and source.columns == header
+    assert len(source.rows) == len(rows) and list(source.rows) == rows
+    assert list(source.rows) == rows  # every pass reads the file again
+
+
+@pytest.mark.parametrize("raw", [b"a,b\n1,\xff\n", b"a,b\n1,2\xe2\x82", b"\xef\xbb\xbfa\n" + "\u00e9".encode() * 9 + b"\x80\n"],
+                         ids=["bad-byte", "cut-at-the-end", "after-a-bom"])
+def test_a_csv_source_that_is_not_utf8_names_the_byte_as_before(tmp_path, monkeypatch, raw):
+    import alpagasus.data.sources as sources
+    from alpagasus.data import read_text
+
+    monkeypatch.setattr(sources, "BLOCK", 5)  # offsets counted across blocks, a character split by one
+    path = tmp_path / "src.csv"
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as whole:
+        read_text(path)
+    with pytest.raises(DataError) as streamed:
+        sources.read_local(path)
+    assert str(streamed.value) == str(whole.value) and "at byte" in str(whole.value)
+
+
+def test_a_csv_source_of_whitespace_is_empty(tmp_path):
+    from alpagasus.data.sources import read_local
+
+    (tmp_path / "src.csv").write_bytes(b"  \n\r\n")
+    with pytest.raises(DataError, match=r"src.csv: the file is empty"):
+        read_local(tmp_path / "src.csv")
+
+
+def _arrow_source_rows(n):
+    rows = [{"instruction": f"i{i} é", "input": "" if i % 2 else None, "output": "o" * (i % 5),
+             "tags": [i, i + 1], "score": i / 3} for i in range(n)]
+    rows[3]["output"] = None
+    return rows
+
+
+def test_a_parquet_source_streams_what_datasets_read_whole(tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from alpagasus.data.sources import ParquetRows, read_local
+
+    path = tmp_path / "src.parquet"
+    pq.write_table(pa.Table.from_pylist(_arrow_source_rows(25_003)), path, row_group_size=4_000)
+    whole = datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=str(tmp_path / "c"))
+    source = read_local(path)
+    assert isinstance(source.rows, ParquetRows) and source.columns == whole.column_names
+    assert len(source.rows) == 25_003 and list(source.rows) == whole.to_list()
+
+
+def test_a_parquet_source_with_a_corrupt_page_is_an_error_before_any_record(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from alpagasus.data.sources import read_local
+
+    path = tmp_path / "src.parquet"
+    pq.write_table(pa.Table.from_pylist(_arrow_source_rows(3_000)), path, row_group_size=1_000, compression="none")
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"i2500 ")  # a value in the last row group: the footer still reads
+    raw[at - 40:at + 40] = b"\xff" * 80
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"src.parquet: cannot be read as parquet"):
+        read_local(path)
+
+
+def test_a_saved_dataset_streams_its_rows_and_the_data_rule_writes_the_same_records(tmp_path):
+    import datasets
+
+    from alpagasus.data.acquire import obtain_alpaca
+    from alpagasus.data.mapping import to_records
+    from alpagasus.data.sources import ArrowRows, SourceRows, read_local
+
+    rows = [{"prompt": r["instruction"], "ctx": r["input"], "answer": r["output"]} for r in _records(30_500)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    source = read_local(tmp_path / "saved")
+    assert isinstance(source.rows, ArrowRows) and len(source.rows) == 30_500 and list(source.rows) == rows
+    cfg = {"source": "local", "local_path": str(tmp_path / "saved"), "expected_records": None,
+           "fields": {"instruction": "prompt", "input": "ctx", "output": "answer"}, "empty_output": "keep"}
+    want, _ = to_records(SourceRows("saved", list(rows[0]), rows), cfg)
+    obtain_alpaca(cfg, tmp_path / "alpaca_52k.json", tmp_path / "dl")
+    write_records(tmp_path / "want.json", want)
+    assert (tmp_path / "alpaca_52k.json").read_bytes() == (tmp_path / "want.json").read_bytes()

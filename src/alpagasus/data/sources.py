@@ -12,20 +12,22 @@ the type it was written with and a bad one is reported at its row. CSV is read w
 csv module, for the same reason: every cell is the string it is (no type guessing, no "empty
 means null": Dolly's empty context stays ""), and a row with more or fewer cells than the
 header is an error naming it (pandas would fill a short row in, and name a long one only by
-its line). Parquet, saved datasets and the Hub go through ``datasets``.
+its line). Parquet is read with pyarrow, saved datasets and the Hub through ``datasets``.
+
+No reader holds the rows: each is a ``LazyRows``, read again on every pass (a first pass checks
+the whole file and counts it), so that a source of 10M rows costs one batch in Python objects.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from alpagasus.core.config import filled
 from alpagasus.data import DataError, parse_json, parse_jsonl, read_text
@@ -39,7 +41,7 @@ COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 class SourceRows:
     origin: str                      # names the file or dataset in every error and in the summary
     columns: list[str]               # in source order (JSON: the union of keys, first seen first)
-    rows: list                       # one per source row; source_row = the position here
+    rows: list                       # one per source row (a list or LazyRows); source_row = the position here
     details: dict = field(default_factory=dict)  # e.g. the Hub commit a revision resolved to
 
 
@@ -65,7 +67,7 @@ def read_local(path: str | os.PathLike) -> SourceRows:
         return _read_csv(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
-    return _via_datasets(path, "parquet")
+    return _read_parquet(path)
 
 
 def _columns_of(rows: list) -> list[str]:
@@ -96,10 +98,26 @@ def _read_jsonl_whole(path: Path) -> SourceRows:
     return SourceRows(str(path), _columns_of(rows), rows)
 
 
-class StreamedRows:
-    """A JSON or JSONL file's rows, parsed again on every pass instead of held (at 10M rows the
-    dicts would take ~10 GB): what ``SourceRows.rows`` is for those files. ``len`` and the
-    columns come from a first pass, which also checks that the file parses."""
+class LazyRows:
+    """A source's rows read again on every pass instead of held (at 10M rows the dicts would take
+    ~10 GB): what ``SourceRows.rows`` is for every reader but the whole-file JSON fallbacks.
+    ``len`` and the columns come from a first pass, which also checks the file."""
+
+    columns: list[str]
+    _len: int
+
+    def __iter__(self) -> Iterator:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+
+class StreamedRows(LazyRows):
+    """A JSON or JSONL file's rows, parsed a block at a time (alpagasus.data.stream)."""
 
     def __init__(self, path: Path, jsonl: bool):
         self.path, self.jsonl = path, jsonl
@@ -116,12 +134,6 @@ class StreamedRows:
 
         for value, _ in iter_json_values(self.path, self.jsonl):
             yield value
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __eq__(self, other) -> bool:
-        return list(self) == list(other)
 
 
 def _streamed(path: Path, jsonl: bool) -> SourceRows | None:
@@ -140,52 +152,145 @@ def _streamed(path: Path, jsonl: bool) -> SourceRows | None:
 
 
 def _read_csv(path: Path) -> SourceRows:
-    """Every row a dict of the header's columns to its cells, as strings."""
-    text = read_text(path).removeprefix("\ufeff")  # the byte-order mark spreadsheets write
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[dict] = []
-    start = 1
-    # The csv module refuses a cell over 128 KiB by default; a record's output may be longer.
-    limit = csv.field_size_limit(max(len(text), csv.field_size_limit()))
-    try:
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: the file is empty")
-        dup = sorted({c for c in header if header.count(c) > 1})
-        if dup:
-            raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once")
-        start = reader.line_num + 1
-        for cells in reader:
-            if cells:  # a blank line is no row
-                if (n := len(cells)) != len(header):
-                    raise DataError(
-                        f"{path}: row {len(rows)} (line {start}): {n} cell{'s' * (n != 1)} where the header has "
-                        f"{len(header)} ({', '.join(header)}); an empty cell is written as nothing between "
-                        f"two commas, and a comma inside a cell needs the cell in double quotes")
-                rows.append(dict(zip(header, cells)))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise DataError(f"{path}: row {len(rows)} (line {start}): not valid CSV ({exc})") from None
-    finally:
-        csv.field_size_limit(limit)
-    return SourceRows(str(path), list(header), rows)
+    rows = CsvRows(path)
+    return SourceRows(str(path), rows.columns, rows)
 
 
-def _rows_of(dataset, origin: str, details: dict | None = None) -> SourceRows:
-    return SourceRows(origin, list(dataset.column_names), dataset.to_list(), details or {})
+class CsvRows(LazyRows):
+    """Every row a dict of the header's columns to its cells, as strings, read a line at a time
+    (newline="": a line ends at \n, \r\n or \r, and a quoted cell may hold any of them)."""
 
+    def __init__(self, path: Path):
+        self.path = path
+        _require_text(path)
+        self.columns: list[str] = []
+        n = 0
+        for _ in self:
+            n += 1
+        self._len = n
 
-def _via_datasets(path: Path, builder: str, **options) -> SourceRows:
-    import datasets
-
-    datasets.disable_progress_bars()
-    # The Arrow copy is only a step on the way to our JSON: a throwaway cache, not ~/.cache.
-    with tempfile.TemporaryDirectory(prefix="alpagasus-datasets-") as tmp:
+    def __iter__(self):
+        path = self.path
+        n, start = 0, 1
+        # The csv module refuses a cell over 128 KiB by default; a record's output may be longer.
+        limit = csv.field_size_limit(max(path.stat().st_size, csv.field_size_limit()))
         try:
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=tmp, **options)
-        except Exception as exc:  # datasets wraps Arrow and pandas errors in several types
-            raise DataError(f"{path}: cannot be read as {builder} ({_one_line(exc)})") from None
-        return _rows_of(ds, str(path))
+            # utf-8-sig: the byte-order mark spreadsheets write is no part of the first column's name
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                reader = csv.reader(fh)
+                header = next(reader, None)
+                if not header:
+                    raise DataError(f"{path}: the file is empty")
+                dup = sorted({c for c in header if header.count(c) > 1})
+                if dup:
+                    raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once")
+                self.columns = list(header)
+                start = reader.line_num + 1
+                for cells in reader:
+                    if cells:  # a blank line is no row
+                        if (k := len(cells)) != len(header):
+                            raise DataError(
+                                f"{path}: row {n} (line {start}): {k} cell{'s' * (k != 1)} where the header has "
+                                f"{len(header)} ({', '.join(header)}); an empty cell is written as nothing between "
+                                f"two commas, and a comma inside a cell needs the cell in double quotes")
+                        yield dict(zip(header, cells))
+                        n += 1
+                    start = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{path}: row {n} (line {start}): not valid CSV ({exc})") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        finally:
+            csv.field_size_limit(limit)
+
+
+BLOCK = 1 << 24  # bytes a read when a file is checked without being held
+
+
+def _require_text(path: Path) -> None:
+    """read_text's emptiness check without holding the file (not UTF-8 is found as it is read)."""
+    with open(path, "rb") as fh:
+        while block := fh.read(BLOCK):
+            if block.strip():
+                return
+    raise DataError(f"{path}: the file is empty")
+
+
+def _not_utf8(path: Path) -> DataError:
+    """read_text's error for a file that is not UTF-8, its byte offset counted a block at a time."""
+    import codecs
+
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(BLOCK)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                # the decoder's buffer holds at most 3 bytes of an unfinished character before the block
+                held = len(exc.object) - len(block)
+                return DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {offset - held + exc.start})")
+            if not block:
+                return DataError(f"{path}: not UTF-8 text")
+            offset += len(block)
+
+
+def _read_parquet(path: Path) -> SourceRows:
+    rows = ParquetRows(path)
+    return SourceRows(str(path), rows.columns, rows)
+
+
+class ParquetRows(LazyRows):
+    """A Parquet file's rows, a record batch at a time (pyarrow): the count and the columns from
+    its footer, each value as Arrow's ``to_pylist`` gives it (a null is None, the mapping then
+    names it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        meta = self._open()
+        self.columns, self._len = list(meta.schema_arrow.names), meta.metadata.num_rows
+        for _ in self._batches():  # every page decodes: a corrupt one is an error now, not mid-run
+            pass
+
+    def _open(self):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow's ArrowInvalid, OSError, ...
+            raise DataError(f"{self.path}: cannot be read as parquet ({_one_line(exc)})") from None
+
+    def _batches(self):
+        try:
+            yield from self._open().iter_batches(batch_size=10_000)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot be read as parquet ({_one_line(exc)})") from None
+
+    def __iter__(self):
+        for batch in self._batches():
+            yield from batch.to_pylist()
+
+
+class ArrowRows(LazyRows):
+    """A ``datasets.Dataset``'s rows, a batch at a time, each value as ``Dataset.to_list`` gives
+    it. ``keep``: what must live as long as the rows (the temporary cache its Arrow files are
+    mapped from)."""
+
+    def __init__(self, dataset, keep=None):
+        self.dataset, self._keep = dataset, keep
+        self.columns, self._len = list(dataset.column_names), dataset.num_rows
+
+    def __iter__(self):
+        for batch in self.dataset.iter(batch_size=10_000):
+            names = list(batch)
+            for values in zip(*(batch[c] for c in names)):
+                yield dict(zip(names, values))
+
+
+def _rows_of(dataset, origin: str, details: dict | None = None, keep=None) -> SourceRows:
+    return SourceRows(origin, list(dataset.column_names), ArrowRows(dataset, keep), details or {})
 
 
 def _read_saved_dataset(path: Path) -> SourceRows:
@@ -273,14 +378,17 @@ def read_hub(hub: dict, cache_dir: str | os.PathLike,
         raise DataError(f"{origin}: the splits cannot be read ({_one_line(exc)})") from None
     if split not in splits:
         raise DataError(f"{origin}: split {split!r} does not exist (splits: {', '.join(splits)})")
-    with tempfile.TemporaryDirectory(prefix="alpagasus-datasets-") as tmp:
-        try:
-            ds = datasets.load_dataset(str(folder), name, split=split, cache_dir=tmp)
-        except Exception as exc:
-            raise DataError(f"{origin}: cannot be loaded ({_one_line(exc)})") from None
-        # The snapshot folder is named by the commit the revision resolved to: what was read.
-        return _rows_of(ds, origin, {"hub": {"path": path, "name": name, "revision": revision, "split": split,
-                                             "commit": folder.name}})
+    # The Arrow copy is only a step on the way to our JSON: a throwaway cache, not ~/.cache, which
+    # lives as long as the rows read from it.
+    tmp = tempfile.TemporaryDirectory(prefix="alpagasus-datasets-")
+    try:
+        ds = datasets.load_dataset(str(folder), name, split=split, cache_dir=tmp.name)
+    except Exception as exc:
+        tmp.cleanup()
+        raise DataError(f"{origin}: cannot be loaded ({_one_line(exc)})") from None
+    # The snapshot folder is named by the commit the revision resolved to: what was read.
+    return _rows_of(ds, origin, {"hub": {"path": path, "name": name, "revision": revision, "split": split,
+                                         "commit": folder.name}}, keep=tmp)
 
 
 def _one_line(exc: BaseException) -> str:

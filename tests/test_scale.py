@@ -508,3 +508,77 @@ def test_a_saved_dataset_streams_its_rows_and_the_data_rule_writes_the_same_reco
     obtain_alpaca(cfg, tmp_path / "alpaca_52k.json", tmp_path / "dl")
     write_records(tmp_path / "want.json", want)
     assert (tmp_path / "alpaca_52k.json").read_bytes() == (tmp_path / "want.json").read_bytes()
+
+
+# --- selectors over any signal, as arrays -------------------------------------------------------
+
+def _list_rank(values, tiebreak, direction, below):
+    """The list code's ranking (by_signal.rank before it took arrays)."""
+    sign = -1.0 if direction == "high" else 1.0
+    ok = [i for i, v in enumerate(values) if v is not None and (below is None or v < below)]
+    return sorted(ok, key=lambda i: (sign * values[i], tiebreak[i]))
+
+
+@pytest.mark.parametrize("method, extra", [("top_k", {"k": 37}), ("top_fraction", {"fraction": 0.3}),
+                                           ("threshold", {"threshold": 0.5}), ("top_k", {"k": 10_000})])
+@pytest.mark.parametrize("direction, below", [("high", None), ("high", 0.8), ("low", None)])
+def test_a_selector_over_arrays_keeps_what_the_list_code_kept(method, extra, direction, below):
+    from alpagasus.selection import by_signal
+
+    rng = random.Random(7)
+    n = 400
+    values = [None if rng.random() < 0.1 else rng.choice([0.1, 0.5, 0.5, 0.7, 0.9, 1.2]) for _ in range(n)]
+    digests = [hashlib_sha(rng.randrange(60)) for _ in range(n)]  # repeated hashes: ties beyond the value
+    ranking = _list_rank(values, digests, direction, below)
+    assert by_signal.rank(values, digests, direction, below) == ranking
+    rule = {"signal": "s", "method": method, "direction": direction, "below": below, "k": None, "threshold": None,
+            "fraction": None, **extra}
+    k = by_signal.target_size(rule, n)
+    want = ranking
+    if method == "threshold":
+        want = [i for i in ranking if (values[i] >= 0.5 if direction == "high" else values[i] <= 0.5)]
+    want = sorted(want if k is None else want[:k])
+    as_hex, _ = by_signal.select(values, digests, rule)
+    as_s32, details = by_signal.select(np.array([np.nan if v is None else v for v in values]),
+                                       np.array([bytes.fromhex(d) for d in digests], dtype="S32"), rule)
+    assert as_hex == as_s32 == want and details["kept"] == len(want)
+    assert details["no_value"] == sum(v is None for v in values)
+
+
+def hashlib_sha(i: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_the_walk_over_a_memory_mapped_embedding_keeps_what_it_kept_over_the_whole_matrix(tmp_path):
+    from alpagasus.selection import signals
+    from alpagasus.selection.diversity import walk
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(60, 16))
+    m = np.concatenate([base, base[:40] + rng.normal(scale=0.05, size=(40, 16))])  # 40 near-copies
+    m = (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float16)
+    np.save(tmp_path / "e.npy", m)
+    order = rng.permutation(len(m))
+    whole = walk(signals.unit_rows(m), order, tau=0.9, k=70, block=16)
+    mapped = walk(signals.UnitRows(np.load(tmp_path / "e.npy", mmap_mode="r")), order, tau=0.9, k=70, block=16)
+    assert mapped == whole and len(whole.dropped) >= 30
+
+
+def test_a_signal_file_is_read_a_line_at_a_time_with_the_whole_file_readers_checks(tmp_path):
+    from alpagasus.selection import signals
+
+    hashes = [hashlib_sha(i) for i in range(3)]
+    lines = [json.dumps({"index": i, "record_sha256": h, "value": [0.5, None, 2][i], "reason": "a\u2028b"},
+                        ensure_ascii=False) for i, h in enumerate(hashes)]
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines) + "\n\n")  # a blank line at the end is no record
+    assert signals.signal_values(path, hashes=hashes) == [0.5, None, 2.0]
+    assert np.array_equal(signals.signal_column(path, hashes), [0.5, np.nan, 2.0], equal_nan=True)
+    path.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(signals.SignalError, match=r"s.jsonl: 2 lines for the 3 records"):
+        signals.signal_values(path, hashes=hashes)
+    path.write_bytes(("\n".join(lines[:2]) + "\n").encode() + b'{"index": 2, "x": "\xff"}\n')
+    with pytest.raises(signals.SignalError, match=r"s.jsonl: not UTF-8 text \(byte %d\)" % (len("\n".join(lines[:2]).encode()) + 1 + 19)):
+        signals.signal_values(path, hashes=hashes)

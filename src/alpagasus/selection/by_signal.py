@@ -13,8 +13,14 @@ near-duplicates and/or applies DEITA's diversity filter, both over an embedding 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from alpagasus.selection.select import SCORE_FIELDS, _tiebreak
+import numpy as np
+
+from alpagasus.selection.select import SCORE_FIELDS
+
+if TYPE_CHECKING:
+    from alpagasus.data.stream import RecordsIndex
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +72,39 @@ def selector_rule(cfg: dict, signals: dict | None = None, where: str = "selector
     return rule
 
 
-def eligible(values: list[float | None], below: float | None) -> list[int]:
+def _column(values) -> np.ndarray:
+    """A signal's values as float64, NaN for None (a list as the tests give it, or an array)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _eligible_mask(values: np.ndarray, below: float | None) -> np.ndarray:
+    mask = ~np.isnan(values)
+    if below is not None:
+        mask[mask] = values[mask] < below
+    return mask
+
+
+def eligible(values, below: float | None) -> list[int]:
     """Records that can be kept: with a value, and below the bound if there is one."""
-    return [i for i, v in enumerate(values) if v is not None and (below is None or v < below)]
+    return np.flatnonzero(_eligible_mask(_column(values), below)).tolist()
 
 
-def rank(values: list[float | None], tiebreak: list[str], direction: str, below: float | None = None) -> list[int]:
-    """The eligible records, best first: by value in ``direction``, equal values by ``tiebreak``."""
+def _rank(values: np.ndarray, tiebreak, direction: str, below: float | None) -> np.ndarray:
     if direction not in ("high", "low"):
         raise ValueError(f"direction {direction!r}: expected high or low")
-    sign = -1.0 if direction == "high" else 1.0
-    return sorted(eligible(values, below), key=lambda i: (sign * values[i], tiebreak[i]))
+    idx = np.flatnonzero(_eligible_mask(values, below))
+    tb = tiebreak if isinstance(tiebreak, np.ndarray) else np.array(tiebreak)
+    # sorted()'s order on (sign * value, tiebreak), stable: by tie-break first, then (stably) by value
+    idx = idx[np.argsort(tb[idx], kind="stable")]
+    key = values[idx] if direction == "low" else -values[idx]
+    return idx[np.argsort(key, kind="stable")]
+
+
+def rank(values, tiebreak, direction: str, below: float | None = None) -> list[int]:
+    """The eligible records, best first: by value in ``direction``, equal values by ``tiebreak``."""
+    return _rank(_column(values), tiebreak, direction, below).tolist()
 
 
 def target_size(rule: dict, n_records: int) -> int | None:
@@ -97,20 +125,26 @@ def target_size(rule: dict, n_records: int) -> int | None:
     raise ValueError(f"unknown selector method {method!r} (threshold, top_k, top_fraction)")
 
 
-def select(values: list[float | None], tiebreak: list[str], rule: dict, emb=None) -> tuple[list[int], dict]:
+def select(values, tiebreak, rule: dict, emb=None) -> tuple[list[int], dict]:
     """The kept record indices (in record order) and what the selection did (for details.json).
 
-    ``emb``: unit rows, one per record, for a rule with ``dedupe`` or ``diversity``."""
+    ``values``: one a record (None, or NaN in an array: no value); ``tiebreak``: one sortable key
+    a record (the content hash: hex strings, or the records index's S32 digests, which sort
+    alike); ``emb``: unit rows, one per record (or :class:`signals.UnitRows`), for a rule with
+    ``dedupe`` or ``diversity``. Arrays throughout: 10M records rank in seconds."""
+    values = _column(values)
     k = target_size(rule, len(values))
-    ranking = rank(values, tiebreak, rule["direction"], rule.get("below"))
+    below = rule.get("below")
+    ranking = _rank(values, tiebreak, rule["direction"], below)
     if rule["method"] == "threshold":
         t = rule["threshold"]
-        ranking = [i for i in ranking if (values[i] >= t if rule["direction"] == "high" else values[i] <= t)]
+        ranking = ranking[values[ranking] >= t if rule["direction"] == "high" else values[ranking] <= t]
     dedupe, diversity = rule.get("dedupe"), rule.get("diversity")
+    present = ~np.isnan(values)
     details: dict = {
         "records": len(values),
-        "no_value": sum(v is None for v in values),
-        "not_below": sum(v is not None and rule.get("below") is not None and v >= rule["below"] for v in values),
+        "no_value": int((~present).sum()),
+        "not_below": int((values[present] >= below).sum()) if below is not None else 0,
         "candidates": len(ranking),
         "target_size": k,
         "near_duplicates": None,
@@ -124,7 +158,7 @@ def select(values: list[float | None], tiebreak: list[str], rule: dict, emb=None
 
         cosine = dedupe["cosine"] if dedupe else None
         result = walk(emb, ranking, tau=diversity["tau"] if diversity else None, cosine=cosine, k=k)
-        ordered = result.kept
+        ordered = np.array(result.kept, dtype=np.int64)
         dupes = sum(1 for _, sim in result.dropped.values() if cosine is not None and sim >= cosine)
         details["walked"] = result.walked
         if dedupe:
@@ -135,29 +169,32 @@ def select(values: list[float | None], tiebreak: list[str], rule: dict, emb=None
                                     "dropped": len(result.dropped) - dupes}
     else:
         ordered = ranking if k is None else ranking[:k]
-    kept = sorted(ordered)
+    kept = np.sort(ordered).tolist()
     details["kept"] = len(kept)
     details["cut"] = cut_of(values, ranking, ordered)
     details["warnings"] = []
     if k is not None and len(kept) < k:
         details["warnings"].append(f"kept {len(kept)} records, fewer than the {k} asked for: only {len(ranking)} "
-                                   f"records have a value{' below ' + format(rule['below'], 'g') if rule.get('below') is not None else ''}"
+                                   f"records have a value{' below ' + format(below, 'g') if below is not None else ''}"
                                    f"{' and pass the embedding filters' if dedupe or diversity else ''}")
-    elif kept and len(kept) == len(eligible(values, rule.get("below"))):
+    elif kept and len(kept) == int(_eligible_mask(values, below).sum()):
         details["warnings"].append(f"this selection keeps every one of the {len(kept)} records with a value: it is "
                                    f"the whole data set, not a selection")
     return kept, details
 
 
-def cut_of(values: list[float | None], ranking: list[int], ordered: list[int]) -> dict:
+def cut_of(values, ranking, ordered) -> dict:
     """The least extreme kept value and how arbitrary the cut there is: how many candidates share
     it and how many of them the tie-break kept."""
-    if not ordered:
+    values = _column(values)
+    ranking, ordered = np.asarray(ranking, dtype=np.int64), np.asarray(ordered, dtype=np.int64)
+    if not len(ordered):
         return {"value": None, "ties_at_cut": 0, "ties_at_cut_kept": 0}
-    cut = values[ordered[-1]]
-    return {"value": cut, "ties_at_cut": sum(1 for i in ranking if values[i] == cut),
-            "ties_at_cut_kept": sum(1 for i in ordered if values[i] == cut),
-            "kept_range": [min(values[i] for i in ordered), max(values[i] for i in ordered)]}
+    cut = float(values[ordered[-1]])
+    kept_values = values[ordered]
+    return {"value": cut, "ties_at_cut": int((values[ranking] == cut).sum()),
+            "ties_at_cut_kept": int((kept_values == cut).sum()),
+            "kept_range": [float(kept_values.min()), float(kept_values.max())]}
 
 
 def signal_values(records: list[dict], rule: dict, signal_path=None, scores_path=None,
@@ -173,24 +210,39 @@ def signal_values(records: list[dict], rule: dict, signal_path=None, scores_path
     return signals.signal_values(signal_path, records, records_path=records_path, hashes=hashes)
 
 
+def signal_column(records: "RecordsIndex", rule: dict, signal_path=None, scores_path=None) -> np.ndarray:
+    """:func:`signal_values` at any size: float64, NaN where a record has none; scores.jsonl read
+    as columns (selection/columns.py), a signal file a line at a time against the records' index."""
+    from alpagasus.selection import signals
+
+    if rule["signal"] in SCORE_FIELDS:
+        from alpagasus.selection.columns import ScoreColumns
+
+        return ScoreColumns(scores_path, len(records)).ranking(rule["signal"])
+    return signals.signal_column(signal_path, records, records_path=records.path)
+
+
 def write_selection(records_path, rule: dict, out_path, details_path, *, signal_path=None, scores_path=None,
                     embedding_npy=None, embedding_jsonl=None, name: str | None = None) -> list[int]:
     """Write the kept records (Alpaca's format and order) and ``details_path`` (the rule, counts,
-    the cut, the near-duplicate clusters). Every input is checked before anything is written."""
+    the cut, the near-duplicate clusters). Every input is checked before anything is written.
+
+    At any size: the records' index (content hashes, byte ranges: alpagasus.data.stream), the
+    signal as an array, the embedding memory-mapped and normalised a block of candidates at a
+    time; the kept records' bytes copied from the records file."""
     from alpagasus.core.io import write_json
-    from alpagasus.data import load_records, write_records
+    from alpagasus.data.stream import RecordsIndex
     from alpagasus.selection import signals
 
-    records = load_records(records_path)
-    hashes = signals.record_hashes(records)
-    values = signal_values(records, rule, signal_path, scores_path, records_path, hashes)
+    records = RecordsIndex(records_path)
+    values = signal_column(records, rule, signal_path, scores_path)
     emb = None
     if rule.get("dedupe") or rule.get("diversity"):
-        emb = signals.unit_rows(signals.read_embedding(embedding_npy, jsonl_path=embedding_jsonl,
-                                                       records_path=records_path, hashes=hashes))
-    kept, details = select(values, [_tiebreak(r) for r in records], rule, emb)
+        emb = signals.UnitRows(signals.read_embedding(embedding_npy, jsonl_path=embedding_jsonl,
+                                                      records_path=records_path, hashes=records, mmap=True))
+    kept, details = select(values, np.asarray(records.rows["hash"]), rule, emb)
     for warning in details["warnings"]:
         log.warning("%s: %s", out_path, warning)
-    write_records(out_path, [records[i] for i in kept])
+    records.write_subset(out_path, kept)
     write_json(details_path, {"selector": name, "rule": rule, **details, "kept_indices": kept})
     return kept

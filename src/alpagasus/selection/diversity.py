@@ -62,9 +62,9 @@ def walk(emb: np.ndarray, order, *, tau: float | None = None, cosine: float | No
         raise ValueError("walk needs tau (diversity) or cosine (near-duplicates)")
     if len(order) and (order.min() < 0 or order.max() >= len(emb)):
         raise ValueError(f"the ranking names record {int(order.max())} of an embedding of {len(emb)} rows")
-    x = np.ascontiguousarray(emb, dtype=np.float32)
+    dim = emb.shape[1]
     cap = len(order) if k is None else min(k, len(order))
-    kept_rows = np.empty((cap, x.shape[1]), dtype=np.float32)
+    kept_rows = np.empty((cap, dim), dtype=np.float32)
     kept: list[int] = []
     dropped: dict[int, tuple[int, float]] = {}
     walked = 0
@@ -72,7 +72,8 @@ def walk(emb: np.ndarray, order, *, tau: float | None = None, cosine: float | No
         if len(kept) >= cap:
             break
         cand = order[start:start + block]
-        c = x[cand]
+        # only the block's rows: ``emb`` may be memory-mapped (by_signal's UnitRows)
+        c = np.ascontiguousarray(emb[cand], dtype=np.float32)
         n_kept = len(kept)
         best = np.full(len(cand), -np.inf, dtype=np.float32)
         arg = np.full(len(cand), -1, dtype=np.int64)

@@ -22,6 +22,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Iterator
 
 from alpagasus.core.io import atomic_open
 from alpagasus.data import content_hash
@@ -52,59 +53,98 @@ def record_hashes(records: list[dict]) -> list[str]:
 
 
 def read_signal(path: str | os.PathLike, records: list[dict] | None = None, *, records_path=None,
-                hashes: list[str] | None = None) -> list[dict]:
+                hashes=None) -> list[dict]:
     """The lines of a signal file, checked against ``records`` (or their ``hashes``): one line a
     record, in order (``index``), each computed on that record (``record_sha256``), with a
     number or null as ``value``. Anything else is a SignalError naming the file and the line
     (``records_path`` names the records in the message)."""
+    return list(iter_signal(path, record_hashes(records) if hashes is None else hashes, records_path=records_path))
+
+
+def iter_signal(path: str | os.PathLike, hashes, *, records_path=None) -> Iterator[dict]:
+    """:func:`read_signal`'s lines one at a time, each checked as it is read; the line count is
+    checked first, in a pass that holds nothing. ``hashes``: the records' content hashes in hex
+    (a list), or the records' index (alpagasus.data.stream.RecordsIndex: read a chunk at a time),
+    so that a signal over 10M records is never held."""
     path = Path(path)
     of = f" of {records_path}" if records_path else ""
-    if hashes is None:
-        hashes = record_hashes(records)
+    hash_at = hashes.hash_hex if hasattr(hashes, "hash_hex") else hashes.__getitem__
+    n_lines = _count_lines(path)
+    if n_lines != len(hashes):
+        raise SignalError(f"{path}: {n_lines} lines for the {len(hashes)} records{of} (a signal "
+                          f"file has one line per record, in record order: recompute it for these records)")
+    with open(path, "rb") as fh:
+        offset = 0
+        for i in range(n_lines):
+            raw = fh.readline()
+            where = f"{path}: line {i + 1}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SignalError(f"{path}: not UTF-8 text (byte {offset + exc.start})") from None
+            offset += len(raw)
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SignalError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(r, dict):
+                raise SignalError(f"{where}: expected an object, got {type(r).__name__}")
+            if r.get("index") != i or isinstance(r.get("index"), bool):
+                raise SignalError(f"{where}: index {r.get('index')!r} where {i} was expected (record order)")
+            if r.get("record_sha256") != hash_at(i):
+                raise SignalError(f"{where}: record_sha256 {r.get('record_sha256')!r} is not that of record {i}{of} "
+                                  f"(the file was computed on other records: recompute it)")
+            if "value" not in r:
+                raise SignalError(f"{where}: no field 'value'")
+            value = r["value"]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise SignalError(f"{where}: field 'value': {value!r} is neither a finite number nor null (null: "
+                                  f"the signal could not be computed for the record)")
+            yield r
+
+
+def _count_lines(path: Path) -> int:
+    """Lines up to the last one that is not blank (a file ends with a newline, or not), a block
+    at a time. A line ends at \n only: JSON text holds no raw newline, but may hold U+2028."""
+    n = last = 0
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            tail = b""
+            while block := fh.read(1 << 24):
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    n += 1
+                    if line.strip():
+                        last = n
+            if tail:
+                n += 1
+                if tail.strip():
+                    last = n
     except FileNotFoundError:
         raise SignalError(f"{path}: no such signal file") from None
     except OSError as exc:
         raise SignalError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise SignalError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) != len(hashes):
-        raise SignalError(f"{path}: {len(lines)} lines for the {len(hashes)} records{of} (a signal "
-                          f"file has one line per record, in record order: recompute it for these records)")
-    rows = []
-    for i, line in enumerate(lines):
-        where = f"{path}: line {i + 1}"
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SignalError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(r, dict):
-            raise SignalError(f"{where}: expected an object, got {type(r).__name__}")
-        if r.get("index") != i or isinstance(r.get("index"), bool):
-            raise SignalError(f"{where}: index {r.get('index')!r} where {i} was expected (record order)")
-        if r.get("record_sha256") != hashes[i]:
-            raise SignalError(f"{where}: record_sha256 {r.get('record_sha256')!r} is not that of record {i}{of} "
-                              f"(the file was computed on other records: recompute it)")
-        if "value" not in r:
-            raise SignalError(f"{where}: no field 'value'")
-        value = r["value"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
-            raise SignalError(f"{where}: field 'value': {value!r} is neither a finite number nor null (null: "
-                              f"the signal could not be computed for the record)")
-        rows.append(r)
-    return rows
+    return last
 
 
 def signal_values(path: str | os.PathLike, records: list[dict] | None = None, *, records_path=None,
-                  hashes: list[str] | None = None) -> list[float | None]:
+                  hashes=None) -> list[float | None]:
     """The ``value`` of every record (None where it could not be computed), checked as read_signal."""
     return [None if r["value"] is None else float(r["value"])
             for r in read_signal(path, records, records_path=records_path, hashes=hashes)]
+
+
+def signal_column(path: str | os.PathLike, hashes, *, records_path=None):
+    """:func:`signal_values` as a float64 array, NaN where a record has none; a line at a time."""
+    import numpy as np
+
+    out = np.full(len(hashes), np.nan)
+    for i, r in enumerate(iter_signal(path, hashes, records_path=records_path)):
+        if r["value"] is not None:
+            out[i] = r["value"]
+    return out
 
 
 def embedding_paths(jsonl_path: str | os.PathLike) -> tuple[Path, Path]:
@@ -133,9 +173,11 @@ NORM_TOLERANCE = 1e-2
 
 def read_embedding(npy_path: str | os.PathLike, records: list[dict] | None = None,
                    jsonl_path: str | os.PathLike | None = None, *, records_path=None,
-                   hashes: list[str] | None = None):
+                   hashes=None, mmap: bool = False):
     """The (n_records, dim) float16 matrix, checked against ``records`` (or their ``hashes``)
-    through its JSONL (the .jsonl beside it unless given) and for its shape, values and norms."""
+    through its JSONL (the .jsonl beside it unless given) and for its shape, values and norms
+    (a block of rows at a time). ``mmap``: the matrix memory-mapped, not read (10M records of
+    384 dimensions are 7.7 GB)."""
     import numpy as np
 
     npy_path = Path(npy_path)
@@ -143,9 +185,10 @@ def read_embedding(npy_path: str | os.PathLike, records: list[dict] | None = Non
     jsonl_path = Path(jsonl_path) if jsonl_path else embedding_paths(npy_path)[1]
     if hashes is None:
         hashes = record_hashes(records)
-    read_signal(jsonl_path, records_path=records_path, hashes=hashes)
+    for _ in iter_signal(jsonl_path, hashes, records_path=records_path):
+        pass
     try:
-        matrix = np.load(npy_path, allow_pickle=False)
+        matrix = np.load(npy_path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except FileNotFoundError:
         raise SignalError(f"{npy_path}: no such embedding file") from None
     except (OSError, ValueError) as exc:
@@ -155,16 +198,36 @@ def read_embedding(npy_path: str | os.PathLike, records: list[dict] | None = Non
                           f"of the {len(hashes)} records{of} (recompute it)")
     if matrix.dtype != np.float16:
         raise SignalError(f"{npy_path}: dtype {matrix.dtype}, expected float16")
-    wide = matrix.astype(np.float32)
-    finite = np.isfinite(wide).all(axis=1)
-    if not finite.all():
-        raise SignalError(f"{npy_path}: row {int(np.flatnonzero(~finite)[0])} is not finite")
-    norms = np.linalg.norm(wide, axis=1)
-    bad = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
-    if bad.size:
-        raise SignalError(f"{npy_path}: row {int(bad[0])} has norm {norms[bad[0]]:.4g}, expected 1 (rows are "
-                          f"L2-normalised)")
+    for base in range(0, len(matrix), ROWS_CHECKED):
+        wide = np.asarray(matrix[base:base + ROWS_CHECKED], dtype=np.float32)
+        finite = np.isfinite(wide).all(axis=1)
+        if not finite.all():
+            raise SignalError(f"{npy_path}: row {base + int(np.flatnonzero(~finite)[0])} is not finite")
+        norms = np.linalg.norm(wide, axis=1)
+        bad = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
+        if bad.size:
+            raise SignalError(f"{npy_path}: row {base + int(bad[0])} has norm {norms[bad[0]]:.4g}, expected 1 (rows "
+                              f"are L2-normalised)")
     return matrix
+
+
+ROWS_CHECKED = 1 << 16  # rows of an embedding checked at a time: 100 MB of float32 at 384 dims
+
+
+class UnitRows:
+    """An embedding's rows as :func:`unit_rows` gives them, made only for the rows asked for
+    (``rows[idx]``): the walk of a selector reads its candidates a block at a time from a
+    memory-mapped matrix instead of a float32 copy of all of it."""
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.shape = matrix.shape
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def __getitem__(self, idx):
+        return unit_rows(self.matrix[idx])
 
 
 def unit_rows(matrix):

@@ -256,7 +256,9 @@ class ParquetRows(LazyRows):
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(self.path)
+            # pre_buffer off: with it on, pyarrow's reads ahead kept ~110 MB a million rows
+            # (measured: 324 MB of its pool at 3M rows, 30 MB without)
+            return pq.ParquetFile(self.path, pre_buffer=False)
         except Exception as exc:  # pyarrow's ArrowInvalid, OSError, ...
             raise DataError(f"{self.path}: cannot be read as parquet ({_one_line(exc)})") from None
 

@@ -250,3 +250,20 @@ def test_the_scores_go_to_the_tracked_runs_as_benchmark_metrics(benchmarked):
     metrics = benchmark_metrics([{k: (v if k == "model" else float(v)) for k, v in r.items()} for r in rows])
     assert set(metrics) == {"alpagasus-tiny", "alpaca-tiny"}
     assert metrics["alpaca-tiny"] == {f"benchmarks/{k}": float(v) for k, v in rows[1].items() if k != "model"}
+
+
+def test_local_tasks_alone_skip_lm_evals_own_index_and_any_other_task_gets_it(tmp_path):
+    requires_package(*LM_EVAL)
+    from alpagasus.evaluation.benchmarks import check_tasks, task_manager
+
+    (tmp_path / "data").mkdir()
+    for t in TASKS:
+        (tmp_path / f"{t['task']}.yaml").write_text(yaml.safe_dump(task_yaml(t["task"], tmp_path / "data"), sort_keys=False))
+    local = task_manager(tmp_path, TASKS)
+    assert {t["task"] for t in TASKS} <= set(local.all_tasks) and "arc_easy" not in local.all_tasks
+    check_tasks(TASKS, str(tmp_path), local)
+    mixed = TASKS + [{"task": "arc_easy", "num_fewshot": 0}]
+    whole = task_manager(tmp_path, mixed)
+    assert {"arc_easy", *(t["task"] for t in TASKS)} <= set(whole.all_tasks)
+    with pytest.raises(ValueError, match=r"evaluation.benchmarks.tasks: no_such_task: not an lm-eval task"):
+        check_tasks([{"task": "no_such_task", "num_fewshot": 0}], str(tmp_path), whole)

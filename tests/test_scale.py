@@ -582,3 +582,58 @@ def test_a_signal_file_is_read_a_line_at_a_time_with_the_whole_file_readers_chec
     path.write_bytes(("\n".join(lines[:2]) + "\n").encode() + b'{"index": 2, "x": "\xff"}\n')
     with pytest.raises(signals.SignalError, match=r"s.jsonl: not UTF-8 text \(byte %d\)" % (len("\n".join(lines[:2]).encode()) + 1 + 19)):
         signals.signal_values(path, hashes=hashes)
+
+
+# --- judge agreement, as arrays -----------------------------------------------------------------
+
+def _list_agreement(records, scores, rule, releases):
+    """What judge_agreement computed before it took arrays: sets of hex hashes, select_indices."""
+    from alpagasus.selection.agreement import score_agreement, set_overlap
+
+    hashes = [content_hash(r) for r in records]
+    in_data = set(hashes)
+    kept = {n: {hashes[i] for i in select.select_indices(records, s, **select.rule_of(rule))} for n, s in scores.items()}
+    out = {"records": len(records), "rule": rule, "judges": {}, "pairs": [], "releases": {}}
+    for name, s in scores.items():
+        present = [x for x in s if x is not None]
+        out["judges"][name] = {"scored": len(present), "kept": len(kept[name]), "distinct_values": len(set(present)),
+                               "mean": round(sum(present) / len(present), 6) if present else None}
+    names = list(scores)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out["pairs"].append({"judge_a": a, "judge_b": b, **score_agreement(scores[a], scores[b]),
+                                 "kept_sets": set_overlap(kept[a], kept[b])})
+    for rel, recs in releases.items():
+        theirs = {content_hash(r) for r in recs}
+        out["releases"][rel] = {"records": len(recs), "in_this_data": len(theirs & in_data),
+                                "by_judge": {n: set_overlap(kept[n], theirs & in_data) for n in scores}}
+    return out
+
+
+@pytest.mark.parametrize("rule, indexed", [({"method": "threshold", "threshold": 4.5}, True),
+                                           ({"method": "top_k", "k": 40}, False)])
+def test_judge_agreement_from_files_is_what_the_list_code_computed(tmp_path, rule, indexed):
+    from alpagasus.selection.agreement import judge_agreement, write_agreement
+
+    rng = random.Random(11)
+    recs = _records(300)
+    stream.write_records_stream(tmp_path / "d.json", recs, index=indexed)
+    scores, paths = {}, {}
+    for name in ("a", "b", "c"):
+        rows = []
+        for i in range(len(recs)):
+            status = "scored" if rng.random() > 0.08 else "unparsed"
+            rows.append({"index": i, "status": status, "score": rng.choice([2.0, 3.5, 4.0, 4.5, 4.74, 4.76, 5.0])})
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+        scores[name] = [r["score"] if r["status"] == "scored" else None for r in rows]
+    release = recs[::7] + [{"instruction": "not in the data", "input": "", "output": "x"}]
+    write_records(tmp_path / "rel.json", release)
+    want = _list_agreement(recs, scores, {**rule, "score": "score"}, {"paper": release})
+    assert judge_agreement(recs, scores, {**rule, "score": "score"}, {"paper": release}) == want
+    got = write_agreement(tmp_path / "d.json", paths, {**rule, "score": "score"}, "score", {"paper": tmp_path / "rel.json"},
+                          tmp_path / "agree.json", tmp_path / "agree.png")
+    for name in got["judges"]:
+        assert got["judges"][name].pop("field") == "score"
+    assert {k: v for k, v in got.items() if k != "score_field"} == want
+    assert want["releases"]["paper"]["in_this_data"] == len({content_hash(r) for r in recs[::7]})

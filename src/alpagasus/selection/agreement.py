@@ -35,17 +35,24 @@ def grid_index(score: float) -> int:
     return int(min(MAX_SCORE / GRID, max(0, math.floor(score / GRID + 0.5))))
 
 
-def confusion(a: list[float], b: list[float]) -> np.ndarray:
-    m = np.zeros((len(GRID_LABELS), len(GRID_LABELS)), dtype=int)
-    for x, y in zip(a, b):
-        m[grid_index(x), grid_index(y)] += 1
-    return m
+def grid_indices(scores) -> np.ndarray:
+    """:func:`grid_index` of every score (an array of them, the same float operations)."""
+    x = np.asarray(scores, dtype=np.float64)
+    return np.clip(np.floor(x / GRID + 0.5), 0, MAX_SCORE / GRID).astype(np.int64)
+
+
+def confusion(a, b) -> np.ndarray:
+    size = len(GRID_LABELS)
+    if not len(a):
+        return np.zeros((size, size), dtype=int)
+    cells = grid_indices(a) * size + grid_indices(b)
+    return np.bincount(cells, minlength=size * size).reshape(size, size).astype(int)
 
 
 def quadratic_kappa(a: list[float], b: list[float]) -> float | None:
     """Quadratic-weighted Cohen's kappa on the 0.5 grid; None when it is undefined (both judges
     put everything in one and the same category: no disagreement is possible by chance)."""
-    if not a:
+    if not len(a):
         return None
     obs = confusion(a, b).astype(float)
     obs /= obs.sum()
@@ -63,31 +70,46 @@ def _finite(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
-def score_agreement(a: list[float | None], b: list[float | None]) -> dict:
-    """Agreement of two judges' scores of the same records (None: not scored, left out)."""
+def score_agreement(a, b) -> dict:
+    """Agreement of two judges' scores of the same records (None, or NaN in an array: not
+    scored, left out)."""
     from scipy import stats
 
-    both = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-    xs, ys = [x for x, _ in both], [y for _, y in both]
-    out = {"records_both_scored": len(both), "spearman": None, "kendall_tau_b": None,
+    a, b = _column(a), _column(b)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    xs, ys = a[both], b[both]
+    n = int(both.sum())
+    out = {"records_both_scored": n, "spearman": None, "kendall_tau_b": None,
            "kappa_quadratic_grid_0_5": None, "exact_agreement_grid_0_5": None}
-    if len(both) >= 2:
+    if n >= 2:
         out["spearman"] = _finite(stats.spearmanr(xs, ys).statistic)
         out["kendall_tau_b"] = _finite(stats.kendalltau(xs, ys).statistic)
-    if both:
+    if n:
         k = quadratic_kappa(xs, ys)
         out["kappa_quadratic_grid_0_5"] = None if k is None else round(k, 6)
-        out["exact_agreement_grid_0_5"] = round(sum(grid_index(x) == grid_index(y) for x, y in both) / len(both), 6)
+        out["exact_agreement_grid_0_5"] = round(int((grid_indices(xs) == grid_indices(ys)).sum()) / n, 6)
     out["confusion_grid_0_5"] = {"labels": GRID_LABELS, "matrix": confusion(xs, ys).tolist()}
     return out
 
 
-def set_overlap(ours: set[str], theirs: set[str]) -> dict:
-    both = len(ours & theirs)
-    union = len(ours | theirs)
+def _column(values) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def set_overlap(ours, theirs) -> dict:
+    """``ours`` and ``theirs``: sets of content hashes, or arrays of distinct ones (sorted, as
+    numpy.unique gives them)."""
+    if isinstance(ours, np.ndarray) or isinstance(theirs, np.ndarray):
+        both = len(np.intersect1d(ours, theirs, assume_unique=True))
+        union = len(ours) + len(theirs) - both
+    else:
+        both = len(ours & theirs)
+        union = len(ours | theirs)
     return {"ours": len(ours), "theirs": len(theirs), "both": both,
-            "precision": round(both / len(ours), 6) if ours else None,
-            "recall": round(both / len(theirs), 6) if theirs else None,
+            "precision": round(both / len(ours), 6) if len(ours) else None,
+            "recall": round(both / len(theirs), 6) if len(theirs) else None,
             "jaccard": round(both / union, 6) if union else None}
 
 
@@ -95,45 +117,63 @@ def judge_agreement(records: list[dict], scores: dict[str, list[float | None]], 
                     releases: dict[str, list[dict]]) -> dict:
     """``scores``: judge name -> ranking score per record (None: unscored); ``rule``: the
     selection rule applied to each judge; ``releases``: name -> released kept records."""
-    from alpagasus.selection.select import rule_of, select_indices
+    hashes = np.array([bytes.fromhex(content_hash(r)) for r in records], dtype="S32")
+    released = {name: np.array([bytes.fromhex(content_hash(r)) for r in rel], dtype="S32")
+                for name, rel in releases.items()}
+    return agreement_of(hashes, {name: _column(s) for name, s in scores.items()}, rule, released)
 
-    hashes = [content_hash(r) for r in records]
-    in_data = set(hashes)
-    kept = {name: {hashes[i] for i in select_indices(records, s, **rule_of(rule))} for name, s in scores.items()}
-    out: dict = {"records": len(records), "rule": rule, "judges": {}, "pairs": [], "releases": {}}
+
+def agreement_of(hashes: np.ndarray, scores: dict[str, np.ndarray], rule: dict,
+                 released: dict[str, np.ndarray]) -> dict:
+    """:func:`judge_agreement` over arrays, at any size: ``hashes`` the records' content sha256s
+    (S32), ``scores`` float64 per judge (NaN: unscored), ``released`` each release's records'
+    hashes. Kept sets are compared as sorted arrays of distinct hashes."""
+    from alpagasus.selection.columns import select_kept
+    from alpagasus.selection.select import rule_of
+
+    in_data = np.unique(hashes)
+    kept = {name: np.unique(hashes[select_kept(s, hashes, **rule_of(rule))]) for name, s in scores.items()}
+    out: dict = {"records": len(hashes), "rule": rule, "judges": {}, "pairs": [], "releases": {}}
     for name, s in scores.items():
-        present = [x for x in s if x is not None]
+        present = s[~np.isnan(s)]
         out["judges"][name] = {"scored": len(present), "kept": len(kept[name]),
-                               "distinct_values": len(set(present)),
-                               "mean": round(sum(present) / len(present), 6) if present else None}
+                               "distinct_values": len(np.unique(present)),
+                               # Python's sum, left to right: the figure the list code wrote
+                               "mean": round(sum(present.tolist()) / len(present), 6) if len(present) else None}
     for a, b in itertools.combinations(scores, 2):
         out["pairs"].append({"judge_a": a, "judge_b": b, **score_agreement(scores[a], scores[b]),
                              "kept_sets": set_overlap(kept[a], kept[b])})
-    for rel, rel_records in releases.items():
-        theirs = {content_hash(r) for r in rel_records}
+    for rel, rel_hashes in released.items():
+        theirs = np.unique(rel_hashes)
+        theirs_here = np.intersect1d(theirs, in_data, assume_unique=True)
         out["releases"][rel] = {
-            "records": len(rel_records), "in_this_data": len(theirs & in_data),
-            "by_judge": {name: set_overlap(kept[name], theirs & in_data) for name in scores},
+            "records": len(rel_hashes), "in_this_data": len(theirs_here),
+            "by_judge": {name: set_overlap(kept[name], theirs_here) for name in scores},
         }
     return out
 
 
 def write_agreement(records_path, scores_paths: dict[str, str], rule: dict, score_field_name: str,
                     releases: dict[str, str], out_json, out_png) -> dict:
-    from alpagasus.data import load_records
+    """judge_agreement.json and its figure, at any size: the records' hashes from their index
+    (alpagasus.data.stream), every scores.jsonl as columns (selection/columns.py), each release
+    streamed for its hashes."""
     from alpagasus.core.io import write_json
+    from alpagasus.data.stream import RecordsIndex, iter_records
     from alpagasus.reporting.plots import agreement_figure
-    from alpagasus.selection.select import load_scores, scores_of
+    from alpagasus.selection.columns import ScoreColumns
 
-    records = load_records(records_path)
+    records = RecordsIndex(records_path)
+    hashes = np.asarray(records.rows["hash"])
     scores, fields = {}, {}
     for name, p in scores_paths.items():
-        rows = load_scores(p, len(records))
+        columns = ScoreColumns(p, len(records))
         # A text-mode judge has no expected_score: it is compared on the score it wrote.
-        fields[name] = score_field_name if rows and score_field_name in rows[0] else "score"
-        scores[name] = scores_of(rows, fields[name], p)
-    rel = {name: load_records(p) for name, p in releases.items()}
-    result = {"score_field": score_field_name, **judge_agreement(records, scores, rule, rel)}
+        fields[name] = score_field_name if len(columns) and columns.has_field.get(score_field_name) else "score"
+        scores[name] = columns.ranking(fields[name])
+    released = {name: np.array([bytes.fromhex(content_hash(r)) for r in iter_records(p)], dtype="S32")
+                for name, p in releases.items()}
+    result = {"score_field": score_field_name, **agreement_of(hashes, scores, rule, released)}
     for name, field in fields.items():
         result["judges"][name]["field"] = field
     write_json(out_json, result)
@@ -155,5 +195,5 @@ def summary_rows(result: dict) -> tuple[list[dict], list[dict]]:
     return pairs, rel
 
 
-__all__ = ["confusion", "content_hash", "grid_index", "judge_agreement", "quadratic_kappa", "score_agreement",
+__all__ = ["agreement_of", "confusion", "content_hash", "grid_index", "grid_indices", "judge_agreement", "quadratic_kappa", "score_agreement",
            "set_overlap", "summary_rows", "write_agreement"]

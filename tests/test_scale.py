@@ -637,3 +637,17 @@ def test_judge_agreement_from_files_is_what_the_list_code_computed(tmp_path, rul
         assert got["judges"][name].pop("field") == "score"
     assert {k: v for k, v in got.items() if k != "score_field"} == want
     assert want["releases"]["paper"]["in_this_data"] == len({content_hash(r) for r in recs[::7]})
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_random_at_k_writes_the_list_codes_subset(tmp_path, indexed):
+    recs = _records(500)
+    stream.write_records_stream(tmp_path / "d.json", recs, index=indexed)
+    for k, seed in ((7, 0), (120, 42), (500, 3)):
+        kept = select.write_random_at_k(tmp_path / "d.json", k, seed, tmp_path / "r.json")
+        assert kept == select.random_indices(len(recs), k, seed)
+        write_records(tmp_path / "want.json", [recs[i] for i in kept])
+        assert (tmp_path / "r.json").read_bytes() == (tmp_path / "want.json").read_bytes()
+    with pytest.raises(ValueError, match=r"evaluation.selectors.k: 501 is more than the 500 records of .*d.json"):
+        select.write_random_at_k(tmp_path / "d.json", 501, 0, tmp_path / "r2.json")
+    assert not (tmp_path / "r2.json").exists()

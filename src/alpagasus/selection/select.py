@@ -250,6 +250,20 @@ def write_random(records_path, size_of_path, seed: int, out_path) -> list[int]:
     return idx.tolist()
 
 
+def write_random_at_k(records_path, k: int, seed: int, out_path) -> list[int]:
+    """A seeded random subset of ``k`` records (rule random_at_k: the selectors' opponent), as
+    :func:`random_indices` draws it, at any size (the index, a numpy pool, byte-range copies)."""
+    from alpagasus.data.stream import RecordsIndex
+
+    records = RecordsIndex(records_path)
+    if k > len(records):
+        raise ValueError(f"config evaluation.selectors.k: {k} is more than the {len(records)} records of "
+                         f"{records_path}")
+    idx = sample_indices(len(records), k, seed)
+    records.write_subset(out_path, idx)
+    return idx.tolist()
+
+
 def write_summary(records_path, scores_path, rule: dict, random_path, summary_path, plot_path) -> dict:
     from alpagasus.core.io import write_json
     from alpagasus.data.stream import RecordsIndex, count_json_list

@@ -4,6 +4,7 @@ import copy
 import re
 
 import pytest
+import yaml
 from conftest import SMOLLM2, requires_package
 
 from alpagasus.core.config import REPO, ConfigError, load
@@ -93,7 +94,8 @@ def _lora(cfg):
     tiny = cfg["training"]["sizes"]["tiny"]
     assert tiny["lora"]["r"] == 8 and tiny["lora"]["alpha"] == 16 and tiny["learning_rate"] == 5.0e-3
     assert set(tiny["lora"]["target_modules"]) == {f"{p}_proj" for p in ("q", "k", "v", "o", "gate", "up", "down")}
-    assert tiny["tokenizer"] == "char" and tiny["max_steps"] == 1000  # the rest of smoke.yaml's tiny size
+    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())["training"]["sizes"]["tiny"]
+    assert tiny["tokenizer"] == "char" and tiny["max_steps"] == smoke["max_steps"]  # the rest of smoke.yaml's tiny size
     assert cfg["results_dir"] == "results/smoke_lora" and cfg["data"]["source"] == "miniature"
 
 

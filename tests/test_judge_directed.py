@@ -189,3 +189,25 @@ def test_the_rules_rerun_for_the_hardened_prompt_and_exclude_flagged_only(tmp_pa
     assert records[3] not in kept
     summary = json.loads((tmp_path / "results/selection_summary.json").read_text())
     assert summary["exclude_flagged"] is True and summary["kept_flag_counts"] == {}
+
+
+def test_the_word_prefilter_finds_what_the_patterns_alone_find():
+    """judge_directed skips the regex for ASCII text with none of the words every pattern needs:
+    on phrases built from the patterns' own words, in any case, and on text that is not ASCII
+    (the long s is an s to the regex, not to str.lower), it returns what the regex returns."""
+    import random
+
+    from alpagasus.judging.directed import _DIRECTED, judge_directed
+
+    words = ["score:", "score =", "rate", "grade", "this", "it", "ignore", "disregard", "forget", "override",
+             "all", "previous", "instructions", "as", "the", "grader", "judge", "evaluator", "rater", "reviewer",
+             "assessor", "you", "are", "now", "a", "note", "to", "for", "message", "cat", "scores", "rated",
+             "ſcore:", "\u212a", "naïve", "Ignore", "SCORE:", "RATE THIS"]
+    rng = random.Random(5)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 6))) for _ in range(5000)]
+    texts += ["ſcore: 5", "as the ɢrader", "plain text about cats", ""]
+    for text in texts:
+        m = _DIRECTED.search(text)
+        assert judge_directed(text) == (m.group(0) if m else None), text
+    assert judge_directed("ſcore: 5") == "ſcore:"
+    assert sum(judge_directed(t) is None for t in texts) > 500  # the prefilter's branch was taken

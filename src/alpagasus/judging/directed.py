@@ -36,7 +36,20 @@ JUDGE_DIRECTED_PATTERNS = (
 _DIRECTED = re.compile("|".join(f"(?:{p})" for p in JUDGE_DIRECTED_PATTERNS), re.IGNORECASE)
 
 
+# Every pattern needs one of these words (grader holds "grade", rater "rate"): an ASCII text
+# holding none of them, in any case, cannot match, and is passed over by a few substring tests
+# instead of the regex (a third of a cached rating's time at 10M records went to it). Text that is
+# not ASCII always goes to the regex, whose case-insensitive match knows more than str.lower
+# (the long s matches s, the Kelvin sign k).
+_NEEDED_WORDS = ("score", "rate", "grade", "ignore", "disregard", "forget", "override", "judge", "evaluator",
+                 "reviewer", "assessor")
+
+
 def judge_directed(text: str) -> str | None:
     """The first phrase of ``text`` that speaks to the judge, or None."""
+    if text.isascii():
+        low = text.lower()
+        if not any(word in low for word in _NEEDED_WORDS):
+            return None
     m = _DIRECTED.search(text)
     return m.group(0) if m else None

@@ -174,7 +174,7 @@ def committed_section(text: str, where: str = "README", start: str = START, end:
 
 # How far a fresh run on another CPU may move the main table. The tiny models train in float32,
 # and CPUs differ in how their kernels (AVX2 or AVX-512 paths of MKL, oneDNN and ATen) round the
-# same sums, so after 1,000 steps the greedy answers differ on a few items: measured on two
+# same sums, so after hundreds of steps the greedy answers differ on a few items: measured on two
 # hosts, up to 7 of 200 in a count and 0.05 in a winning score. The record counts, the
 # structure and the labels do not depend on the CPU and must be equal.
 COUNT_TOLERANCE = 15  # items, of the 200 held-out ones

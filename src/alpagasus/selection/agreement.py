@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from alpagasus.selection.columns import float_column
+
 from alpagasus.data import content_hash, record_key  # noqa: F401  (content_hash: re-exported)
 
 GRID = 0.5
@@ -75,7 +77,7 @@ def score_agreement(a, b) -> dict:
     scored, left out)."""
     from scipy import stats
 
-    a, b = _column(a), _column(b)
+    a, b = float_column(a), float_column(b)
     both = ~np.isnan(a) & ~np.isnan(b)
     xs, ys = a[both], b[both]
     n = int(both.sum())
@@ -90,12 +92,6 @@ def score_agreement(a, b) -> dict:
         out["exact_agreement_grid_0_5"] = round(int((grid_indices(xs) == grid_indices(ys)).sum()) / n, 6)
     out["confusion_grid_0_5"] = {"labels": GRID_LABELS, "matrix": confusion(xs, ys).tolist()}
     return out
-
-
-def _column(values) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-        return values.astype(np.float64, copy=False)
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def set_overlap(ours, theirs) -> dict:
@@ -120,7 +116,7 @@ def judge_agreement(records: list[dict], scores: dict[str, list[float | None]], 
     hashes = np.array([bytes.fromhex(content_hash(r)) for r in records], dtype="S32")
     released = {name: np.array([bytes.fromhex(content_hash(r)) for r in rel], dtype="S32")
                 for name, rel in releases.items()}
-    return agreement_of(hashes, {name: _column(s) for name, s in scores.items()}, rule, released)
+    return agreement_of(hashes, {name: float_column(s) for name, s in scores.items()}, rule, released)
 
 
 def agreement_of(hashes: np.ndarray, scores: dict[str, np.ndarray], rule: dict,

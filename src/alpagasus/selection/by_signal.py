@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from alpagasus.selection.columns import float_column
+
 from alpagasus.selection.select import SCORE_FIELDS
 
 if TYPE_CHECKING:
@@ -72,13 +74,6 @@ def selector_rule(cfg: dict, signals: dict | None = None, where: str = "selector
     return rule
 
 
-def _column(values) -> np.ndarray:
-    """A signal's values as float64, NaN for None (a list as the tests give it, or an array)."""
-    if isinstance(values, np.ndarray):
-        return values.astype(np.float64, copy=False)
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-
-
 def _eligible_mask(values: np.ndarray, below: float | None) -> np.ndarray:
     mask = ~np.isnan(values)
     if below is not None:
@@ -88,7 +83,7 @@ def _eligible_mask(values: np.ndarray, below: float | None) -> np.ndarray:
 
 def eligible(values, below: float | None) -> list[int]:
     """Records that can be kept: with a value, and below the bound if there is one."""
-    return np.flatnonzero(_eligible_mask(_column(values), below)).tolist()
+    return np.flatnonzero(_eligible_mask(float_column(values), below)).tolist()
 
 
 def _rank(values: np.ndarray, tiebreak, direction: str, below: float | None) -> np.ndarray:
@@ -104,7 +99,7 @@ def _rank(values: np.ndarray, tiebreak, direction: str, below: float | None) -> 
 
 def rank(values, tiebreak, direction: str, below: float | None = None) -> list[int]:
     """The eligible records, best first: by value in ``direction``, equal values by ``tiebreak``."""
-    return _rank(_column(values), tiebreak, direction, below).tolist()
+    return _rank(float_column(values), tiebreak, direction, below).tolist()
 
 
 def target_size(rule: dict, n_records: int) -> int | None:
@@ -132,7 +127,7 @@ def select(values, tiebreak, rule: dict, emb=None) -> tuple[list[int], dict]:
     a record (the content hash: hex strings, or the records index's S32 digests, which sort
     alike); ``emb``: unit rows, one per record (or :class:`signals.UnitRows`), for a rule with
     ``dedupe`` or ``diversity``. Arrays throughout: 10M records rank in seconds."""
-    values = _column(values)
+    values = float_column(values)
     k = target_size(rule, len(values))
     below = rule.get("below")
     ranking = _rank(values, tiebreak, rule["direction"], below)
@@ -186,7 +181,7 @@ def select(values, tiebreak, rule: dict, emb=None) -> tuple[list[int], dict]:
 def cut_of(values, ranking, ordered) -> dict:
     """The least extreme kept value and how arbitrary the cut there is: how many candidates share
     it and how many of them the tie-break kept."""
-    values = _column(values)
+    values = float_column(values)
     ranking, ordered = np.asarray(ranking, dtype=np.int64), np.asarray(ordered, dtype=np.int64)
     if not len(ordered):
         return {"value": None, "ties_at_cut": 0, "ties_at_cut_kept": 0}

@@ -247,6 +247,14 @@ class _NotArrow(Exception):
     pass
 
 
+def float_column(values) -> np.ndarray:
+    """Per-record values as float64, NaN for None: a list (as tests and the list code give them)
+    or an array, which is used as it is."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
 def select_kept(scores: np.ndarray, hashes, method: str = "threshold", threshold: float | None = 4.5,
                 k: int | None = None, fraction: float | None = None) -> np.ndarray:
     """:func:`select.select_indices` over arrays: ``scores`` float64 (NaN: unscored), ``hashes``

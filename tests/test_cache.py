@@ -1,6 +1,7 @@
 """The judgement store (SQLite): durable once acknowledged, shared by processes, a failed write
 raised naming the file, bad stores named in one line, today's JSON lines caches migrated
 without paying again. All cheap: the 1M-judgement figures are bench/bench_scale.py's."""
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -31,6 +32,30 @@ def test_key_depends_on_everything_that_defines_a_judgement():
     assert base != judgement_key("m", "v2", PARAMS, MSG)
     assert base != judgement_key("m", "v1", {**PARAMS, "temperature": 0.7}, MSG)
     assert base != judgement_key("m", "v1", PARAMS, [{"role": "user", "content": "rate this!"}])
+
+
+def _dumps_key(model, prompt_version, params, messages):  # the key's definition, written out
+    blob = json.dumps({"model": model, "prompt_version": prompt_version, "params": params, "messages": messages},
+                      sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def test_the_key_is_the_sha256_of_the_sorted_json_so_every_cache_written_before_still_matches():
+    # Pinned: the key the stores written so far hold for this judgement (json.dumps of the whole).
+    assert judgement_key("m", "v1", PARAMS, MSG) == "0d19039cf3f5ce0bb096484bf6ef59ce5e24d7a3019c2b1c2d76949f58d2513f"
+    texts = ['plain', 'quote " and backslash \\ and /', "tab\tnew\nline\rcr\x00\x1f\x7f", "é ü 中文 😀 \u2028\u2029",
+             "", "{\"content\": 1}", "\ud7ff\ue000\uffff"]
+    params = [PARAMS, {}, {"response_format": {"type": "json_schema", "schema": {"b": [1, 2.5, None, True]}}, "a": "é"}]
+    for text in texts:
+        for p in params:
+            for msgs in ([{"role": "system", "content": "S"}, {"role": "user", "content": text}],
+                         [{"content": text, "role": "user"}], []):
+                assert judgement_key("gpt-é", "v\"1", p, msgs) == _dumps_key("gpt-é", "v\"1", p, msgs)
+    # Messages that are not {role, content} strings take the general encoder, with the same result.
+    for msgs in ([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+                 [{"role": "user", "content": "x", "name": "n"}], [{"role": "user"}, {"role": "a", "content": "b"}],
+                 [{"role": "user", "content": 3}], [{"content": "a", "name": "b"}]):
+        assert judgement_key("m", "v1", PARAMS, msgs) == _dumps_key("m", "v1", PARAMS, msgs)
 
 
 def test_put_get_reopen_replace_and_spend(tmp_path):

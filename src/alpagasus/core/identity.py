@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring as _esc  # json.dumps' own escaper (ensure_ascii=False)
 
 # --- the instruction set ------------------------------------------------------------------------
 
@@ -82,12 +83,39 @@ def judge_sampling(judge_cfg: dict) -> dict:
 
 def judgement_key(model: str, prompt_version: str, params: dict, messages: list[dict]) -> str:
     """What a judgement is paid for: the judge model, the prompt version, the sampling
-    parameters and the exact content."""
-    blob = json.dumps(
+    parameters and the exact content: the sha256 of their JSON (keys sorted, no spaces, UTF-8)."""
+    return judgement_keyer(model, prompt_version, params)(messages)
+
+
+def _key_blob(model: str, prompt_version: str, params: dict, messages: list[dict]) -> str:
+    return json.dumps(
         {"model": model, "prompt_version": prompt_version, "params": params, "messages": messages},
         sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     )
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def judgement_keyer(model: str, prompt_version: str, params: dict):
+    """judgement_key with the model, prompt version and params fixed: the function of the
+    messages alone that a rating calls once a record (10M times at scale). The same bytes as
+    json.dumps of the whole (tests/test_cache.py compares them), built from their JSON's fixed
+    tail and each message's strings escaped by the escaper json.dumps itself uses, without
+    sorting and walking the dict each time (a cached rerun's largest cost after parsing)."""
+    tail = '],"model":' + _esc(model) + ',"params":' + json.dumps(
+        params, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + ',"prompt_version":' + _esc(prompt_version) + "}"
+
+    def key(messages: list[dict]) -> str:
+        try:
+            parts = ['{"content":' + _esc(m["content"]) + ',"role":' + _esc(m["role"]) + "}"
+                     for m in messages if len(m) == 2]
+        except (KeyError, TypeError):  # not {role, content} strings: the general encoder
+            parts = None
+        if parts is None or len(parts) != len(messages):
+            blob = _key_blob(model, prompt_version, params, messages)
+        else:
+            blob = '{"messages":[' + ",".join(parts) + tail
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    return key
 
 
 # --- a rating -----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 
 from alpagasus.core.config import filled
-from alpagasus.judging.cache import JudgementCache, cached_keys, judgement_key, write_ledger, write_results
+from alpagasus.core.identity import judgement_keyer
+from alpagasus.judging.cache import JudgementCache, cached_keys, write_ledger, write_results
 from alpagasus.judging.engine import run_judgements
 from alpagasus.core.io import check_writable, read_jsonl, write_json
 from alpagasus.judging import structured
@@ -56,6 +57,7 @@ def build_requests(answers_a: dict, answers_b: dict, judge, source: str = "") ->
                          f"(only in A: {only_a[:5]}, only in B: {only_b[:5]})")
     params, fmt = structured.request_params(judge, "pairwise")
     ids = list(answers_a)
+    key_of = judgement_keyer(judge.model, PAIRWISE_PROMPT_VERSION, params)
     pairs = []
     for i in ids:
         a, b = answers_a[i], answers_b[i]
@@ -64,7 +66,7 @@ def build_requests(answers_a: dict, answers_b: dict, judge, source: str = "") ->
         reqs = []
         for first, second in ((a["answer"], b["answer"]), (b["answer"], a["answer"])):
             msgs = pairwise_messages(q, first, second)
-            key = judgement_key(judge.model, PAIRWISE_PROMPT_VERSION, params, msgs)
+            key = key_of(msgs)
             reqs.append(JudgeRequest(key, msgs, {**ctx, "question": q, "answer_1": first, "answer_2": second},
                                      response_format=fmt))
         pairs.append(tuple(reqs))

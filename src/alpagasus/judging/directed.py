@@ -41,15 +41,16 @@ _DIRECTED = re.compile("|".join(f"(?:{p})" for p in JUDGE_DIRECTED_PATTERNS), re
 # instead of the regex (a third of a cached rating's time at 10M records went to it). Text that is
 # not ASCII always goes to the regex, whose case-insensitive match knows more than str.lower
 # (the long s matches s, the Kelvin sign k).
-_NEEDED_WORDS = ("score", "rate", "grade", "ignore", "disregard", "forget", "override", "judge", "evaluator",
-                 "reviewer", "assessor")
+def _holds_needed_word(low: str) -> bool:
+    # Written out, not any() over a tuple: the generator cost more than the tests (3 calls a record).
+    return ("score" in low or "rate" in low or "grade" in low or "ignore" in low or "disregard" in low
+            or "forget" in low or "override" in low or "judge" in low or "evaluator" in low or "reviewer" in low
+            or "assessor" in low)
 
 
 def judge_directed(text: str) -> str | None:
     """The first phrase of ``text`` that speaks to the judge, or None."""
-    if text.isascii():
-        low = text.lower()
-        if not any(word in low for word in _NEEDED_WORDS):
-            return None
+    if text.isascii() and not _holds_needed_word(text.lower()):
+        return None
     m = _DIRECTED.search(text)
     return m.group(0) if m else None

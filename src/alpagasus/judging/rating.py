@@ -20,7 +20,8 @@ from typing import Iterable, Iterator
 
 from alpagasus.core.config import defaults, filled
 from alpagasus.data import content_hash
-from alpagasus.judging.cache import CACHE_FILE, JudgementCache, judgement_key, write_ledger, write_results
+from alpagasus.core.identity import judgement_keyer
+from alpagasus.judging.cache import CACHE_FILE, JudgementCache, write_ledger, write_results
 from alpagasus.judging.engine import Outcome, run_judgements
 from alpagasus.judging.expected_score import expected_score
 from alpagasus.core.io import check_writable, write_json
@@ -68,6 +69,7 @@ def _build(records, judge, dimension: str, max_field_chars: int, prompt: str = D
     version = rating_prompt_version(dimension, prompt)
     directed = []
     params, fmt = structured.request_params(judge, "rating")
+    key_of = judgement_keyer(judge.model, version, params)
     for i, rec in enumerate(records, first):
         fields, rec_flags = {}, []
         for name in ("instruction", "input", "output"):
@@ -76,13 +78,13 @@ def _build(records, judge, dimension: str, max_field_chars: int, prompt: str = D
                 rec_flags.append(f"truncated_{name}")
                 log.warning("record %d: field %r has %d characters; truncated to %d for the judge",
                             i, name, len(rec[name]), max_field_chars)
-        found = next(((name, phrase) for name in ("instruction", "input", "output")
-                      if (phrase := judge_directed(fields[name]))), None)
-        if found:
-            rec_flags.append(JUDGE_DIRECTED_FLAG)
-            directed.append((i, *found))
+        for name in ("instruction", "input", "output"):  # a loop, not next(genexpr): 10M times
+            if phrase := judge_directed(fields[name]):
+                rec_flags.append(JUDGE_DIRECTED_FLAG)
+                directed.append((i, name, phrase))
+                break
         messages = rating_messages(fields["instruction"], fields["input"], fields["output"], dimension, prompt)
-        key = judgement_key(judge.model, version, params, messages)
+        key = key_of(messages)
         requests.append(JudgeRequest(key=key, messages=messages, context=fields, response_format=fmt))
         flags.append(rec_flags)
     return requests, flags, directed

@@ -13,7 +13,7 @@ from alpagasus.judging.rating import rate_records
 from alpagasus.judging.judges.transformers_judge import installed_smollm2
 from conftest import REPO, SMOLLM2, requires_package, shared_path
 
-N_RECORDS = 8  # the machinery, not the model: a run and the library from nothing, both modes, a cached rerun
+N_RECORDS = 4  # the machinery, not the model: a run and the library from nothing, both modes, a cached rerun
 
 
 def smollm2():
@@ -24,13 +24,13 @@ def smollm2():
 
 
 def overlay(tmp_path, data_path, model_dir, gguf):
-    judge = {"backend": "transformers", "model": str(model_dir), "gguf_file": gguf, "batch_size": 8, "threads": 1}
+    judge = {"backend": "transformers", "model": str(model_dir), "gguf_file": gguf, "batch_size": 2, "threads": 1}
     cfg = {
         "data": {"source": "local", "local_path": str(data_path), "expected_records": None},
         "judges": {"smol": {**judge, "score_mode": "logprobs"},
                    "smol_text": {**judge, "score_mode": "text", "max_new_tokens": 8}},
         "rating": {"judge": "smol", "max_usd": 0.0, "compare": ["smol_text"]},
-        "selection": {"method": "top_k", "k": 4, "score": "expected_score", "extra": None},
+        "selection": {"method": "top_k", "k": 2, "score": "expected_score", "extra": None},
     }
     path = tmp_path / "smol.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -21,7 +21,7 @@ from alpagasus.judging.cache import JudgementCache
 from alpagasus.judging.rating import build_requests
 from alpagasus.judging.judges import make_judge
 
-N_RECORDS = 8
+N_RECORDS = 4
 CHECKED = 3  # records whose probabilities and text are recomputed with transformers here
 MAX_NEW_TOKENS = 8
 RATINGS = ["results/scores.jsonl", "results/compare/smol_text/scores.jsonl"]

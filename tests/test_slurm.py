@@ -304,7 +304,7 @@ def declared_localrules(root: Path = REPO) -> set[str]:
     """Rules the workflow runs inside the Snakemake process (`localrules:` directives): they never
     become Slurm jobs. (A dry run prints them as `rule`, like the others.)"""
     names = set()
-    for f in [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]:
+    for f in [root / "Snakefile", root / "workflow" / "Snakefile", *sorted((root / "rules").glob("*.smk"))]:
         lines = f.read_text().splitlines()
         for i, line in enumerate(lines):
             m = re.match(r"^localrules:(.*)$", line)

@@ -24,7 +24,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # too), so that two of them never compete for the two cores (each would take twice as long,
 # against its timeout) while the other worker runs the tests that mostly wait (servers, sleeps,
 # snakemake's start-up). The Slurm tests are a group of their own (one test cluster a machine).
-GROUP_OF_FIXTURE = {"miniature_run": "heavy", "small_dag": "small_dag"}
+# The small DAG is the local run the Slurm DAG test compares with: its tests share the Slurm
+# group's worker, so that it is built once.
+GROUP_OF_FIXTURE = {"miniature_run": "heavy", "small_dag": "slurm"}
 
 
 # Marked as each test is collected, before any pytest_collection_modifyitems: pytest-xdist's

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 HARNESS = REPO / "tests" / "slurm" / "harness" / "Snakefile"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"
-FAST_OVERLAY = REPO / "tests" / "slurm" / "fast.yaml"
+GPUS_OVERLAY = REPO / "tests" / "slurm" / "gpus.yaml"
 POLLING = str(REPO / "tests" / "slurm" / "snakemake_polling.py")
 PROD_PROFILE = REPO / "slurm" / "config.yaml"
 LOCK_FILE = "/tmp/alpagasus-slurm-ci.lock"
@@ -598,6 +598,8 @@ NONDETERMINISTIC = {
     "logs": "timestamps, progress bars and durations",
     "benchmarks": "wall-clock measurements",
 }
+# Not compared at all: the trackers' own stores (run ids, times), where the run reported to them.
+TRACKERS = "tracking"
 # JSON keys that hold timings or host facts; everything else in these files must be equal.
 # Timings, and where a job ran (train_log.json's `nodes`: a Slurm node vs this host's name).
 VOLATILE_JSON_KEYS = {"wall_time_s", "tokens_per_s", "peak_memory_mb", "seconds", "elapsed_s",
@@ -651,12 +653,16 @@ def _strip_volatile(obj):
 
 def compare_results(a: Path, b: Path) -> tuple[list[str], list[str], list[str]]:
     """(byte-equal files, equal-up-to-timings files, differing files) between two result trees."""
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file()}
+    def outputs(root: Path) -> set[Path]:  # not the trackers' stores, nor the checkout's results/.gitkeep
+        return {r for p in root.rglob("*") if p.is_file()
+                and (r := p.relative_to(root)).parts[0] != TRACKERS and r != Path(".gitkeep")}
+
+    files_a, files_b = outputs(a), outputs(b)
     assert files_a == files_b, (sorted(map(str, files_a - files_b)), sorted(map(str, files_b - files_a)))
     same, same_but_timings, differ = [], [], []
     for rel in sorted(files_a):
-        if rel.parts[0] in NONDETERMINISTIC or rel.name == ".snakemake_timestamp":
+        # tracking.json: a checkpoint's run ids in the trackers (new ones each run)
+        if rel.parts[0] in NONDETERMINISTIC or rel.name in (".snakemake_timestamp", "tracking.json"):
             continue
         if filecmp.cmp(a / rel, b / rel, shallow=False):
             same.append(str(rel))
@@ -676,31 +682,52 @@ def compare_results(a: Path, b: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 @pytest.mark.timeout(2400)
-def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
-    cfg_args = ["--configfile", "config/smoke.yaml"]
-    if os.environ.get("ALPAGASUS_SLURM_FULL_MINIATURE") != "1":
-        cfg_args.append(FAST_OVERLAY.relative_to(REPO))
-    via_slurm, local = tmp_path / "slurm", tmp_path / "local"
-    for d in (via_slurm, local):
-        d.mkdir()
-        _copy_checkout(d)
+def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path, request):
+    """The miniature's DAG through the Slurm plugin, every job a Slurm job but the declared
+    localrules, asking for fake GPUs (tests/slurm/gpus.yaml), and its outputs equal a local run's:
+    conftest.small_dag's (200 records, two variants trained 4 steps, one comparison: the models
+    learn little; the runs are compared, not the scores). ALPAGASUS_SLURM_FULL_MINIATURE=1 runs
+    config/smoke.yaml as it is instead, with a local run of its own beside it."""
+    via_slurm = tmp_path / "slurm"
+    via_slurm.mkdir()
+    _copy_checkout(via_slurm)
+    full = os.environ.get("ALPAGASUS_SLURM_FULL_MINIATURE") == "1"
     t0 = time.time()
-    # Each run imports the package from its own copy (ahead of an editable install elsewhere).
-    # The local run goes on meanwhile: the Slurm run spends much of its time polling.
-    local_proc, local_out = _snakemake(["--cores", "1", *cfg_args], local, 1500, tmp_path / "local.log",
-                                       env={"PYTHONPATH": str(local / "src")}, background=True)
+    if full:
+        cfg_args, target, local = ["--configfile", "config/smoke.yaml", GPUS_OVERLAY.relative_to(REPO)], [], tmp_path / "local"
+        local.mkdir()
+        _copy_checkout(local)
+        # Each run imports the package from its own copy (ahead of an editable install elsewhere).
+        # The local run goes on meanwhile: the Slurm run spends much of its time polling.
+        local_proc, local_out = _snakemake(["--cores", "1", *cfg_args], local, 1500, tmp_path / "local.log",
+                                           env={"PYTHONPATH": str(local / "src")}, background=True)
+        local_results = local / "results" / "smoke"
+    else:
+        from conftest import small_dag_args, small_dag_config
+
+        (via_slurm / "o.yaml").write_text(yaml.safe_dump(small_dag_config()))
+        target, *cfg_args = small_dag_args(via_slurm)
+        cfg_args, target = [*cfg_args, GPUS_OVERLAY], [target]
+        local_proc = None
     try:
-        rc, log = _snakemake(["--profile", "tests/slurm/profile", *cfg_args], via_slurm, 1500,
+        rc, log = _snakemake([*target, "--profile", "tests/slurm/profile", *cfg_args], via_slurm, 1500,
                              tmp_path / "slurm.log", env={"PYTHONPATH": str(via_slurm / "src")})
         t_slurm = time.time() - t0
-        local_proc.wait(timeout=1530)
+        if local_proc is not None:
+            local_proc.wait(timeout=1530)
     finally:
-        if local_proc.poll() is None:
-            os.killpg(local_proc.pid, signal.SIGKILL)
-        local_out.close()
+        if local_proc is not None:
+            if local_proc.poll() is None:
+                os.killpg(local_proc.pid, signal.SIGKILL)
+            local_out.close()
     assert rc == 0, log[-5000:]
-    log_l = (tmp_path / "local.log").read_text(errors="replace")
-    assert local_proc.returncode == 0, log_l[-5000:]
+    if full:
+        log_l = (tmp_path / "local.log").read_text(errors="replace")
+        assert local_proc.returncode == 0, log_l[-5000:]
+        results = via_slurm / "results" / "smoke"
+    else:
+        small_dag_work = request.getfixturevalue("small_dag")[0]  # built after: the two never overlap
+        local_results, results = small_dag_work / "results", via_slurm / "results"
     print(f"miniature DAG: {t_slurm:.0f} s through Slurm, {time.time() - t0:.0f} s for both")
 
     # Every job ran as a Slurm job, except the Snakefile's declared localrules.
@@ -733,7 +760,6 @@ def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
     assert {"train", "generate"} <= {j["rule"] for j in remote}
 
     # The training rule logs the GPUs Slurm granted and the world size it ran with.
-    results = via_slurm / "results" / "smoke"
     for j in remote:
         if j["rule"] != "train":
             continue
@@ -755,7 +781,7 @@ def test_miniature_dag_on_real_cluster(slurm_cluster, tmp_path):
         assert int(m.group(1)) == max(1, min(n_gpus, usable))
 
     # The outputs equal a local run's.
-    same, same_but_timings, differ = compare_results(results, local / "results" / "smoke")
+    same, same_but_timings, differ = compare_results(results, local_results)
     print(f"{len(same)} outputs byte-equal, {len(same_but_timings)} equal up to timings: "
           f"{same_but_timings}")
     assert not differ, differ

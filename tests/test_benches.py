@@ -46,7 +46,8 @@ def test_train_mfu_bench_counts_the_flops_torch_counts(tmp_path):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    r = _bench(tmp_path, "bench_train_mfu.py", "--tiny", "--examples", 64, "--peak-tflops", 1.0)
+    # 128-token rows: each token costs a 32k-vocabulary logit row, the bulk of a tiny model's step.
+    r = _bench(tmp_path, "bench_train_mfu.py", "--tiny", "--examples", 64, "--max-length", 128, "--peak-tflops", 1.0)
     assert r["steps_timed"] == 3 and r["device_count"] == 1 and r["layout"] == "rows"
     assert 0 < r["useful_token_fraction"] <= 1 and r["tokens_per_s"] > 0
     # The same shape, built here with the same vocabulary (LLaMA's tokenizer plus Alpaca's

@@ -256,3 +256,35 @@ def test_a_shared_cluster_filesystem_gets_the_rollback_journal(tmp_path, monkeyp
     monkeypatch.setenv("ALPAGASUS_CACHE_JOURNAL", "sometimes")
     with pytest.raises(StoreError, match="ALPAGASUS_CACHE_JOURNAL"):
         JudgementCache.in_dir(tmp_path / "d")
+
+
+def test_a_store_that_answers_locked_while_opening_is_opened_again_and_other_errors_are_not(tmp_path, monkeypatch):
+    # Two connections opening a new store at once: SQLite may answer an opening statement
+    # "database is locked" without waiting (CI, tests/test_openai_batch.py's two runs). Opening is
+    # tried again until the busy timeout; any other error is reported at once.
+    from alpagasus.judging import cache as cache_mod
+
+    real, calls = cache_mod.JudgementCache._open, []
+
+    def flaky(self, error="database is locked", times=2):
+        calls.append(error)
+        if len(calls) <= times:
+            raise sqlite3.OperationalError(error)
+        return real(self)
+
+    monkeypatch.setattr(cache_mod.JudgementCache, "_open", flaky)
+    with JudgementCache.in_dir(tmp_path / "a") as c:
+        c.put("k", "t", 1, 1, "m", "v", 0.0)
+        assert c.get("k")["text"] == "t"
+    assert len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(cache_mod.JudgementCache, "_open", lambda self: flaky(self, "disk I/O error"))
+    with pytest.raises(StoreError, match="cannot open the judgement store .*disk I/O error"):
+        JudgementCache.in_dir(tmp_path / "b")
+    assert len(calls) == 1
+    calls.clear()
+    monkeypatch.setattr(cache_mod, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(cache_mod.JudgementCache, "_open", lambda self: flaky(self, times=10**6))
+    with pytest.raises(StoreError, match="database is locked"):
+        JudgementCache.in_dir(tmp_path / "c")
+    assert 2 <= len(calls) < 20

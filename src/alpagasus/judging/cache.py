@@ -183,6 +183,14 @@ def _row(entry: dict) -> tuple:
             float(usd) if isinstance(usd, (int, float)) else 0.0)
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED and their extended codes)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 @contextlib.contextmanager
 def _transaction(con: sqlite3.Connection):
     """A write transaction, committed whole or rolled back (and the error raised on); IMMEDIATE:
@@ -209,16 +217,29 @@ class JudgementCache:
         self.journal = journal_mode(self.path.parent)
         self._con: sqlite3.Connection | None = None
         self._data_version = None
-        try:
-            self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                        check_same_thread=False)
-            self._open()
-        except sqlite3.Error as exc:
-            self._close_quietly()
-            raise StoreError(f"cannot open the judgement store {self.path}: {exc}" + _hint(exc)) from None
-        except StoreError:
-            self._close_quietly()
-            raise
+        deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.05
+        while True:
+            try:
+                self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                            check_same_thread=False)
+                self._open()
+                break
+            except sqlite3.OperationalError as exc:
+                self._close_quietly()
+                # Two connections opening a new store at once: SQLite answers some of the opening
+                # statements (the switch to WAL) "locked" at once, without its busy wait (seen in
+                # CI: two runs sharing a cache_dir). Opening is idempotent: wait and open again.
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(2 * pause, 1.0)
+                    continue
+                raise StoreError(f"cannot open the judgement store {self.path}: {exc}" + _hint(exc)) from None
+            except sqlite3.Error as exc:
+                self._close_quietly()
+                raise StoreError(f"cannot open the judgement store {self.path}: {exc}" + _hint(exc)) from None
+            except StoreError:
+                self._close_quietly()
+                raise
         self._migrate()
 
     def _open(self) -> None:

@@ -103,16 +103,16 @@ def judgement_keyer(model: str, prompt_version: str, params: dict):
     tail = '],"model":' + _esc(model) + ',"params":' + json.dumps(
         params, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + ',"prompt_version":' + _esc(prompt_version) + "}"
 
+    def message(m: dict) -> str:
+        if len(m) != 2:
+            raise KeyError("not {role, content}")
+        return '{"content":' + _esc(m["content"]) + ',"role":' + _esc(m["role"]) + "}"
+
     def key(messages: list[dict]) -> str:
         try:
-            parts = ['{"content":' + _esc(m["content"]) + ',"role":' + _esc(m["role"]) + "}"
-                     for m in messages if len(m) == 2]
+            blob = '{"messages":[' + ",".join(map(message, messages)) + tail
         except (KeyError, TypeError):  # not {role, content} strings: the general encoder
-            parts = None
-        if parts is None or len(parts) != len(messages):
             blob = _key_blob(model, prompt_version, params, messages)
-        else:
-            blob = '{"messages":[' + ",".join(parts) + tail
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     return key

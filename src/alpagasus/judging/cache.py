@@ -224,18 +224,15 @@ class JudgementCache:
                                             check_same_thread=False)
                 self._open()
                 break
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 self._close_quietly()
                 # Two connections opening a new store at once: SQLite answers some of the opening
                 # statements (the switch to WAL) "locked" at once, without its busy wait (seen in
                 # CI: two runs sharing a cache_dir). Opening is idempotent: wait and open again.
-                if _busy(exc) and time.monotonic() < deadline:
+                if isinstance(exc, sqlite3.OperationalError) and _busy(exc) and time.monotonic() < deadline:
                     time.sleep(pause)
                     pause = min(2 * pause, 1.0)
                     continue
-                raise StoreError(f"cannot open the judgement store {self.path}: {exc}" + _hint(exc)) from None
-            except sqlite3.Error as exc:
-                self._close_quietly()
                 raise StoreError(f"cannot open the judgement store {self.path}: {exc}" + _hint(exc)) from None
             except StoreError:
                 self._close_quietly()
